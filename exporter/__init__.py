@@ -1,0 +1,3 @@
+"""Prometheus exporter for DialNexa outbound calling campaigns."""
+
+__version__ = "0.1.0"
