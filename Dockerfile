@@ -1,0 +1,38 @@
+# syntax=docker/dockerfile:1
+# Container image of dialnexa-exporter.
+#   docker build -t dialnexa-exporter .
+#   docker run --rm -p 10027:10027 --read-only -e DIALNEXA_API_KEY=... -e DIALNEXA_CAMPAIGN_IDS=... dialnexa-exporter
+# Two stages: the build stage installs the package and its dependencies into a virtualenv; the
+# final stage copies only that virtualenv onto the same slim base (same Python path), with no
+# compiler, no pip cache and no source tree, and runs as a numeric non-root user.
+
+ARG PYTHON_IMAGE=python:3.12-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY exporter ./exporter
+# pip compiles the bytecode at install time, so the read-only root filesystem costs nothing at run
+# time. pip and setuptools are not needed to run the exporter, so they stay behind.
+RUN /opt/venv/bin/pip install . \
+    && /opt/venv/bin/pip uninstall --yes pip setuptools \
+    && /opt/venv/bin/dialnexa-exporter --help >/dev/null
+
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="dialnexa-exporter" \
+      org.opencontainers.image.description="Prometheus exporter for DialNexa outbound calling campaigns" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+COPY --from=build /opt/venv /opt/venv
+# Numeric ids, so Kubernetes can verify runAsNonRoot without an /etc/passwd entry; the Helm chart
+# runs the pod with the same ids.
+USER 65532:65532
+WORKDIR /
+EXPOSE 10027
+ENTRYPOINT ["dialnexa-exporter"]
