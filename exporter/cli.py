@@ -1,0 +1,314 @@
+"""Command line: run the exporter, the demo (simulator + exporter) or the simulator alone."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiohttp import web
+from pydantic import SecretStr
+
+from exporter import __version__
+from exporter.config import (
+    ConfigError,
+    Settings,
+    env_name,
+    load_settings,
+    parse_listen_address,
+)
+from exporter.server import RELOADER, create_app
+from exporter.simulator import Simulator, demo_campaigns, load_campaigns
+
+log = logging.getLogger("exporter")
+
+PROG = "dialnexa-exporter"
+DEMO_LISTEN_ADDRESS = "127.0.0.1:10027"
+DEMO_SPEED = 60.0
+
+# Flags that map one-to-one onto settings: (flag, setting, help).
+_SETTING_FLAGS: tuple[tuple[str, str, str], ...] = (
+    ("--api-key-file", "api_key_file", "file holding the API key (the key itself: env only)"),
+    ("--api-url", "api_url", "DialNexa API base URL"),
+    ("--campaign-ids", "campaign_ids", "campaign ids, comma-separated or a JSON list"),
+    ("--config-file", "config_file", "YAML file with 'campaigns: [...]' and other settings"),
+    ("--poll-interval-seconds", "poll_interval_seconds", "seconds between fetches of a campaign"),
+    (
+        "--terminal-poll-interval-seconds",
+        "terminal_poll_interval_seconds",
+        "seconds between fetches of a completed or cancelled campaign",
+    ),
+    ("--request-timeout-seconds", "request_timeout_seconds", "whole-request timeout"),
+    ("--max-concurrency", "max_concurrency", "API requests in flight at once"),
+    ("--max-requests-per-second", "max_requests_per_second", "cap on the API request rate"),
+    ("--stale-after-seconds", "stale_after_seconds", "drop a campaign's data after this long"),
+    ("--listen-address", "listen_address", "host:port to serve on (:port = all interfaces)"),
+    ("--log-level", "log_level", "debug, info, warning or error"),
+    ("--log-format", "log_format", "text or json"),
+    ("--web-config-file", "web_config_file", "TLS / basic auth configuration for the server"),
+    ("--shard-count", "shard_count", "number of exporter shards"),
+    ("--shard-index", "shard_index", "this exporter's shard (0-based)"),
+    ("--pod-name", "pod_name", "pod name; a trailing -<ordinal> gives the shard index"),
+)
+
+_ENV_TABLE: tuple[tuple[str, str, str], ...] = (
+    ("api_key", "-", "API key, sent as 'Authorization: Bearer ...'; secret"),
+    ("api_key_file", "-", "file holding the API key (Kubernetes secret mount)"),
+    ("api_url", "https://api.dialnexa.com/v1", "API base URL, http(s) only"),
+    ("campaign_ids", "-", "campaign ids, comma-separated (a JSON list works too)"),
+    ("config_file", "-", "YAML file with campaigns: [ids] and other settings; reloaded"),
+    ("poll_interval_seconds", "30", "how often each campaign is fetched"),
+    ("terminal_poll_interval_seconds", "600", "how often completed/cancelled ones are"),
+    ("request_timeout_seconds", "10", "per request, whole request"),
+    ("max_concurrency", "10", "requests in flight at once"),
+    ("max_requests_per_second", "-", "request rate cap (token bucket); unset = none"),
+    ("stale_after_seconds", "300", "drop a campaign's data after this without success"),
+    ("listen_address", ":10027", "host:port for the HTTP server"),
+    ("log_level", "info", "debug, info, warning, error"),
+    ("log_format", "text", "text, or json for one JSON object per line"),
+    ("web_config_file", "-", "TLS and basic auth for /metrics (exporter-toolkit format)"),
+    ("shard_count", "1", "split the campaign list over this many exporters"),
+    ("shard_index", "-", "this exporter's shard, 0-based"),
+    ("pod_name", "-", "StatefulSet pod name; its -<ordinal> is the shard index"),
+)
+
+
+def _env_help() -> str:
+    lines = ["environment variables (flags win over them, they win over the YAML file):"]
+    for field, default, meaning in _ENV_TABLE:
+        lines.append(f"  {env_name(field):42} default {default:28} {meaning}")
+    lines.append("")
+    lines.append("commands:")
+    lines.append("  demo        built-in simulator and exporter together, no API key needed")
+    lines.append("  simulator   the fake DialNexa API alone (for tests and benchmarks)")
+    return "\n".join(lines)
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    for flag, _, text in _SETTING_FLAGS:
+        parser.add_argument(flag, default=None, help=text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for all three commands."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Prometheus exporter for DialNexa outbound calling campaigns.",
+        epilog=_env_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_setting_flags(parser)
+    commands = parser.add_subparsers(dest="command", metavar="{demo,simulator}")
+    demo = commands.add_parser(
+        "demo", help="run the simulator and the exporter together (no API key needed)"
+    )
+    demo.add_argument(
+        "--speed", type=float, default=DEMO_SPEED, help="simulated seconds per second"
+    )
+    demo.add_argument("--log-level", default=None, help="debug, info, warning or error")
+    demo.add_argument("--log-format", default=None, help="text or json")
+    demo.add_argument(
+        "--listen-address", default=DEMO_LISTEN_ADDRESS, help="where the exporter serves"
+    )
+    demo.add_argument(
+        "--poll-interval-seconds", default="5", help="seconds between fetches (default 5)"
+    )
+    sim = commands.add_parser("simulator", help="run the fake DialNexa API alone")
+    sim.add_argument("--listen-address", default="127.0.0.1:8080", help="where it serves")
+    sim.add_argument(
+        "--campaigns", type=int, default=0, help="generate N load campaigns (0 = the demo set)"
+    )
+    sim.add_argument("--speed", type=float, default=DEMO_SPEED, help="simulated s per second")
+    sim.add_argument("--seed", type=int, default=1, help="seed for generated campaigns")
+    sim.add_argument("--api-key", default="demo-key", help="key the simulator accepts")
+    sim.add_argument("--log-level", default="info", help="debug, info, warning or error")
+    sim.add_argument("--log-format", default="text", help="text or json")
+    return parser
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as JSON."""
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    """Configure the root logger once."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    if level != "debug":
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def _setting_flags(args: argparse.Namespace) -> dict[str, Any]:
+    flags: dict[str, Any] = {}
+    for _, field, _ in _SETTING_FLAGS:
+        value = getattr(args, field, None)
+        if value is not None:
+            flags[field] = value
+    return flags
+
+
+async def _run_until_signal(
+    runners: Sequence[web.BaseRunner],
+    on_reload: Callable[[], object] | None = None,
+    started: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Wait for SIGTERM/SIGINT (SIGHUP reloads), then clean every runner up."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if on_reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, on_reload)
+    try:
+        if started is not None:
+            await started()
+        await stop.wait()
+        log.info("signal received, shutting down")
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
+async def _start_site(runner: web.AppRunner, address: str, what: str) -> tuple[str, int]:
+    host, port = parse_listen_address(address)
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise ConfigError(
+            env_name("listen_address") if what == "exporter" else "--listen-address",
+            f"cannot listen on {address}: {exc.strerror or exc}",
+        ) from None
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    bound_port = sockets[0].getsockname()[1] if sockets else port
+    return (host or "0.0.0.0"), bound_port  # noqa: S104 - display only
+
+
+def _display_url(host: str, port: int) -> str:
+    shown = "localhost" if host in ("0.0.0.0", "::") else host  # noqa: S104 - display only
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
+
+
+async def run_exporter(settings: Settings, flags: dict[str, Any]) -> None:
+    """Serve the exporter until a signal stops it."""
+    app = create_app(settings, flags=flags)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        host, port = await _start_site(runner, settings.listen_address, "exporter")
+    except BaseException:
+        await runner.cleanup()
+        raise
+    log.info("serving metrics on %s/metrics", _display_url(host, port))
+    await _run_until_signal([runner], on_reload=lambda: app[RELOADER].reload())
+
+
+async def run_demo(args: argparse.Namespace) -> None:
+    """Simulator on a loopback port and the exporter pointed at it."""
+    key = secrets.token_urlsafe(24)
+    campaigns = demo_campaigns()
+    simulator = Simulator(campaigns, api_key=key, speed=args.speed)
+    sim_runner = web.AppRunner(simulator.app(), access_log=None, handle_signals=False)
+    await sim_runner.setup()
+    _, sim_port = await _start_site(sim_runner, "127.0.0.1:0", "simulator")
+    flags: dict[str, Any] = {
+        "api_url": f"http://127.0.0.1:{sim_port}/v1",
+        "api_key": SecretStr(key),
+        "campaign_ids": [c.id for c in campaigns],
+        "listen_address": args.listen_address,
+        "poll_interval_seconds": args.poll_interval_seconds,
+        "stale_after_seconds": 60,
+    }
+    settings = load_settings(flags)
+    app = create_app(settings, flags=flags)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        host, port = await _start_site(runner, settings.listen_address, "exporter")
+    except BaseException:
+        await runner.cleanup()
+        await sim_runner.cleanup()
+        raise
+    url = _display_url(host, port)
+    print(
+        f"DialNexa exporter demo: {len(campaigns)} simulated campaigns at {args.speed:g}x speed.\n"
+        f"  Open {url}/ or run: curl -s {url}/metrics | grep ^dialnexa_campaign\n"
+        "  Press Ctrl+C to stop.",
+        flush=True,
+    )
+    await _run_until_signal([sim_runner, runner])
+
+
+async def run_simulator(args: argparse.Namespace) -> None:
+    """The fake API alone."""
+    campaigns = load_campaigns(args.campaigns, args.seed) if args.campaigns else demo_campaigns()
+    simulator = Simulator(campaigns, api_key=args.api_key, speed=args.speed)
+    runner = web.AppRunner(simulator.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    host, port = await _start_site(runner, args.listen_address, "simulator")
+    print(
+        f"DialNexa API simulator: {len(campaigns)} campaigns at {_display_url(host, port)}/v1",
+        flush=True,
+    )
+    await _run_until_signal([runner])
+
+
+def _fail(message: str) -> int:
+    print(f"{PROG}: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, load settings and run; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    command = args.command
+    try:
+        if command == "simulator":
+            setup_logging(str(args.log_level).lower(), str(args.log_format).lower())
+            asyncio.run(run_simulator(args))
+            return 0
+        if command == "demo":
+            setup_logging(str(args.log_level or "info").lower(), str(args.log_format or "text"))
+            asyncio.run(run_demo(args))
+            return 0
+        flags = _setting_flags(args)
+        settings = load_settings(flags)
+        setup_logging(settings.log_level, settings.log_format)
+        asyncio.run(run_exporter(settings, flags))
+        return 0
+    except ConfigError as exc:
+        return _fail(f"configuration error: {exc}")
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,207 @@
+"""DialNexa API client on one aiohttp session: auth, timeouts, capped bodies, typed errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+from typing import Protocol
+from urllib.parse import quote
+
+import aiohttp
+from pydantic import SecretStr
+from yarl import URL
+
+from exporter import __version__
+from exporter.models import Campaign, RecordError, parse_campaign
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_REDIRECTS = 3
+USER_AGENT = f"dialnexa-exporter/{__version__}"
+_REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+
+
+class FetchError(Exception):
+    """A campaign could not be fetched; subclasses say why."""
+
+
+class RequestTimeoutError(FetchError):
+    """The whole request did not finish within the timeout."""
+
+
+class ConnectionFailedError(FetchError):
+    """No usable connection: refused, reset, DNS failure, TLS failure, truncated body."""
+
+
+class InvalidResponseError(FetchError):
+    """The API answered, but not with a usable campaign record."""
+
+
+class HTTPStatusError(FetchError):
+    """The API answered with a non-success status."""
+
+    def __init__(self, status: int, retry_after: float | None = None) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.retry_after = retry_after
+
+
+class RequestObserver(Protocol):
+    """Told about every HTTP exchange: status code (or ``error``) and seconds taken."""
+
+    def observe_request(self, code: str, duration: float) -> None:
+        """Record one request."""
+
+
+class _NoObserver:
+    def observe_request(self, code: str, duration: float) -> None:
+        return None
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(int(text))
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def _origin(url: URL) -> tuple[str, str, int | None]:
+    return (url.scheme, (url.host or "").lower(), url.port)
+
+
+class DialNexaClient:
+    """Fetches campaign records; never sends the key to any origin but the API URL's own."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        api_url: str,
+        api_key: SecretStr,
+        *,
+        timeout_seconds: float,
+        observer: RequestObserver | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall_time: Callable[[], float] = time.time,
+    ) -> None:
+        self._session = session
+        self._base = URL(api_url.rstrip("/"))
+        self._origin = _origin(self._base)
+        self._api_key = api_key
+        self._timeout_seconds = timeout_seconds
+        self._observer: RequestObserver = observer or _NoObserver()
+        self._monotonic = monotonic
+        self._wall_time = wall_time
+
+    def __repr__(self) -> str:
+        return f"DialNexaClient(api_url={str(self._base)!r})"
+
+    def campaign_url(self, campaign_id: str) -> URL:
+        """URL of one campaign; the id is percent-encoded so it can never change the path."""
+        path = f"{self._base.raw_path.rstrip('/')}/campaigns/{quote(campaign_id, safe='')}"
+        return self._base.with_path(path, encoded=True)
+
+    async def fetch_campaign(self, campaign_id: str) -> Campaign:
+        """Fetch and validate one campaign, or raise a FetchError subclass."""
+        try:
+            async with asyncio.timeout(self._timeout_seconds):
+                body = await self._get(self.campaign_url(campaign_id))
+        except TimeoutError:
+            limit = f"{self._timeout_seconds:g}s"
+            raise RequestTimeoutError(f"no complete answer within {limit}") from None
+        try:
+            document = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidResponseError("body is not valid JSON") from None
+        try:
+            return parse_campaign(document, campaign_id)
+        except RecordError as exc:
+            raise InvalidResponseError(str(exc)) from None
+
+    async def _get(self, url: URL) -> bytes:
+        headers = {
+            "Authorization": f"Bearer {self._api_key.get_secret_value()}",
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        for _ in range(MAX_REDIRECTS + 1):
+            started = self._monotonic()
+            code = "error"
+            try:
+                async with self._session.get(
+                    url, headers=headers, allow_redirects=False
+                ) as response:
+                    code = str(response.status)
+                    if response.status in _REDIRECT_CODES:
+                        url = self._redirect_target(url, response.headers.get("Location"))
+                        continue
+                    if not 200 <= response.status < 300:
+                        retry_after = parse_retry_after(
+                            response.headers.get("Retry-After"), self._wall_time()
+                        )
+                        raise HTTPStatusError(response.status, retry_after)
+                    return await self._read_capped(response)
+            except TimeoutError:
+                raise  # aiohttp's own timeout errors are ClientErrors too; keep them timeouts
+            except aiohttp.ClientPayloadError:
+                raise ConnectionFailedError("response body was cut short") from None
+            except aiohttp.ClientConnectorDNSError:
+                raise ConnectionFailedError(f"cannot resolve host {url.host}") from None
+            except aiohttp.ClientConnectorError as exc:
+                reason = exc.strerror or type(exc.os_error).__name__
+                raise ConnectionFailedError(
+                    f"cannot connect to {url.host}:{url.port}: {reason}"
+                ) from None
+            except aiohttp.ServerDisconnectedError:
+                raise ConnectionFailedError("server closed the connection") from None
+            except aiohttp.ClientError as exc:
+                raise ConnectionFailedError(type(exc).__name__) from None
+            finally:
+                self._observer.observe_request(code, self._monotonic() - started)
+        raise InvalidResponseError(f"more than {MAX_REDIRECTS} redirects")
+
+    def _redirect_target(self, current: URL, location: str | None) -> URL:
+        if not location:
+            raise InvalidResponseError("redirect without a Location header")
+        target = current.join(URL(location))
+        if _origin(target) != self._origin:
+            # Following it would hand the Bearer token to another host.
+            raise InvalidResponseError(f"redirect to another origin ({target.host}) refused")
+        return target
+
+    @staticmethod
+    async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+        length = response.content_length
+        if length is not None and length > MAX_BODY_BYTES:
+            raise InvalidResponseError(f"body of {length} bytes exceeds the {MAX_BODY_BYTES} cap")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise InvalidResponseError(f"body exceeds the {MAX_BODY_BYTES} byte cap")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def create_session(max_concurrency: int) -> aiohttp.ClientSession:
+    """The one client session: connection pool sized to the concurrency cap, no proxy env."""
+    connector = aiohttp.TCPConnector(limit=max_concurrency, ttl_dns_cache=300)
+    return aiohttp.ClientSession(
+        connector=connector,
+        # The client enforces its own whole-request deadline; no second, different one here.
+        timeout=aiohttp.ClientTimeout(total=None),
+        trust_env=False,
+        raise_for_status=False,
+        auto_decompress=True,
+    )

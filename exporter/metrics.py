@@ -1,0 +1,330 @@
+"""Snapshot to Prometheus text exposition (format 0.0.4), re-rendering only what changed."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from exporter.models import Campaign, CampaignStatus
+from exporter.state import DURATION_BUCKETS, CampaignView, Snapshot
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_AS_OF = " As of the last successful fetch."
+
+
+def escape_label_value(value: str) -> str:
+    """Escape a label value for the text format: backslash, double quote and newline."""
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return value
+
+
+def format_value(value: float) -> str:
+    """A sample value as the text format spells it (integers without a decimal point)."""
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """A metric family's name, type and help text."""
+
+    name: str
+    kind: str
+    help: str
+
+    def header(self) -> str:
+        """The ``# HELP`` and ``# TYPE`` lines."""
+        text = self.help.replace("\\", "\\\\").replace("\n", "\\n")
+        return f"# HELP {self.name} {text}\n# TYPE {self.name} {self.kind}\n"
+
+
+# Campaign data families, in exposition order; a fragment holds one part per family.
+INFO = Family(
+    "dialnexa_campaign_info",
+    "gauge",
+    "Campaign metadata as labels; always 1." + _AS_OF,
+)
+STATUS = Family(
+    "dialnexa_campaign_status",
+    "gauge",
+    "Campaign lifecycle status: 1 for the current state, 0 for the others." + _AS_OF,
+)
+TOTAL_LEADS = Family(
+    "dialnexa_campaign_total_leads", "gauge", "Leads enrolled in the campaign." + _AS_OF
+)
+COMPLETED = Family(
+    "dialnexa_campaign_completed_calls", "gauge", "Calls the campaign has completed." + _AS_OF
+)
+PENDING = Family(
+    "dialnexa_campaign_pending_calls", "gauge", "Calls the campaign still has to make." + _AS_OF
+)
+MAX_CONCURRENT = Family(
+    "dialnexa_campaign_max_concurrent_calls",
+    "gauge",
+    "Configured maximum of simultaneous calls." + _AS_OF,
+)
+RETRY_MAX = Family(
+    "dialnexa_campaign_retry_max_retries",
+    "gauge",
+    "Configured retries per lead (retry_config.max_retries)." + _AS_OF,
+)
+RETRY_INTERVAL = Family(
+    "dialnexa_campaign_retry_interval_seconds",
+    "gauge",
+    "Configured wait between retries of a lead (retry_config.retry_interval_minutes)." + _AS_OF,
+)
+CREATED = Family(
+    "dialnexa_campaign_created_timestamp_seconds",
+    "gauge",
+    "When the campaign was created, Unix time." + _AS_OF,
+)
+SCHEDULED = Family(
+    "dialnexa_campaign_scheduled_timestamp_seconds",
+    "gauge",
+    "When the campaign is scheduled to start, Unix time; absent when not scheduled." + _AS_OF,
+)
+DATA_FAMILIES: tuple[Family, ...] = (
+    INFO,
+    STATUS,
+    TOTAL_LEADS,
+    COMPLETED,
+    PENDING,
+    MAX_CONCURRENT,
+    RETRY_MAX,
+    RETRY_INTERVAL,
+    CREATED,
+    SCHEDULED,
+)
+
+BUILD_INFO = Family(
+    "dialnexa_exporter_build_info", "gauge", "Exporter build information; always 1."
+)
+CAMPAIGN_UP = Family(
+    "dialnexa_exporter_campaign_up",
+    "gauge",
+    "1 if the last fetch of the campaign succeeded, else 0.",
+)
+LAST_SUCCESS = Family(
+    "dialnexa_exporter_campaign_last_success_timestamp_seconds",
+    "gauge",
+    "Unix time of the last successful fetch of the campaign.",
+)
+ERRORS = Family(
+    "dialnexa_exporter_campaign_errors_total",
+    "counter",
+    "Failed fetches of the campaign, by reason.",
+)
+REQUESTS = Family(
+    "dialnexa_exporter_api_requests_total",
+    "counter",
+    "Requests made to the DialNexa API, by HTTP status code ('error' when no response).",
+)
+DURATION = Family(
+    "dialnexa_exporter_api_request_duration_seconds",
+    "histogram",
+    "Duration of requests to the DialNexa API.",
+)
+CONFIGURED = Family(
+    "dialnexa_exporter_campaigns_configured",
+    "gauge",
+    "Campaign ids this exporter (shard) polls.",
+)
+LAST_POLL = Family(
+    "dialnexa_exporter_last_poll_timestamp_seconds",
+    "gauge",
+    "Unix time at which the latest poll round finished.",
+)
+POLL_DURATION = Family(
+    "dialnexa_exporter_poll_duration_seconds",
+    "gauge",
+    "How long the latest poll round took.",
+)
+SHARD_INDEX = Family(
+    "dialnexa_exporter_shard_index", "gauge", "Index of the shard this exporter serves."
+)
+SHARD_COUNT = Family("dialnexa_exporter_shard_count", "gauge", "Number of shards in all.")
+RELOAD_OK = Family(
+    "dialnexa_exporter_config_last_reload_successful",
+    "gauge",
+    "1 if the last configuration reload succeeded, else 0.",
+)
+RELOAD_TIME = Family(
+    "dialnexa_exporter_config_last_reload_success_timestamp_seconds",
+    "gauge",
+    "Unix time of the last successful configuration load.",
+)
+
+_STATES: tuple[CampaignStatus, ...] = tuple(CampaignStatus)
+
+
+def _labels(pairs: Iterable[tuple[str, str]]) -> str:
+    return ",".join(f'{name}="{escape_label_value(value)}"' for name, value in pairs)
+
+
+def render_campaign_data(record: Campaign, campaign_id: str) -> tuple[str, ...]:
+    """One text part per data family for one campaign (empty where the field is absent)."""
+    cid = f'campaign_id="{escape_label_value(campaign_id)}"'
+
+    def gauge(family: Family, value: float | None) -> str:
+        return "" if value is None else f"{family.name}{{{cid}}} {format_value(value)}\n"
+
+    info_labels = _labels(
+        (
+            ("name", record.name or ""),
+            ("agent_id", record.agent_id or ""),
+            ("from_phone_number", record.from_phone_number or ""),
+            ("organization_id", record.organization_id or ""),
+        )
+    )
+    info = f"{INFO.name}{{{cid},{info_labels}}} 1\n"
+    status = ""
+    if record.status is not None:
+        status = "".join(
+            f'{STATUS.name}{{{cid},status="{state.value}"}} {int(state is record.status)}\n'
+            for state in _STATES
+        )
+    retry = record.retry_config
+    max_retries = retry.max_retries if retry is not None else None
+    interval_minutes = retry.retry_interval_minutes if retry is not None else None
+    created = record.created_at.timestamp() if record.created_at is not None else None
+    scheduled = record.scheduled_at.timestamp() if record.scheduled_at is not None else None
+    return (
+        info,
+        status,
+        gauge(TOTAL_LEADS, record.total_leads),
+        gauge(COMPLETED, record.completed_calls),
+        gauge(PENDING, record.pending_calls),
+        gauge(MAX_CONCURRENT, record.max_concurrent_calls),
+        gauge(RETRY_MAX, max_retries),
+        gauge(RETRY_INTERVAL, None if interval_minutes is None else interval_minutes * 60),
+        gauge(CREATED, created),
+        gauge(SCHEDULED, scheduled),
+    )
+
+
+def render_campaign_health(view: CampaignView) -> tuple[str, str, str]:
+    """The campaign_up, last-success and error-counter lines of one campaign."""
+    cid = f'campaign_id="{escape_label_value(view.campaign_id)}"'
+    up = f"{CAMPAIGN_UP.name}{{{cid}}} {int(view.up)}\n"
+    last = ""
+    if view.last_success is not None:
+        last = f"{LAST_SUCCESS.name}{{{cid}}} {format_value(view.last_success)}\n"
+    errors = "".join(
+        f'{ERRORS.name}{{{cid},reason="{reason}"}} {count}\n' for reason, count in view.errors
+    )
+    return up, last, errors
+
+
+def _family_block(family: Family, parts: Iterable[str]) -> str:
+    body = "".join(parts)
+    return family.header() + body if body else ""
+
+
+def _gauge_block(family: Family, value: float | None, labels: str = "") -> str:
+    if value is None:
+        return ""
+    inner = f"{{{labels}}}" if labels else ""
+    return f"{family.header()}{family.name}{inner} {format_value(value)}\n"
+
+
+def render_exporter_metrics(snapshot: Snapshot) -> str:
+    """Exporter-wide health families (not per campaign)."""
+    build = _labels(
+        (("version", snapshot.build.version), ("python_version", snapshot.build.python_version))
+    )
+    requests = _family_block(
+        REQUESTS,
+        (
+            f'{REQUESTS.name}{{code="{escape_label_value(code)}"}} {count}\n'
+            for code, count in snapshot.requests_by_code
+        ),
+    )
+    hist = snapshot.request_durations
+    bounds = [format_value(b) for b in DURATION_BUCKETS] + ["+Inf"]
+    duration = (
+        DURATION.header()
+        + "".join(
+            f'{DURATION.name}_bucket{{le="{bound}"}} {count}\n'
+            for bound, count in zip(bounds, hist.buckets, strict=True)
+        )
+        + f"{DURATION.name}_sum {format_value(hist.total)}\n"
+        + f"{DURATION.name}_count {hist.count}\n"
+    )
+    return "".join(
+        (
+            _gauge_block(BUILD_INFO, 1, build),
+            requests,
+            duration,
+            _gauge_block(CONFIGURED, snapshot.campaigns_configured),
+            _gauge_block(LAST_POLL, snapshot.last_poll_timestamp),
+            _gauge_block(POLL_DURATION, snapshot.poll_duration),
+            _gauge_block(SHARD_INDEX, snapshot.shard_index),
+            _gauge_block(SHARD_COUNT, snapshot.shard_count),
+            _gauge_block(RELOAD_OK, int(snapshot.config_reload_success)),
+            _gauge_block(RELOAD_TIME, snapshot.config_reload_timestamp),
+        )
+    )
+
+
+class ExpositionRenderer:
+    """Renders snapshots; a campaign's data lines are re-rendered only when its record changes.
+
+    The output is a function of the snapshot alone: the cache only remembers work already done.
+    """
+
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[Campaign, tuple[str, ...]]] = {}
+        self._health: dict[str, tuple[CampaignView, tuple[str, str, str]]] = {}
+
+    def render(self, snapshot: Snapshot) -> bytes:
+        """The full exposition of ``snapshot`` as UTF-8 bytes."""
+        data_parts: list[tuple[str, ...]] = []
+        health_parts: list[tuple[str, str, str]] = []
+        new_data: dict[str, tuple[Campaign, tuple[str, ...]]] = {}
+        new_health: dict[str, tuple[CampaignView, tuple[str, str, str]]] = {}
+        old_data = self._data
+        old_health = self._health
+        for view in snapshot.campaigns:
+            cid = view.campaign_id
+            cached_health = old_health.get(cid)
+            if cached_health is not None and cached_health[0] is view:
+                health = cached_health[1]
+            else:
+                health = render_campaign_health(view)
+            new_health[cid] = (view, health)
+            health_parts.append(health)
+            record = view.record
+            if record is None:
+                continue
+            cached = old_data.get(cid)
+            if cached is not None and cached[0] is record:
+                parts = cached[1]
+            else:
+                parts = render_campaign_data(record, cid)
+            new_data[cid] = (record, parts)
+            data_parts.append(parts)
+        self._data = new_data
+        self._health = new_health
+
+        chunks: list[str] = []
+        for index, family in enumerate(DATA_FAMILIES):
+            chunks.append(_family_block(family, (parts[index] for parts in data_parts)))
+        for index, family in enumerate((CAMPAIGN_UP, LAST_SUCCESS, ERRORS)):
+            chunks.append(_family_block(family, (parts[index] for parts in health_parts)))
+        chunks.append(render_exporter_metrics(snapshot))
+        chunks.append(snapshot.process_text)
+        return "".join(chunks).encode("utf-8")
+
+
+def render_exposition(snapshot: Snapshot) -> bytes:
+    """Render one snapshot without any cache (for tests and one-off use)."""
+    return ExpositionRenderer().render(snapshot)

@@ -1,0 +1,146 @@
+"""Campaign records as the DialNexa API returns them, parsed and checked; no I/O."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
+
+
+class CampaignStatus(enum.StrEnum):
+    """Lifecycle states from the API's enum, plus ``unknown`` for anything else it may send."""
+
+    DRAFT = "draft"
+    ACTIVE = "active"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def parse(cls, value: str) -> CampaignStatus:
+        """Map an API status string to a state; unrecognised values become ``unknown``."""
+        try:
+            return cls(value.strip().lower())
+        except ValueError:
+            return cls.UNKNOWN
+
+
+TERMINAL_STATUSES = frozenset({CampaignStatus.COMPLETED, CampaignStatus.CANCELLED})
+
+
+class RecordError(ValueError):
+    """A response body is not a usable campaign record."""
+
+
+def _reject_bool(value: object) -> object:
+    # JSON true/false must not pass as 1/0 in a count.
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    return value
+
+
+def _integral_float(value: object) -> object:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Before-validators run last-declared first: booleans are refused before floats are narrowed.
+Count = Annotated[
+    StrictInt, Field(ge=0), BeforeValidator(_integral_float), BeforeValidator(_reject_bool)
+]
+NonNegativeNumber = Annotated[
+    float, Field(ge=0, allow_inf_nan=False), BeforeValidator(_reject_bool)
+]
+
+
+def _parse_timestamp(value: object) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("expected an ISO 8601 date-time string")
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("not an ISO 8601 date-time") from None
+    if parsed.tzinfo is None:
+        # The API documents UTC ("...Z"); a bare local time is read as UTC too.
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+Timestamp = Annotated[datetime | None, BeforeValidator(_parse_timestamp)]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", strict=False)
+
+
+class RetryConfig(_Record):
+    """``retry_config``: how often a lead is retried and how far apart."""
+
+    max_retries: Count | None = None
+    retry_interval_minutes: NonNegativeNumber | None = None
+
+
+class Campaign(_Record):
+    """One campaign as returned by ``GET /v1/campaigns/{id}``; absent fields stay ``None``."""
+
+    id: StrictStr | None = None
+    name: StrictStr | None = None
+    organization_id: StrictStr | None = None
+    agent_id: StrictStr | None = None
+    from_phone_number: StrictStr | None = None
+    status: CampaignStatus | None = None
+    max_concurrent_calls: Count | None = None
+    total_leads: Count | None = None
+    completed_calls: Count | None = None
+    pending_calls: Count | None = None
+    retry_config: RetryConfig | None = None
+    scheduled_at: Timestamp = None
+    created_at: Timestamp = None
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status(cls, value: object) -> object:
+        if value is None or isinstance(value, CampaignStatus):
+            return value
+        if not isinstance(value, str):
+            raise ValueError("expected a string")
+        return CampaignStatus.parse(value)
+
+    @property
+    def is_terminal(self) -> bool:
+        """Completed and cancelled campaigns no longer change."""
+        return self.status in TERMINAL_STATUSES
+
+
+def parse_campaign(document: Any, expected_id: str) -> Campaign:
+    """Validate a decoded JSON document as the record for ``expected_id`` or raise RecordError."""
+    if not isinstance(document, dict):
+        raise RecordError(f"expected a JSON object, got {type(document).__name__}")
+    try:
+        campaign = Campaign.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        raise RecordError(f"field {where or '?'}: {first.get('msg', 'invalid')}") from None
+    if campaign.id is not None and campaign.id != expected_id:
+        raise RecordError("record id does not match the requested campaign")
+    return campaign

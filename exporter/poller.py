@@ -1,0 +1,415 @@
+"""Polls every campaign on its schedule, turns failures into reasons, and publishes snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from exporter.client import (
+    ConnectionFailedError,
+    FetchError,
+    HTTPStatusError,
+    InvalidResponseError,
+    RequestTimeoutError,
+)
+from exporter.config import Settings
+from exporter.models import Campaign
+from exporter.state import (
+    DURATION_BUCKETS,
+    CampaignView,
+    HistogramData,
+    Snapshot,
+)
+
+log = logging.getLogger(__name__)
+
+# A round also takes campaigns due within this fraction of the poll interval, so that
+# per-campaign jitter does not split every round into many tiny ones.
+COALESCE_FRACTION = 0.1
+# While a long round runs, a snapshot is published at least this often (seconds).
+PUBLISH_EVERY_SECONDS = 1.0
+# Longest wait honoured from a Retry-After header (seconds).
+MAX_RETRY_AFTER_SECONDS = 3600.0
+
+
+class Clock(Protocol):
+    """Wall time for timestamps, monotonic time for scheduling."""
+
+    def time(self) -> float:
+        """Seconds since the Unix epoch."""
+
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary, never-decreasing origin."""
+
+
+class SystemClock:
+    """The real clock."""
+
+    def time(self) -> float:
+        """Seconds since the Unix epoch."""
+        return time.time()
+
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary, never-decreasing origin."""
+        return time.monotonic()
+
+
+class CampaignFetcher(Protocol):
+    """Anything that fetches one campaign record or raises a FetchError."""
+
+    async def fetch_campaign(self, campaign_id: str) -> Campaign:
+        """Fetch one campaign."""
+
+
+def error_reason(error: BaseException) -> str:
+    """The bounded ``reason`` label for a failed fetch."""
+    if isinstance(error, HTTPStatusError):
+        status = error.status
+        if status == 401:
+            return "unauthorized"
+        if status == 403:
+            return "forbidden"
+        if status == 404:
+            return "not_found"
+        if status == 429:
+            return "rate_limited"
+        if status >= 500:
+            return "server_error"
+        if 400 <= status < 500:
+            return "client_error"
+        return "invalid_response"
+    if isinstance(error, RequestTimeoutError):
+        return "timeout"
+    if isinstance(error, ConnectionFailedError):
+        return "connection"
+    return "invalid_response"
+
+
+def backoff_delay(failures: int, interval: float, rng: random.Random) -> float:
+    """Exponential backoff with jitter: the interval doubled per failure, capped, then +0-25%."""
+    cap = max(interval, min(10 * interval, 600.0))
+    base = min(cap, interval * 2.0 ** max(0, failures - 1))
+    return min(cap, base * rng.uniform(1.0, 1.25))
+
+
+class TokenBucket:
+    """Caps the request rate: ``rate`` tokens per second, bursts of at most ``burst``."""
+
+    def __init__(self, rate: float, clock: Clock, burst: float | None = None) -> None:
+        self._rate = rate
+        self._burst = burst if burst is not None else max(1.0, rate)
+        self._tokens = self._burst
+        self._clock = clock
+        self._stamp = clock.monotonic()
+        self._lock = asyncio.Lock()
+
+    def _refill(self) -> None:
+        now = self._clock.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+
+    async def acquire(self) -> None:
+        """Wait until one request may start."""
+        async with self._lock:  # first come, first served
+            self._refill()
+            while self._tokens < 1.0:
+                await asyncio.sleep((1.0 - self._tokens) / self._rate)
+                self._refill()
+            self._tokens -= 1.0
+
+
+@dataclass(slots=True)
+class _CampaignState:
+    campaign_id: str
+    next_due: float
+    record: Campaign | None = None
+    up: bool = False
+    last_success: float | None = None
+    last_success_mono: float | None = None
+    failures: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    view: CampaignView | None = None
+
+    def make_view(self) -> CampaignView:
+        self.view = CampaignView(
+            campaign_id=self.campaign_id,
+            record=self.record,
+            up=self.up,
+            last_success=self.last_success,
+            errors=tuple(sorted(self.errors.items())),
+        )
+        return self.view
+
+
+class RequestStats:
+    """API request counters and duration histogram; the client reports into it."""
+
+    def __init__(self) -> None:
+        self._by_code: dict[str, int] = {}
+        self._buckets = [0] * (len(DURATION_BUCKETS) + 1)
+        self._sum = 0.0
+
+    def observe_request(self, code: str, duration: float) -> None:
+        """Count one request and its duration."""
+        self._by_code[code] = self._by_code.get(code, 0) + 1
+        self._buckets[bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
+        self._sum += duration
+
+    def requests_by_code(self) -> tuple[tuple[str, int], ...]:
+        """Counts per status code, sorted by code."""
+        return tuple(sorted(self._by_code.items()))
+
+    def histogram(self) -> HistogramData:
+        """Cumulative histogram of durations."""
+        cumulative: list[int] = []
+        running = 0
+        for count in self._buckets:
+            running += count
+            cumulative.append(running)
+        return HistogramData(buckets=tuple(cumulative), total=self._sum)
+
+
+SnapshotSink = Callable[[Snapshot], Awaitable[None]]
+
+
+class Poller:
+    """Schedules fetches (interval, jitter, backoff, Retry-After) and publishes snapshots."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        fetcher: CampaignFetcher,
+        sink: SnapshotSink,
+        *,
+        campaign_ids: Iterable[str],
+        stats: RequestStats | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        process_text: Callable[[], str] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._fetcher = fetcher
+        self._sink = sink
+        self._stats = stats or RequestStats()
+        self._clock: Clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self._process_text = process_text or (lambda: "")
+        self._limiter = (
+            TokenBucket(settings.max_requests_per_second, self._clock)
+            if settings.max_requests_per_second
+            else None
+        )
+        self._states: dict[str, _CampaignState] = {}
+        self._wake = asyncio.Event()
+        self._ready = False
+        self._last_round_end: float | None = None
+        self._last_round_duration: float | None = None
+        self._reload_success = True
+        self._reload_timestamp: float | None = self._clock.time()
+        self._publish_lock = asyncio.Lock()
+        self._dirty = True
+        self.set_campaigns(campaign_ids)
+
+    @property
+    def stats(self) -> RequestStats:
+        """Where the API client reports requests."""
+        return self._stats
+
+    @property
+    def campaign_ids(self) -> tuple[str, ...]:
+        """Campaigns currently polled."""
+        return tuple(self._states)
+
+    def set_campaigns(self, campaign_ids: Iterable[str]) -> None:
+        """Replace the campaign list; kept campaigns keep their state, new ones are due now."""
+        now = self._clock.monotonic()
+        wanted = list(dict.fromkeys(campaign_ids))
+        old = self._states
+        self._states = {cid: old.get(cid) or _CampaignState(cid, next_due=now) for cid in wanted}
+        self._dirty = True
+        self._wake.set()
+
+    def note_reload(self, success: bool) -> None:
+        """Record the outcome of a configuration reload for the exporter's own metrics."""
+        self._reload_success = success
+        if success:
+            self._reload_timestamp = self._clock.time()
+        self._dirty = True
+        self._wake.set()
+
+    def _interval_for(self, state: _CampaignState) -> float:
+        if state.record is not None and state.record.is_terminal:
+            return self._settings.terminal_poll_interval_seconds
+        return self._settings.poll_interval_seconds
+
+    async def run(self) -> None:
+        """Poll until cancelled."""
+        interval = self._settings.poll_interval_seconds
+        while True:
+            self._wake.clear()
+            now = self._clock.monotonic()
+            horizon = now + COALESCE_FRACTION * interval
+            due = [s for s in self._states.values() if s.next_due <= horizon]
+            if due or not self._ready:
+                await self._round(due)
+                continue
+            if self._expire_stale() or self._dirty:
+                await self._publish()
+            delay = self._next_wakeup() - self._clock.monotonic()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    def _next_wakeup(self) -> float:
+        """Earliest moment something is due: a fetch, or a campaign's data going stale."""
+        stale_after = self._settings.stale_after_seconds
+        candidates = [s.next_due for s in self._states.values()]
+        candidates.extend(
+            s.last_success_mono + stale_after
+            for s in self._states.values()
+            if s.record is not None and s.last_success_mono is not None
+        )
+        return min(candidates, default=self._clock.monotonic() + 60.0)
+
+    async def _round(self, due: list[_CampaignState]) -> None:
+        started = self._clock.monotonic()
+        queue = iter(due)
+        workers = [
+            asyncio.create_task(self._worker(queue), name="dialnexa-fetch-worker")
+            for _ in range(min(self._settings.max_concurrency, len(due)))
+        ]
+        pending: set[asyncio.Task[None]] = set(workers)
+        try:
+            while pending:
+                _, pending = await asyncio.wait(pending, timeout=PUBLISH_EVERY_SECONDS)
+                if pending:
+                    await self._publish()
+        finally:
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        self._last_round_duration = self._clock.monotonic() - started
+        self._last_round_end = self._clock.time()
+        if not self._ready:
+            self._ready = True
+            log.info("first poll round done: %d campaigns", len(self._states))
+        await self._publish()
+
+    async def _worker(self, queue: Iterable[_CampaignState]) -> None:
+        for state in queue:
+            if self._states.get(state.campaign_id) is not state:
+                continue  # removed by a reload while the round ran
+            if self._limiter is not None:
+                await self._limiter.acquire()
+            await self._fetch(state)
+
+    async def _fetch(self, state: _CampaignState) -> None:
+        started = self._clock.monotonic()
+        try:
+            record = await self._fetcher.fetch_campaign(state.campaign_id)
+        except asyncio.CancelledError:
+            raise
+        except FetchError as exc:
+            self._on_failure(state, exc, started)
+        except Exception as exc:  # the one broad catch: an unexpected bug must not stop polling
+            log.exception("unexpected error fetching campaign %s", state.campaign_id)
+            self._on_failure(state, InvalidResponseError(type(exc).__name__), started)
+        else:
+            self._on_success(state, record, started)
+
+    def _on_success(self, state: _CampaignState, record: Campaign, started: float) -> None:
+        if not state.up and state.failures:
+            log.info(
+                "campaign %s recovered after %d failed fetches", state.campaign_id, state.failures
+            )
+        if state.record is None or state.record != record:
+            state.record = record  # same object when unchanged: the renderer reuses its lines
+        state.up = True
+        state.failures = 0
+        state.last_success = self._clock.time()
+        state.last_success_mono = self._clock.monotonic()
+        state.next_due = started + self._interval_for(state) * self._rng.uniform(0.9, 1.0)
+        state.make_view()
+
+    def _on_failure(self, state: _CampaignState, error: FetchError, started: float) -> None:
+        reason = error_reason(error)
+        state.errors[reason] = state.errors.get(reason, 0) + 1
+        state.failures += 1
+        was_up = state.up
+        state.up = False
+        if reason == "not_found" and state.record is not None:
+            log.warning(
+                "campaign %s no longer exists (404): dropping its series", state.campaign_id
+            )
+            state.record = None
+        retry_after = error.retry_after if isinstance(error, HTTPStatusError) else None
+        if retry_after is not None and retry_after > 0:
+            delay = min(retry_after, MAX_RETRY_AFTER_SECONDS)
+        else:
+            delay = backoff_delay(state.failures, self._interval_for(state), self._rng)
+        state.next_due = self._clock.monotonic() + delay
+        level = logging.WARNING if was_up or state.failures == 1 else logging.DEBUG
+        log.log(
+            level,
+            "fetch of campaign %s failed (%s: %s); next try in %.1fs",
+            state.campaign_id,
+            reason,
+            error,
+            delay,
+        )
+        state.make_view()
+
+    def _expire_stale(self) -> bool:
+        """Drop the data of campaigns without a success for STALE_AFTER; True if any went."""
+        changed = False
+        now = self._clock.monotonic()
+        stale_after = self._settings.stale_after_seconds
+        for state in self._states.values():
+            if (
+                state.record is not None
+                and state.last_success_mono is not None
+                and now - state.last_success_mono >= stale_after
+            ):
+                log.warning(
+                    "campaign %s: no successful fetch for %.0fs, dropping its series",
+                    state.campaign_id,
+                    now - state.last_success_mono,
+                )
+                state.record = None
+                state.make_view()
+                changed = True
+        return changed
+
+    def build_snapshot(self) -> Snapshot:
+        """The current state as an immutable snapshot."""
+        self._expire_stale()
+        views = tuple(
+            state.view if state.view is not None else state.make_view()
+            for state in self._states.values()
+        )
+        return Snapshot(
+            campaigns=views,
+            requests_by_code=self._stats.requests_by_code(),
+            request_durations=self._stats.histogram(),
+            campaigns_configured=len(self._states),
+            last_poll_timestamp=self._last_round_end,
+            poll_duration=self._last_round_duration,
+            ready=self._ready,
+            shard_index=self._settings.effective_shard_index,
+            shard_count=self._settings.shard_count,
+            config_reload_success=self._reload_success,
+            config_reload_timestamp=self._reload_timestamp,
+            process_text=self._process_text(),
+        )
+
+    async def _publish(self) -> None:
+        async with self._publish_lock:
+            self._dirty = False
+            await self._sink(self.build_snapshot())

@@ -1,0 +1,274 @@
+"""The aiohttp application: /metrics from memory, health endpoints, and the poller's lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+
+from exporter import __version__
+from exporter.client import DialNexaClient, create_session
+from exporter.config import ConfigError, Settings, campaigns_for_shard, load_settings
+from exporter.metrics import CONTENT_TYPE, ExpositionRenderer
+from exporter.poller import Clock, Poller, RequestStats, SystemClock
+from exporter.state import Snapshot
+
+log = logging.getLogger(__name__)
+
+# gzip level for the cached /metrics body: level 6 costs several times level 1 for a few
+# percent smaller output; rendered once per poll round, so the cheap level wins.
+GZIP_LEVEL = 1
+# How often the YAML config file is checked for changes (seconds).
+CONFIG_CHECK_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Exposition:
+    """The rendered /metrics body, plain and gzipped, and whether the first round is done."""
+
+    plain: bytes
+    gzipped: bytes
+    ready: bool
+
+
+class ExpositionCache:
+    """Turns each published snapshot into response bodies once; scrapes only read them."""
+
+    def __init__(self) -> None:
+        self._renderer = ExpositionRenderer()
+        empty = self._renderer.render(Snapshot())
+        self._current = Exposition(empty, gzip.compress(empty, GZIP_LEVEL), ready=False)
+        self.updated = asyncio.Event()
+
+    @property
+    def current(self) -> Exposition:
+        """The latest rendered exposition."""
+        return self._current
+
+    async def update(self, snapshot: Snapshot) -> None:
+        """Render ``snapshot``; compress in a worker thread so the event loop keeps serving."""
+        plain = self._renderer.render(snapshot)
+        loop = asyncio.get_running_loop()
+        gzipped = await loop.run_in_executor(None, gzip.compress, plain, GZIP_LEVEL)
+        self._current = Exposition(plain, gzipped, ready=snapshot.ready)
+        self.updated.set()
+
+
+class ProcessMetrics:
+    """Standard process_* metrics of this process, via prometheus_client's collector."""
+
+    def __init__(self) -> None:
+        self._registry = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=self._registry)
+
+    def text(self) -> str:
+        """Exposition text of the process metrics."""
+        return generate_latest(self._registry).decode("utf-8")
+
+
+SETTINGS = web.AppKey("settings", Settings)
+FLAGS: web.AppKey[dict[str, Any]] = web.AppKey("flags")
+EXPOSITION = web.AppKey("exposition", ExpositionCache)
+POLLER = web.AppKey("poller", Poller)
+CLOCK = web.AppKey("clock", Clock)
+
+
+def accepts_gzip(header: str | None) -> bool:
+    """True when an Accept-Encoding header allows gzip (and does not give it q=0)."""
+    if not header:
+        return False
+    for item in header.split(","):
+        name, _, params = item.strip().partition(";")
+        if name.strip().lower() not in ("gzip", "*"):
+            continue
+        quality = params.strip().lower()
+        if quality.startswith("q="):
+            with contextlib.suppress(ValueError):
+                return float(quality[2:]) > 0
+        return True
+    return False
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    """Serve the cached exposition, gzipped when the client accepts it."""
+    exposition = request.app[EXPOSITION].current
+    headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"}
+    if accepts_gzip(request.headers.get("Accept-Encoding")):
+        headers["Content-Encoding"] = "gzip"
+        return web.Response(body=exposition.gzipped, headers=headers)
+    return web.Response(body=exposition.plain, headers=headers)
+
+
+async def handle_healthz(request: web.Request) -> web.Response:
+    """The process is alive and serving."""
+    return web.Response(text="ok\n")
+
+
+async def handle_readyz(request: web.Request) -> web.Response:
+    """Ready once the first poll round is done."""
+    if request.app[EXPOSITION].current.ready:
+        return web.Response(text="ready\n")
+    return web.Response(status=503, text="waiting for the first poll round\n")
+
+
+async def handle_index(request: web.Request) -> web.Response:
+    """A small page linking to the other endpoints."""
+    settings = request.app[SETTINGS]
+    poller = request.app.get(POLLER)
+    count = len(poller.campaign_ids) if poller is not None else 0
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>DialNexa exporter</title></head>
+<body>
+<h1>DialNexa exporter</h1>
+<p>Version {escape(__version__)}; polling {count} campaign(s) at {escape(settings.api_url)}.</p>
+<ul>
+<li><a href="metrics">metrics</a></li>
+<li><a href="healthz">healthz</a> (process alive)</li>
+<li><a href="readyz">readyz</a> (first poll round done)</li>
+</ul>
+</body></html>
+"""
+    return web.Response(text=page, content_type="text/html")
+
+
+class ConfigReloader:
+    """Re-reads the configuration (file change or SIGHUP) and hands the new campaign list over."""
+
+    def __init__(self, flags: Mapping[str, Any], poller: Poller, path: Path | None) -> None:
+        self._flags = dict(flags)
+        self._poller = poller
+        self._path = path
+        self._signature = self._stat()
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        if self._path is None:
+            return None
+        try:
+            info = self._path.stat()
+        except OSError:
+            return None
+        return (info.st_mtime_ns, info.st_size, info.st_ino)
+
+    def changed(self) -> bool:
+        """True when the config file differs from the last one read."""
+        signature = self._stat()
+        if signature == self._signature:
+            return False
+        self._signature = signature
+        return True
+
+    def reload(self) -> bool:
+        """Load settings again; on error keep the running list and log one line."""
+        try:
+            settings = load_settings(self._flags)
+        except ConfigError as exc:
+            log.error("configuration reload rejected, keeping the running one: %s", exc)
+            self._poller.note_reload(success=False)
+            return False
+        before = set(self._poller.campaign_ids)
+        campaigns = campaigns_for_shard(settings)
+        self._poller.set_campaigns(campaigns)
+        after = set(campaigns)
+        log.info(
+            "configuration reloaded: %d campaigns (%d added, %d removed)",
+            len(after),
+            len(after - before),
+            len(before - after),
+        )
+        self._poller.note_reload(success=True)
+        return True
+
+    async def watch(self, every: float) -> None:
+        """Check the file every ``every`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(every)
+            if self.changed():
+                self.reload()
+
+
+RELOADER = web.AppKey("reloader", ConfigReloader)
+
+
+async def _poller_context(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    clock = app[CLOCK]
+    cache = app[EXPOSITION]
+    process = ProcessMetrics()
+    api_key = settings.api_key
+    if api_key is None:
+        raise ConfigError("DIALNEXA_API_KEY", "is required")
+    session = create_session(settings.max_concurrency)
+    stats = RequestStats()
+    client = DialNexaClient(
+        session,
+        settings.api_url,
+        api_key,
+        timeout_seconds=settings.request_timeout_seconds,
+        observer=stats,
+        monotonic=clock.monotonic,
+        wall_time=clock.time,
+    )
+    poller = Poller(
+        settings,
+        fetcher=client,
+        sink=cache.update,
+        campaign_ids=campaigns_for_shard(settings),
+        stats=stats,
+        clock=clock,
+        process_text=process.text,
+    )
+    app[POLLER] = poller
+    flags: dict[str, Any] = app[FLAGS]
+    reloader = ConfigReloader(flags, poller, settings.config_file)
+    app[RELOADER] = reloader
+    tasks = [asyncio.create_task(poller.run(), name="dialnexa-poller")]
+    if settings.config_file is not None:
+        tasks.append(
+            asyncio.create_task(reloader.watch(CONFIG_CHECK_SECONDS), name="dialnexa-config")
+        )
+    log.info(
+        "polling %d campaigns every %gs at %s (shard %d of %d)",
+        len(poller.campaign_ids),
+        settings.poll_interval_seconds,
+        settings.api_url,
+        settings.effective_shard_index,
+        settings.shard_count,
+    )
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await session.close()
+
+
+def create_app(
+    settings: Settings,
+    *,
+    flags: Mapping[str, Any] | None = None,
+    clock: Clock | None = None,
+) -> web.Application:
+    """The exporter's web application; polling starts when the app starts."""
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[FLAGS] = dict(flags or {})
+    app[CLOCK] = clock or SystemClock()
+    app[EXPOSITION] = ExpositionCache()
+    app.router.add_get("/metrics", handle_metrics)
+    app.router.add_get("/healthz", handle_healthz)
+    app.router.add_get("/readyz", handle_readyz)
+    app.router.add_get("/", handle_index)
+    app.cleanup_ctx.append(_poller_context)
+    return app
