@@ -151,7 +151,8 @@ POLL_DURATION = Family(
 SHARD_INDEX = Family(
     "dialnexa_exporter_shard_index", "gauge", "Index of the shard this exporter serves."
 )
-SHARD_COUNT = Family("dialnexa_exporter_shard_count", "gauge", "Number of shards in all.")
+# Named `_shards`, not `_shard_count`: promtool's linter rejects `_count` on a gauge.
+SHARD_COUNT = Family("dialnexa_exporter_shards", "gauge", "Number of shards in all.")
 RELOAD_OK = Family(
     "dialnexa_exporter_config_last_reload_successful",
     "gauge",

@@ -251,14 +251,9 @@ class Poller:
 
     async def run(self) -> None:
         """Poll until cancelled."""
-        interval = self._settings.poll_interval_seconds
         while True:
             self._wake.clear()
-            now = self._clock.monotonic()
-            horizon = now + COALESCE_FRACTION * interval
-            due = [s for s in self._states.values() if s.next_due <= horizon]
-            if due or not self._ready:
-                await self._round(due)
+            if await self.poll_once():
                 continue
             if self._expire_stale() or self._dirty:
                 await self._publish()
@@ -266,6 +261,19 @@ class Poller:
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    async def poll_once(self) -> bool:
+        """Run one round over the campaigns that are due; False if there was nothing to do."""
+        horizon = self._clock.monotonic() + COALESCE_FRACTION * self._settings.poll_interval_seconds
+        due = [s for s in self._states.values() if s.next_due <= horizon]
+        if not due and self._ready:
+            return False
+        await self._round(due)
+        return True
+
+    def next_fetch_in(self, campaign_id: str) -> float:
+        """Seconds until ``campaign_id`` is fetched again (negative when overdue)."""
+        return self._states[campaign_id].next_due - self._clock.monotonic()
 
     def _next_wakeup(self) -> float:
         """Earliest moment something is due: a fetch, or a campaign's data going stale."""

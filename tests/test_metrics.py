@@ -1,0 +1,251 @@
+"""Rendering: exact exposition text, absent fields, escaping, and promtool's verdict."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from exporter.metrics import (
+    ExpositionRenderer,
+    escape_label_value,
+    format_value,
+    render_campaign_data,
+    render_exposition,
+)
+from exporter.models import parse_campaign
+from exporter.state import BuildInfo, CampaignView, HistogramData, Snapshot
+from tests.conftest import parse_samples, value
+from tests.test_models import FIRST_EXAMPLE, SECOND_EXAMPLE
+
+BUILD = BuildInfo(version="1.2.3", python_version="3.11.7")
+
+
+def snapshot_of(*views: CampaignView, **extra: Any) -> Snapshot:
+    """A snapshot with a fixed build and the given campaigns."""
+    return Snapshot(campaigns=views, build=BUILD, campaigns_configured=len(views), **extra)
+
+
+def view_of(document: dict[str, Any], **extra: Any) -> CampaignView:
+    """A healthy view of one record."""
+    campaign_id = document["id"]
+    record = parse_campaign(document, campaign_id)
+    fields: dict[str, Any] = {"up": True, "last_success": 1700000000.5}
+    fields.update(extra)
+    return CampaignView(campaign_id=campaign_id, record=record, **fields)
+
+
+def test_second_example_renders_exactly() -> None:
+    """The campaign part of the exposition for the API page's second example, line for line."""
+    parts = render_campaign_data(
+        parse_campaign(SECOND_EXAMPLE, SECOND_EXAMPLE["id"]), SECOND_EXAMPLE["id"]
+    )
+    cid = 'campaign_id="cmp_5tw8vz2rnx1q"'
+    assert "".join(parts) == (
+        f'dialnexa_campaign_info{{{cid},name="Q2 Lead Re-engagement",agent_id="agt_k7m2nq9xw4p8",'
+        f'from_phone_number="+912234567890",organization_id=""}} 1\n'
+        f'dialnexa_campaign_status{{{cid},status="draft"}} 0\n'
+        f'dialnexa_campaign_status{{{cid},status="active"}} 1\n'
+        f'dialnexa_campaign_status{{{cid},status="running"}} 0\n'
+        f'dialnexa_campaign_status{{{cid},status="paused"}} 0\n'
+        f'dialnexa_campaign_status{{{cid},status="completed"}} 0\n'
+        f'dialnexa_campaign_status{{{cid},status="cancelled"}} 0\n'
+        f'dialnexa_campaign_status{{{cid},status="unknown"}} 0\n'
+        f"dialnexa_campaign_total_leads{{{cid}}} 1200\n"
+        f"dialnexa_campaign_completed_calls{{{cid}}} 438\n"
+        f"dialnexa_campaign_pending_calls{{{cid}}} 762\n"
+        f"dialnexa_campaign_max_concurrent_calls{{{cid}}} 5\n"
+        f"dialnexa_campaign_created_timestamp_seconds{{{cid}}} 1714554000\n"
+    )
+
+
+def test_first_example_has_retry_settings_and_no_counters() -> None:
+    """Absent counters give absent series (never 0); retry minutes become seconds."""
+    samples = parse_samples(render_exposition(snapshot_of(view_of(FIRST_EXAMPLE))).decode())
+    cid = FIRST_EXAMPLE["id"]
+    assert value(samples, "dialnexa_campaign_retry_max_retries", campaign_id=cid) == 3
+    assert value(samples, "dialnexa_campaign_retry_interval_seconds", campaign_id=cid) == 7200
+    for absent in (
+        "total_leads",
+        "completed_calls",
+        "pending_calls",
+        "scheduled_timestamp_seconds",
+    ):
+        assert value(samples, f"dialnexa_campaign_{absent}", campaign_id=cid) is None, absent
+    status = {
+        dict(labels)["status"]: v
+        for (name, labels), v in samples.items()
+        if name == "dialnexa_campaign_status"
+    }
+    assert status == {
+        "draft": 0,
+        "active": 0,
+        "running": 1,
+        "paused": 0,
+        "completed": 0,
+        "cancelled": 0,
+        "unknown": 0,
+    }
+
+
+def test_unknown_status_sets_only_unknown() -> None:
+    """A status outside the enum turns on `unknown` and nothing else."""
+    text = render_exposition(snapshot_of(view_of({"id": "c", "status": "archived"}))).decode()
+    samples = parse_samples(text)
+    ones = [
+        dict(labels)["status"]
+        for (name, labels), v in samples.items()
+        if name == "dialnexa_campaign_status" and v == 1
+    ]
+    assert ones == ["unknown"]
+
+
+def test_missing_status_renders_no_status_series() -> None:
+    """A record without a status has no status series rather than a made-up state."""
+    text = render_exposition(snapshot_of(view_of({"id": "c", "name": "n"}))).decode()
+    assert "dialnexa_campaign_status{" not in text
+    assert 'dialnexa_campaign_info{campaign_id="c",name="n"' in text
+
+
+def test_down_campaign_without_data_keeps_health_series() -> None:
+    """A campaign with no data still reports campaign_up 0 and its error counts."""
+    down = CampaignView("c", None, up=False, last_success=None, errors=(("timeout", 3),))
+    samples = parse_samples(render_exposition(snapshot_of(down)).decode())
+    assert value(samples, "dialnexa_exporter_campaign_up", campaign_id="c") == 0
+    assert (
+        value(samples, "dialnexa_exporter_campaign_errors_total", campaign_id="c", reason="timeout")
+        == 3
+    )
+    assert not [name for name, _ in samples if name.startswith("dialnexa_campaign_")]
+    assert value(samples, "dialnexa_exporter_campaign_last_success_timestamp_seconds") is None
+
+
+def test_exporter_health_families() -> None:
+    """Build info, request counters, histogram, configured count and poll figures render."""
+    snapshot = snapshot_of(
+        requests_by_code=(("200", 5), ("error", 1)),
+        request_durations=HistogramData(buckets=(1, 2, 2, 3, 3, 3, 3, 4, 4, 4, 6), total=2.5),
+        last_poll_timestamp=1700000000.0,
+        poll_duration=0.25,
+    )
+    samples = parse_samples(render_exposition(snapshot).decode())
+    assert (
+        value(samples, "dialnexa_exporter_build_info", version="1.2.3", python_version="3.11.7")
+        == 1
+    )
+    assert value(samples, "dialnexa_exporter_api_requests_total", code="200") == 5
+    assert value(samples, "dialnexa_exporter_api_requests_total", code="error") == 1
+    assert value(samples, "dialnexa_exporter_api_request_duration_seconds_bucket", le="+Inf") == 6
+    assert value(samples, "dialnexa_exporter_api_request_duration_seconds_bucket", le="0.01") == 1
+    assert value(samples, "dialnexa_exporter_api_request_duration_seconds_count") == 6
+    assert value(samples, "dialnexa_exporter_api_request_duration_seconds_sum") == 2.5
+    assert value(samples, "dialnexa_exporter_campaigns_configured") == 0
+    assert value(samples, "dialnexa_exporter_last_poll_timestamp_seconds") == 1700000000
+    assert value(samples, "dialnexa_exporter_poll_duration_seconds") == 0.25
+
+
+@pytest.mark.parametrize(
+    ("raw", "escaped"),
+    [
+        ("plain", "plain"),
+        ('say "hi"', 'say \\"hi\\"'),
+        ("back\\slash", "back\\\\slash"),
+        ("two\nlines", "two\\nlines"),
+        ("São Paulo ☎", "São Paulo ☎"),
+    ],
+)
+def test_label_escaping(raw: str, escaped: str) -> None:
+    """Quotes, backslashes and newlines are escaped; other Unicode passes through."""
+    assert escape_label_value(raw) == escaped
+
+
+@pytest.mark.parametrize(
+    ("number", "text"), [(5, "5"), (5.0, "5"), (0.25, "0.25"), (1e20, "1e+20"), (-0.0, "0")]
+)
+def test_value_formatting(number: float, text: str) -> None:
+    """Integral values print without a decimal point; others round-trip exactly."""
+    assert format_value(number) == text
+
+
+label_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=40)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(name=label_text, agent=label_text, phone=label_text, org=label_text)
+def test_any_label_string_round_trips(name: str, agent: str, phone: str, org: str) -> None:
+    """Whatever text the API sends in metadata comes back exactly through the parser."""
+    document = {
+        "id": "cmp_rt",
+        "name": name,
+        "agent_id": agent,
+        "from_phone_number": phone,
+        "organization_id": org,
+        "status": "active",
+    }
+    samples = parse_samples(render_exposition(snapshot_of(view_of(document))).decode())
+    info = [labels for (metric, labels) in samples if metric == "dialnexa_campaign_info"]
+    assert len(info) == 1
+    assert dict(info[0]) == {
+        "campaign_id": "cmp_rt",
+        "name": name,
+        "agent_id": agent,
+        "from_phone_number": phone,
+        "organization_id": org,
+    }
+
+
+def test_cached_rendering_equals_fresh_rendering() -> None:
+    """Reusing cached fragments gives byte-identical output to rendering from scratch."""
+    renderer = ExpositionRenderer()
+    first = snapshot_of(view_of(SECOND_EXAMPLE), view_of(FIRST_EXAMPLE))
+    assert renderer.render(first) == render_exposition(first)
+    changed = dict(SECOND_EXAMPLE, completed_calls=439, pending_calls=761)
+    second = snapshot_of(view_of(changed), first.campaigns[1])
+    assert renderer.render(second) == render_exposition(second)
+    assert b'dialnexa_campaign_completed_calls{campaign_id="cmp_5tw8vz2rnx1q"} 439' in (
+        renderer.render(second)
+    )
+    third = snapshot_of(first.campaigns[1])
+    assert renderer.render(third) == render_exposition(third)
+    assert b"cmp_5tw8vz2rnx1q" not in renderer.render(third)
+
+
+def promtool_check(text: bytes) -> subprocess.CompletedProcess[str]:
+    """Run `promtool check metrics` on an exposition."""
+    return subprocess.run(
+        ["promtool", "check", "metrics"],
+        input=text.decode("utf-8"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_promtool_accepts_a_full_exposition() -> None:
+    """promtool check metrics finds no problem in an exposition with every family present."""
+    scheduled = dict(FIRST_EXAMPLE, id="cmp_sched", scheduled_at="2024-06-01T10:00:00+02:00")
+    snapshot = snapshot_of(
+        view_of(SECOND_EXAMPLE, errors=(("server_error", 2),)),
+        view_of(FIRST_EXAMPLE),
+        view_of(scheduled),
+        CampaignView("cmp_gone", None, up=False, last_success=None, errors=(("not_found", 1),)),
+        requests_by_code=(("200", 3), ("404", 1)),
+        last_poll_timestamp=1700000000.0,
+        poll_duration=0.5,
+    )
+    result = promtool_check(render_exposition(snapshot))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(name=label_text, phone=label_text)
+def test_promtool_accepts_any_metadata(name: str, phone: str) -> None:
+    """Arbitrary Unicode in labels never produces an exposition promtool rejects."""
+    document = dict(SECOND_EXAMPLE, name=name, from_phone_number=phone)
+    result = promtool_check(render_exposition(snapshot_of(view_of(document))))
+    assert result.returncode == 0, result.stdout + result.stderr
