@@ -134,6 +134,7 @@ class _CampaignState:
     last_success: float | None = None
     last_success_mono: float | None = None
     failures: int = 0
+    not_before: float = 0.0  # a Retry-After deadline: never pulled forward by coalescing
     errors: dict[str, int] = field(default_factory=dict)
     view: CampaignView | None = None
 
@@ -264,8 +265,9 @@ class Poller:
 
     async def poll_once(self) -> bool:
         """Run one round over the campaigns that are due; False if there was nothing to do."""
-        horizon = self._clock.monotonic() + COALESCE_FRACTION * self._settings.poll_interval_seconds
-        due = [s for s in self._states.values() if s.next_due <= horizon]
+        now = self._clock.monotonic()
+        horizon = now + COALESCE_FRACTION * self._settings.poll_interval_seconds
+        due = [s for s in self._states.values() if s.next_due <= horizon and s.not_before <= now]
         if not due and self._ready:
             return False
         await self._round(due)
@@ -360,6 +362,7 @@ class Poller:
         retry_after = error.retry_after if isinstance(error, HTTPStatusError) else None
         if retry_after is not None and retry_after > 0:
             delay = min(retry_after, MAX_RETRY_AFTER_SECONDS)
+            state.not_before = self._clock.monotonic() + delay
         else:
             delay = backoff_delay(state.failures, self._interval_for(state), self._rng)
         state.next_due = self._clock.monotonic() + delay

@@ -1,0 +1,279 @@
+"""The API client against the simulator on loopback: a record or a typed error, nothing else."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from pydantic import SecretStr
+
+from exporter.client import (
+    MAX_BODY_BYTES,
+    USER_AGENT,
+    ConnectionFailedError,
+    DialNexaClient,
+    HTTPStatusError,
+    InvalidResponseError,
+    RequestTimeoutError,
+    create_session,
+    parse_retry_after,
+)
+from exporter.simulator import Fault, FaultKind, retry_after_date
+from tests.conftest import API_KEY, RunningSimulator, campaign
+
+CID = "cmp_client"
+
+
+class Recorder:
+    """Hand-written observer that remembers every request it is told about."""
+
+    def __init__(self) -> None:
+        self.codes: list[str] = []
+
+    def observe_request(self, code: str, duration: float) -> None:
+        """Remember the code."""
+        assert duration >= 0
+        self.codes.append(code)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """One client session, closed after the test."""
+    async with create_session(4) as client_session:
+        yield client_session
+
+
+@pytest.fixture
+async def sim(start_simulator: Callable[..., Awaitable[RunningSimulator]]) -> RunningSimulator:
+    """A simulator with one campaign."""
+    return await start_simulator([campaign(CID)])
+
+
+def make_client(
+    session: aiohttp.ClientSession,
+    url: str,
+    key: str = API_KEY,
+    timeout: float = 2.0,
+    observer: Recorder | None = None,
+) -> DialNexaClient:
+    """A client for ``url``."""
+    return DialNexaClient(session, url, SecretStr(key), timeout_seconds=timeout, observer=observer)
+
+
+async def test_fetches_a_record_with_auth_and_user_agent(
+    session: aiohttp.ClientSession, sim: RunningSimulator
+) -> None:
+    """A good request returns the parsed record and carries our User-Agent."""
+    recorder = Recorder()
+    record = await make_client(session, sim.api_url, observer=recorder).fetch_campaign(CID)
+    assert record.id == CID
+    assert record.total_leads == 1000
+    assert sim.sim.stats.user_agents == {USER_AGENT}
+    assert recorder.codes == ["200"]
+
+
+async def test_wrong_key_is_unauthorized(
+    session: aiohttp.ClientSession, sim: RunningSimulator
+) -> None:
+    """A key the API rejects gives HTTP 401."""
+    with pytest.raises(HTTPStatusError) as info:
+        await make_client(session, sim.api_url, key="wrong").fetch_campaign(CID)
+    assert info.value.status == 401
+
+
+@pytest.mark.parametrize("status", [403, 500, 502, 503, 400, 418])
+async def test_error_statuses_are_typed(
+    session: aiohttp.ClientSession, sim: RunningSimulator, status: int
+) -> None:
+    """Every non-success status becomes HTTPStatusError carrying that status."""
+    sim.sim.set_fault(Fault(FaultKind.STATUS, status=status))
+    recorder = Recorder()
+    with pytest.raises(HTTPStatusError) as info:
+        await make_client(session, sim.api_url, observer=recorder).fetch_campaign(CID)
+    assert info.value.status == status
+    assert recorder.codes == [str(status)]
+
+
+async def test_unknown_campaign_is_404(
+    session: aiohttp.ClientSession, sim: RunningSimulator
+) -> None:
+    """A campaign the API does not know answers 404."""
+    with pytest.raises(HTTPStatusError) as info:
+        await make_client(session, sim.api_url).fetch_campaign("cmp_nope")
+    assert info.value.status == 404
+
+
+@pytest.mark.parametrize("form", ["seconds", "date"])
+async def test_rate_limit_carries_retry_after(
+    session: aiohttp.ClientSession, sim: RunningSimulator, form: str
+) -> None:
+    """429 exposes Retry-After in seconds whether sent as seconds or as an HTTP date."""
+    header = "120" if form == "seconds" else retry_after_date(120)
+    sim.sim.set_fault(Fault(FaultKind.RATE_LIMIT, retry_after=header))
+    with pytest.raises(HTTPStatusError) as info:
+        await make_client(session, sim.api_url).fetch_campaign(CID)
+    assert info.value.status == 429
+    assert info.value.retry_after is not None
+    assert 115 <= info.value.retry_after <= 120
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("30", 30.0),
+        (" 0 ", 0.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 60.0),
+        ("Wed, 21 Oct 2015 07:26:00 GMT", 0.0),
+        ("soon", None),
+        ("-5", None),
+        (None, None),
+    ],
+)
+def test_parse_retry_after(header: str | None, expected: float | None) -> None:
+    """Delta-seconds and HTTP dates are understood; past dates mean now; junk means none."""
+    now = 1445412420.0  # Wed, 21 Oct 2015 07:27:00 GMT
+    assert parse_retry_after(header, now) == expected
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(FaultKind.SLOW, delay=5.0),
+        Fault(FaultKind.DRIP, delay=0.2),
+    ],
+    ids=["no-headers", "dripping-body"],
+)
+async def test_slow_answers_time_out(
+    session: aiohttp.ClientSession, sim: RunningSimulator, fault: Fault
+) -> None:
+    """Both a server that never answers and a body that drips count against one deadline."""
+    sim.sim.set_fault(fault)
+    with pytest.raises(RequestTimeoutError):
+        await make_client(session, sim.api_url, timeout=0.3).fetch_campaign(CID)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(FaultKind.BAD_JSON),
+        Fault(FaultKind.EMPTY),
+        Fault(FaultKind.HTML),
+        Fault(FaultKind.ARRAY),
+        Fault(FaultKind.WRONG_ID),
+        Fault(FaultKind.BODY, body=b'{"id": "cmp_client", "total_leads": "lots"}'),
+        Fault(FaultKind.BODY, body=b"null"),
+        Fault(FaultKind.BODY, body=b"\xff\xfe\x00garbage"),
+        Fault(FaultKind.HUGE, size=50 * 1024 * 1024),
+        Fault(FaultKind.HUGE, size=50 * 1024 * 1024, chunked=True),
+    ],
+    ids=lambda f: f.kind.value + ("-chunked" if f.chunked else ""),
+)
+async def test_unusable_bodies_are_invalid_responses(
+    session: aiohttp.ClientSession, sim: RunningSimulator, fault: Fault
+) -> None:
+    """Bad JSON, wrong shapes, wrong ids and oversized bodies all raise InvalidResponseError."""
+    sim.sim.set_fault(fault)
+    with pytest.raises(InvalidResponseError):
+        await make_client(session, sim.api_url).fetch_campaign(CID)
+
+
+async def test_body_just_under_the_cap_is_read(
+    session: aiohttp.ClientSession, sim: RunningSimulator
+) -> None:
+    """A valid record padded to just under 1 MiB is still accepted: the cap is not too tight."""
+    padding = " " * (MAX_BODY_BYTES - 100)
+    sim.sim.set_fault(Fault(FaultKind.BODY, body=f'{{"id": "{CID}"{padding}}}'.encode()))
+    record = await make_client(session, sim.api_url).fetch_campaign(CID)
+    assert record.id == CID
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_connection_refused_is_a_connection_error(session: aiohttp.ClientSession) -> None:
+    """Nothing listening gives ConnectionFailedError and an `error` request code."""
+    recorder = Recorder()
+    client = make_client(session, f"http://127.0.0.1:{closed_port()}/v1", observer=recorder)
+    with pytest.raises(ConnectionFailedError):
+        await client.fetch_campaign(CID)
+    assert recorder.codes == ["error"]
+
+
+async def test_dns_failure_is_a_connection_error(session: aiohttp.ClientSession) -> None:
+    """A host name that cannot resolve gives ConnectionFailedError."""
+    client = make_client(session, "http://dialnexa-api.invalid/v1")
+    with pytest.raises(ConnectionFailedError):
+        await client.fetch_campaign(CID)
+
+
+async def test_disconnect_is_a_connection_error(
+    session: aiohttp.ClientSession, sim: RunningSimulator
+) -> None:
+    """A server that drops the connection gives ConnectionFailedError."""
+    sim.sim.set_fault(Fault(FaultKind.DISCONNECT))
+    with pytest.raises(ConnectionFailedError):
+        await make_client(session, sim.api_url).fetch_campaign(CID)
+
+
+@pytest.fixture
+async def other_host() -> AsyncIterator[tuple[TestServer, list[str | None]]]:
+    """A second server (another origin) that records the Authorization headers it receives."""
+    seen: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response({"id": CID})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    yield server, seen
+    await server.close()
+
+
+@pytest.mark.parametrize("status", [302, 307])
+async def test_redirect_to_another_origin_is_refused_without_sending_the_key(
+    session: aiohttp.ClientSession,
+    sim: RunningSimulator,
+    other_host: tuple[TestServer, list[str | None]],
+    status: int,
+) -> None:
+    """A redirect elsewhere is an invalid response, and the other host never sees a request."""
+    server, seen = other_host
+    location = str(server.make_url(f"/v1/campaigns/{CID}"))
+    sim.sim.set_fault(Fault(FaultKind.REDIRECT, status=status, location=location))
+    with pytest.raises(InvalidResponseError, match="another origin"):
+        await make_client(session, sim.api_url).fetch_campaign(CID)
+    assert seen == []
+
+
+async def test_same_origin_redirect_is_followed(
+    session: aiohttp.ClientSession, sim: RunningSimulator
+) -> None:
+    """A redirect within the API's own origin is followed, with the key (else it would be 401)."""
+    sim.sim.set_raw("cmp_target", {"id": "cmp_moved", "status": "paused"})
+    sim.sim.set_fault(
+        Fault(FaultKind.REDIRECT, status=307, location="/v1/campaigns/cmp_target"), "cmp_moved"
+    )
+    record = await make_client(session, sim.api_url).fetch_campaign("cmp_moved")
+    assert record.status == "paused"
+    assert sim.sim.stats.by_campaign == {"cmp_moved": 1, "cmp_target": 1}
+
+
+async def test_redirect_loop_is_bounded(
+    session: aiohttp.ClientSession, sim: RunningSimulator
+) -> None:
+    """A redirect loop stops after a few hops with an invalid response."""
+    sim.sim.set_fault(Fault(FaultKind.REDIRECT, status=302, location=f"/v1/campaigns/{CID}"))
+    with pytest.raises(InvalidResponseError, match="redirects"):
+        await make_client(session, sim.api_url).fetch_campaign(CID)
+    assert sim.sim.stats.requests == 4
