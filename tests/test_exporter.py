@@ -1,0 +1,328 @@
+"""The whole exporter against the simulator on loopback: endpoints and every failure behaviour."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+import re
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from exporter.config import load_settings
+from exporter.server import RELOADER
+from exporter.simulator import Fault, FaultKind, retry_after_date
+from tests.conftest import (
+    API_KEY,
+    RunningExporter,
+    RunningSimulator,
+    Samples,
+    campaign,
+    exporter_settings,
+    series_for,
+    value,
+    wait_for,
+)
+
+StartSim = Callable[..., Awaitable[RunningSimulator]]
+StartExporter = Callable[..., Awaitable[RunningExporter]]
+
+
+def up(samples: Samples, cid: str) -> float | None:
+    """campaign_up of one campaign."""
+    return value(samples, "dialnexa_exporter_campaign_up", campaign_id=cid)
+
+
+def errors(samples: Samples, cid: str, reason: str) -> float:
+    """Error count of one campaign and reason (0 when the series is absent)."""
+    found = value(
+        samples, "dialnexa_exporter_campaign_errors_total", campaign_id=cid, reason=reason
+    )
+    return found or 0.0
+
+
+async def test_metrics_follow_the_simulator(
+    start_simulator: StartSim, start_exporter: StartExporter
+) -> None:
+    """Campaign data, the status set and health metrics appear and match the API's records."""
+    sim = await start_simulator(
+        [
+            campaign("cmp_a", total_leads=1200),
+            campaign("cmp_legacy", status="running", legacy_shape=True),
+        ]
+    )
+    exporter = await start_exporter(exporter_settings(sim, ["cmp_a", "cmp_legacy"]))
+    await exporter.wait_ready()
+    samples = await exporter.samples()
+    assert value(samples, "dialnexa_campaign_total_leads", campaign_id="cmp_a") == 1200
+    completed = value(samples, "dialnexa_campaign_completed_calls", campaign_id="cmp_a")
+    pending = value(samples, "dialnexa_campaign_pending_calls", campaign_id="cmp_a")
+    assert completed is not None
+    assert pending is not None
+    assert completed + pending == 1200
+    assert value(samples, "dialnexa_campaign_status", campaign_id="cmp_a", status="active") == 1
+    assert (
+        value(samples, "dialnexa_campaign_status", campaign_id="cmp_legacy", status="running") == 1
+    )
+    assert "dialnexa_campaign_pending_calls" not in series_for(samples, "cmp_legacy")
+    assert value(samples, "dialnexa_campaign_retry_interval_seconds", campaign_id="cmp_a") == 7200
+    assert up(samples, "cmp_a") == 1
+    assert up(samples, "cmp_legacy") == 1
+    assert value(samples, "dialnexa_exporter_campaigns_configured") == 2
+    assert (value(samples, "dialnexa_exporter_api_requests_total", code="200") or 0) >= 2
+    assert value(samples, "dialnexa_exporter_last_poll_timestamp_seconds") is not None
+
+
+async def test_progress_moves_between_scrapes(
+    start_simulator: StartSim, start_exporter: StartExporter
+) -> None:
+    """Completed calls rise as the simulated campaign progresses."""
+    sim = await start_simulator(
+        [campaign("cmp_fast", total_leads=10**6, max_concurrent_calls=50)], speed=600
+    )
+    exporter = await start_exporter(exporter_settings(sim, ["cmp_fast"]))
+    first = await exporter.wait_published(
+        lambda s: value(s, "dialnexa_campaign_completed_calls", campaign_id="cmp_fast") is not None,
+        "first value",
+    )
+    start = value(first, "dialnexa_campaign_completed_calls", campaign_id="cmp_fast") or 0
+    await exporter.wait_published(
+        lambda s: (
+            (value(s, "dialnexa_campaign_completed_calls", campaign_id="cmp_fast") or 0) > start
+        ),
+        "completed calls to rise",
+    )
+
+
+async def test_endpoints(start_simulator: StartSim, start_exporter: StartExporter) -> None:
+    """/healthz, /readyz, / and gzip on /metrics behave as documented."""
+    sim = await start_simulator([campaign("cmp_a")])
+    sim.sim.set_fault(Fault(FaultKind.SLOW, delay=0.5))
+    exporter = await start_exporter(exporter_settings(sim, ["cmp_a"], poll_interval_seconds=3600))
+    status, _, _ = await exporter.get("/readyz")
+    assert status == 503
+    status, _, body = await exporter.get("/healthz")
+    assert (status, body) == (200, b"ok\n")
+    await exporter.wait_ready()
+    status, _, _ = await exporter.get("/readyz")
+    assert status == 200
+    status, headers, page = await exporter.get("/")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/html")
+    for link in ("metrics", "healthz", "readyz"):
+        assert f'href="{link}"' in page.decode()
+    status, headers, plain = await exporter.get("/metrics", headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in headers
+    assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    status, headers, packed = await exporter.get(
+        "/metrics", headers={"Accept-Encoding": "br;q=1.0, gzip;q=0.8"}
+    )
+    assert headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(packed) == plain
+    assert len(packed) < len(plain)
+    _, headers, _ = await exporter.get("/metrics", headers={"Accept-Encoding": "gzip;q=0"})
+    assert "Content-Encoding" not in headers
+
+
+async def test_concurrency_cap_is_never_exceeded(
+    start_simulator: StartSim, start_exporter: StartExporter
+) -> None:
+    """With 40 slow campaigns and a cap of 3, the API never sees more than 3 requests at once."""
+    ids = [f"cmp_{n:02d}" for n in range(40)]
+    sim = await start_simulator([campaign(cid) for cid in ids])
+    sim.sim.set_fault(Fault(FaultKind.SLOW, delay=0.02))
+    exporter = await start_exporter(exporter_settings(sim, ids, max_concurrency=3))
+    await exporter.wait_ready()
+    assert sim.sim.stats.max_in_flight == 3
+    assert set(sim.sim.stats.by_campaign) == set(ids)
+
+
+async def test_deleted_campaign_disappears_at_once(
+    start_simulator: StartSim, start_exporter: StartExporter
+) -> None:
+    """A 404 after success drops that campaign's data series at once; others are untouched."""
+    sim = await start_simulator([campaign("cmp_a"), campaign("cmp_b")])
+    exporter = await start_exporter(
+        exporter_settings(sim, ["cmp_a", "cmp_b"], stale_after_seconds=3600)
+    )
+    await exporter.wait_ready()
+    assert "dialnexa_campaign_pending_calls" in series_for(await exporter.samples(), "cmp_a")
+    sim.sim.remove("cmp_a")
+    samples = await exporter.wait_published(
+        lambda s: errors(s, "cmp_a", "not_found") >= 1, "the 404 to be counted"
+    )
+    assert series_for(samples, "cmp_a") == set()
+    assert up(samples, "cmp_a") == 0
+    assert up(samples, "cmp_b") == 1
+    assert "dialnexa_campaign_pending_calls" in series_for(samples, "cmp_b")
+
+
+FAILURES = [
+    (Fault(FaultKind.STATUS, status=500), "server_error"),
+    (Fault(FaultKind.STATUS, status=502), "server_error"),
+    (Fault(FaultKind.STATUS, status=503), "server_error"),
+    (Fault(FaultKind.STATUS, status=401), "unauthorized"),
+    (Fault(FaultKind.STATUS, status=403), "forbidden"),
+    (Fault(FaultKind.STATUS, status=400), "client_error"),
+    (Fault(FaultKind.SLOW, delay=5), "timeout"),
+    (Fault(FaultKind.DRIP, delay=0.1), "timeout"),
+    (Fault(FaultKind.BAD_JSON), "invalid_response"),
+    (Fault(FaultKind.EMPTY), "invalid_response"),
+    (Fault(FaultKind.HTML), "invalid_response"),
+    (Fault(FaultKind.ARRAY), "invalid_response"),
+    (Fault(FaultKind.WRONG_ID), "invalid_response"),
+    (Fault(FaultKind.BODY, body=b'{"id": "cmp_a", "pending_calls": "lots"}'), "invalid_response"),
+    (Fault(FaultKind.BODY, body=b'{"id": "cmp_a", "pending_calls": -3}'), "invalid_response"),
+    (Fault(FaultKind.HUGE, size=50 * 1024 * 1024), "invalid_response"),
+    (Fault(FaultKind.REDIRECT, status=302, location="http://other.invalid/x"), "invalid_response"),
+    (Fault(FaultKind.DISCONNECT), "connection"),
+]
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    FAILURES,
+    ids=[f"{f.kind.value}-{f.status}-{r}" for f, r in FAILURES],
+)
+async def test_failure_keeps_last_values_then_drops_them_when_stale(
+    start_simulator: StartSim, start_exporter: StartExporter, fault: Fault, reason: str
+) -> None:
+    """Any non-404 failure: up 0, counted by reason, last values kept, dropped after STALE_AFTER."""
+    sim = await start_simulator([campaign("cmp_a"), campaign("cmp_ok")])
+    exporter = await start_exporter(
+        exporter_settings(
+            sim, ["cmp_a", "cmp_ok"], stale_after_seconds=1.5, request_timeout_seconds=0.3
+        )
+    )
+    await exporter.wait_ready()
+    sim.sim.set_fault(fault, "cmp_a")
+    failed = await exporter.wait_published(
+        lambda s: errors(s, "cmp_a", reason) >= 1, f"a {reason} error"
+    )
+    assert up(failed, "cmp_a") == 0
+    assert "dialnexa_campaign_pending_calls" in series_for(failed, "cmp_a")
+    assert up(failed, "cmp_ok") == 1
+    stale = await exporter.wait_published(
+        lambda s: not series_for(s, "cmp_a"), "the stale data to be dropped"
+    )
+    assert up(stale, "cmp_a") == 0
+    assert "dialnexa_campaign_pending_calls" in series_for(stale, "cmp_ok")
+    assert exporter.app[RELOADER] is not None  # the app is still serving
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+async def test_rate_limit_honours_retry_after(
+    start_simulator: StartSim, start_exporter: StartExporter, form: str
+) -> None:
+    """A 429 with Retry-After defers that campaign's next fetch by that long."""
+    sim = await start_simulator([campaign("cmp_a")])
+    exporter = await start_exporter(exporter_settings(sim, ["cmp_a"]))
+    await exporter.wait_ready()
+    header = "60" if form == "seconds" else retry_after_date(60)
+    sim.sim.set_fault(Fault(FaultKind.RATE_LIMIT, retry_after=header))
+    await exporter.wait_published(
+        lambda s: errors(s, "cmp_a", "rate_limited") >= 1, "the 429 to be counted"
+    )
+    assert 50 <= exporter.poller.next_fetch_in("cmp_a") <= 60
+    requests = sim.sim.stats.by_campaign["cmp_a"]
+    # Other work keeps flowing (a second scrape renders) while cmp_a stays deferred.
+    await exporter.samples()
+    assert sim.sim.stats.by_campaign["cmp_a"] == requests
+
+
+async def test_metrics_answer_while_the_api_hangs(
+    start_simulator: StartSim, start_exporter: StartExporter
+) -> None:
+    """/metrics is served from memory: it answers while every API request is stuck."""
+    sim = await start_simulator([campaign(f"cmp_{n}") for n in range(5)])
+    exporter = await start_exporter(
+        exporter_settings(sim, [f"cmp_{n}" for n in range(5)], request_timeout_seconds=30)
+    )
+    await exporter.wait_ready()
+    sim.sim.set_fault(Fault(FaultKind.SLOW, delay=60))
+    await wait_for(lambda: sim.sim.stats.in_flight >= 5, what="requests to hang")
+    samples = await asyncio.wait_for(exporter.samples(), timeout=5)
+    assert sim.sim.stats.in_flight >= 5
+    assert up(samples, "cmp_0") == 1
+
+
+async def test_config_file_reload_changes_the_campaign_list(
+    start_simulator: StartSim, start_exporter: StartExporter, tmp_path: Path
+) -> None:
+    """A changed YAML file swaps campaigns in and out; a broken one is refused, changing nothing."""
+    sim = await start_simulator([campaign("cmp_a"), campaign("cmp_b"), campaign("cmp_c")])
+    config = tmp_path / "config.yaml"
+    config.write_text("campaigns: [cmp_a, cmp_b]\n")
+    flags = {
+        "api_url": sim.api_url,
+        "api_key": API_KEY,
+        "config_file": str(config),
+        "poll_interval_seconds": 0.05,
+        "listen_address": "127.0.0.1:0",
+    }
+    exporter = await start_exporter(load_settings(flags), flags)
+    await exporter.wait_ready()
+    config.write_text("campaigns: [cmp_b, cmp_c]\n")
+    assert exporter.app[RELOADER].reload()
+    samples = await exporter.wait_published(
+        lambda s: up(s, "cmp_c") == 1, "the new campaign to be polled"
+    )
+    assert series_for(samples, "cmp_a") == set()
+    assert up(samples, "cmp_a") is None
+    assert value(samples, "dialnexa_exporter_campaigns_configured") == 2
+    config.write_text("campaigns: ['../etc/passwd']\n")
+    assert not exporter.app[RELOADER].reload()
+    samples = await exporter.wait_published(
+        lambda s: value(s, "dialnexa_exporter_config_last_reload_successful") == 0,
+        "the failed reload to show",
+    )
+    assert exporter.poller.campaign_ids == ("cmp_b", "cmp_c")
+    assert up(samples, "cmp_b") == 1
+
+
+async def test_sigterm_stops_the_process_cleanly(start_simulator: StartSim) -> None:
+    """The real process serves, then exits 0 promptly on SIGTERM."""
+    sim = await start_simulator([campaign("cmp_a")])
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "DIALNEXA_API_KEY": API_KEY,
+        "DIALNEXA_API_URL": sim.api_url,
+        "DIALNEXA_CAMPAIGN_IDS": "cmp_a",
+        "DIALNEXA_LISTEN_ADDRESS": "127.0.0.1:0",
+        "DIALNEXA_POLL_INTERVAL_SECONDS": "0.2",
+        "DIALNEXA_LOG_LEVEL": "debug",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "exporter",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    log = b""
+    try:
+        async with asyncio.timeout(30):
+            while b"first poll round done" not in log:
+                line = await process.stderr.readline()
+                assert line, log.decode()
+                log += line
+        match = re.search(rb"serving metrics on http://[\d.]+:(\d+)/metrics", log)
+        assert match, log.decode()
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            rest = await process.stderr.read()
+            code = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert code == 0
+    assert b"Traceback" not in log + rest
+    assert API_KEY.encode() not in log + rest
+    assert API_KEY[:8].encode() not in log + rest
