@@ -1,0 +1,455 @@
+"""The canonical Prometheus rule file: promtool check and unit tests, and its conventions."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+RULE_FILE = ROOT / "helm" / "dialnexa-exporter" / "files" / "dialnexa-exporter.rules.yml"
+RULE_TESTS_DIR = ROOT / "tests" / "rules"
+RULE_TEST_FILES = sorted(RULE_TESTS_DIR.glob("*.test.yml"))
+RUNBOOK_BASE = "https://github.com/dialnexa/dialnexa-exporter/blob/main/README.md"
+
+# The metric names of the design contract (the README's metric tables): nothing else may be queried
+# by the rules or the dashboard, apart from the recording rules themselves and Prometheus' `up`.
+CONTRACT_METRICS = frozenset(
+    {
+        "dialnexa_campaign_info",
+        "dialnexa_campaign_status",
+        "dialnexa_campaign_total_leads",
+        "dialnexa_campaign_completed_calls",
+        "dialnexa_campaign_pending_calls",
+        "dialnexa_campaign_max_concurrent_calls",
+        "dialnexa_campaign_retry_max_retries",
+        "dialnexa_campaign_retry_interval_seconds",
+        "dialnexa_campaign_created_timestamp_seconds",
+        "dialnexa_campaign_scheduled_timestamp_seconds",
+        "dialnexa_exporter_build_info",
+        "dialnexa_exporter_campaign_up",
+        "dialnexa_exporter_campaign_last_success_timestamp_seconds",
+        "dialnexa_exporter_campaign_errors_total",
+        "dialnexa_exporter_api_requests_total",
+        "dialnexa_exporter_api_request_duration_seconds_bucket",
+        "dialnexa_exporter_api_request_duration_seconds_sum",
+        "dialnexa_exporter_api_request_duration_seconds_count",
+        "dialnexa_exporter_campaigns_configured",
+        "dialnexa_exporter_last_poll_timestamp_seconds",
+        "dialnexa_exporter_poll_duration_seconds",
+    }
+)
+
+# The alerts issue #5 asks for, by the names the README's runbook and the chart's overrides use.
+REQUIRED_ALERTS = frozenset(
+    {
+        "DialNexaCampaignPaused",
+        "DialNexaCampaignStalled",
+        "DialNexaCampaignFetchFailing",
+        "DialNexaCampaignNotFound",
+        "DialNexaAPIKeyRejected",
+        "DialNexaAPIRateLimited",
+        "DialNexaExporterDown",
+        "DialNexaExporterAbsent",
+    }
+)
+# Only these may select a job; every other rule is job-agnostic.
+JOB_SELECTING_ALERTS = frozenset({"DialNexaExporterDown", "DialNexaExporterAbsent"})
+SEVERITIES = frozenset({"critical", "warning", "info"})
+STATUS_NAMES = ("draft", "active", "running", "paused", "completed", "cancelled", "unknown")
+
+# --- a small PromQL scanner: enough to list the metric selectors of an expression ---------------
+
+_TOKEN = re.compile(
+    r"""
+    (?P<string>"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|`[^`]*`)
+  | (?P<matchers>\{(?:"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|`[^`]*`|[^{}"'`])*\})
+  | (?P<range>\[[^\]]*\])
+  | (?P<number>\d[\w.]*|\.\d+)
+  | (?P<ident>[A-Za-z_:][A-Za-z0-9_:]*)
+  | (?P<comment>\#[^\n]*)
+  | (?P<space>\s+)
+  | (?P<punct>.)
+    """,
+    re.VERBOSE,
+)
+_AGGREGATIONS = frozenset(
+    {
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
+        "limitk",
+        "limit_ratio",
+    }
+)
+_LABEL_LISTS = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right"})
+_KEYWORDS = frozenset({"and", "or", "unless", "offset", "bool", "atan2", "inf", "nan"})
+
+
+def metric_selectors(expr: str) -> list[tuple[str, str]]:
+    """Every metric selector of a PromQL expression as (metric name, matcher block or "")."""
+    tokens = [
+        (match.lastgroup, match.group())
+        for match in _TOKEN.finditer(expr)
+        if match.lastgroup not in ("space", "comment")
+    ]
+    selectors: list[tuple[str, str]] = []
+    index = 0
+    while index < len(tokens):
+        kind, text = tokens[index]
+        following = tokens[index + 1] if index + 1 < len(tokens) else (None, "")
+        index += 1
+        if kind != "ident":
+            continue
+        if text in _LABEL_LISTS and following[1] == "(":
+            depth = 0  # skip the parenthesised label list
+            while index < len(tokens):
+                depth += {"(": 1, ")": -1}.get(tokens[index][1], 0)
+                index += 1
+                if depth == 0:
+                    break
+            continue
+        if following[1] == "(" or text in _AGGREGATIONS or text.lower() in _KEYWORDS:
+            continue
+        if following[0] == "matchers":
+            selectors.append((text, following[1]))
+            index += 1
+        else:
+            selectors.append((text, ""))
+    return selectors
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names an expression reads."""
+    return {name for name, _ in metric_selectors(expr)}
+
+
+# --- the rule file and its tests as data ---------------------------------------------------------
+
+
+def load_rules() -> list[dict[str, Any]]:
+    """Every rule of the canonical file, each with its group name under `group`."""
+    document = yaml.safe_load(RULE_FILE.read_text(encoding="utf-8"))
+    return [
+        {**rule, "group": group["name"]} for group in document["groups"] for rule in group["rules"]
+    ]
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    """The alerting rules of the canonical file."""
+    return [rule for rule in load_rules() if "alert" in rule]
+
+
+def recording_rules() -> list[dict[str, Any]]:
+    """The recording rules of the canonical file."""
+    return [rule for rule in load_rules() if "record" in rule]
+
+
+def recording_rule_names() -> set[str]:
+    """Names of the recording rules of the canonical file."""
+    return {rule["record"] for rule in recording_rules()}
+
+
+def parse_duration(text: str) -> int:
+    """A Prometheus duration (`1h30m`, `90s`, `0m`) in seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    parts = re.findall(r"(\d+)([smhdwy])", text)
+    assert "".join(f"{n}{u}" for n, u in parts) == text, f"not a duration: {text!r}"
+    return sum(int(number) * units[unit] for number, unit in parts)
+
+
+def load_rule_tests() -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Every promtool test file under tests/rules/, parsed."""
+    for path in RULE_TEST_FILES:
+        yield path, yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def promtool() -> str:
+    """Path of promtool, or a failure saying how to get it."""
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail("promtool not on PATH: install the Debian package `prometheus` (tests/run.sh)")
+    return path
+
+
+def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run promtool from the repository root and capture its output."""
+    return subprocess.run(
+        [promtool(), *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+# --- promtool ------------------------------------------------------------------------------------
+
+
+def test_rule_file_passes_promtool_check() -> None:
+    """`promtool check rules` accepts the canonical rule file."""
+    result = run_promtool("check", "rules", str(RULE_FILE))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(load_rules())} rules found" in result.stdout
+
+
+def test_rule_test_files_exist() -> None:
+    """tests/rules/ holds the promtool test files the parametrised test below runs."""
+    names = {path.name for path in RULE_TEST_FILES}
+    assert {
+        "recording.test.yml",
+        "campaign-alerts.test.yml",
+        "fetch-alerts.test.yml",
+        "exporter-alerts.test.yml",
+    } <= names
+
+
+@pytest.mark.parametrize("test_file", RULE_TEST_FILES, ids=lambda path: path.name)
+def test_promtool_rule_unit_tests_pass(test_file: Path) -> None:
+    """Every scenario of a tests/rules/ file passes `promtool test rules`."""
+    result = run_promtool("test", "rules", str(test_file.relative_to(ROOT)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+@pytest.mark.parametrize("test_file", RULE_TEST_FILES, ids=lambda path: path.name)
+def test_rule_tests_load_the_canonical_file(test_file: Path) -> None:
+    """Each test file loads exactly the canonical rule file, by a path relative to itself."""
+    document = yaml.safe_load(test_file.read_text(encoding="utf-8"))
+    (rule_file,) = document["rule_files"]
+    assert not Path(rule_file).is_absolute()
+    assert (test_file.parent / rule_file).resolve() == RULE_FILE
+
+
+# --- conventions of the rule file ----------------------------------------------------------------
+
+
+def test_required_alerts_exist() -> None:
+    """Every alert the issue asks for exists under the name the runbook and chart use."""
+    assert {rule["alert"] for rule in alert_rules()} >= REQUIRED_ALERTS
+
+
+def test_rule_names_are_unique() -> None:
+    """No alert name and no recording rule name is defined twice."""
+    names = [rule.get("alert") or rule["record"] for rule in load_rules()]
+    assert len(names) == len(set(names))
+
+
+def test_alert_names_are_prefixed_camel_case() -> None:
+    """Alert names are CamelCase and start with DialNexa."""
+    for rule in alert_rules():
+        assert re.fullmatch(r"DialNexa(?:[A-Z][a-z0-9]*|API)+", rule["alert"]), rule["alert"]
+
+
+def test_every_alert_has_severity_and_annotations() -> None:
+    """Every alert carries a known severity and non-empty summary, description and runbook_url."""
+    for rule in alert_rules():
+        assert rule["labels"]["severity"] in SEVERITIES, rule["alert"]
+        for key in ("summary", "description", "runbook_url"):
+            assert rule["annotations"].get(key, "").strip(), f"{rule['alert']}: no {key}"
+
+
+def test_key_rejected_and_exporter_loss_page() -> None:
+    """A rejected API key or a lost exporter blinds all monitoring, so they are critical."""
+    severities = {rule["alert"]: rule["labels"]["severity"] for rule in alert_rules()}
+    assert severities["DialNexaAPIKeyRejected"] == "critical"
+    assert severities["DialNexaExporterDown"] == "critical"
+    assert severities["DialNexaCampaignPaused"] == "warning"
+    assert severities["DialNexaCampaignStalled"] == "warning"
+
+
+def test_runbook_urls_point_at_the_lowercased_alert_name() -> None:
+    """runbook_url is the README anchor GitHub derives from a `### <AlertName>` heading."""
+    urls = [rule["annotations"]["runbook_url"] for rule in alert_rules()]
+    for rule, url in zip(alert_rules(), urls, strict=True):
+        assert url == f"{RUNBOOK_BASE}#{rule['alert'].lower()}"
+    assert len(set(urls)) == len(urls)
+
+
+def test_summaries_are_fixed_sentences() -> None:
+    """A summary is one untemplated sentence; the details belong in the description."""
+    for rule in alert_rules():
+        summary = rule["annotations"]["summary"]
+        assert "{{" not in summary, rule["alert"]
+        assert summary.endswith("."), rule["alert"]
+
+
+def test_campaign_alerts_join_and_describe_the_campaign_name() -> None:
+    """Alerts about one campaign join its name from the info series and template id and name."""
+    campaign_alerts = [
+        rule for rule in alert_rules() if rule["group"] == "dialnexa-campaigns.alerts"
+    ]
+    assert len(campaign_alerts) >= 4
+    for rule in campaign_alerts:
+        assert "group_left(name)" in rule["expr"], rule["alert"]
+        assert "dialnexa_campaign_info" in metric_names(rule["expr"]), rule["alert"]
+        description = rule["annotations"]["description"]
+        assert "$labels.campaign_id" in description, rule["alert"]
+        assert "$labels.name" in description, rule["alert"]
+
+
+def test_only_exporter_health_alerts_select_a_job() -> None:
+    """Rules are job-agnostic; only the down/absent alerts pick the exporter's job by regex."""
+    for rule in load_rules():
+        matchers = " ".join(block for _, block in metric_selectors(rule["expr"]))
+        name = rule.get("alert") or rule["record"]
+        if name in JOB_SELECTING_ALERTS:
+            assert 'up{job=~".*dialnexa.*"}' in rule["expr"].replace(" ", ""), name
+        else:
+            assert "job=" not in matchers.replace(" ", ""), name
+
+
+def test_rules_query_only_contract_metrics() -> None:
+    """Every metric a rule reads is in the design contract, a recording rule here, or `up`."""
+    allowed = CONTRACT_METRICS | recording_rule_names() | {"up"}
+    for rule in load_rules():
+        unknown = metric_names(rule["expr"]) - allowed
+        assert not unknown, f"{rule.get('alert') or rule['record']} reads {sorted(unknown)}"
+
+
+def test_for_durations_and_windows_are_plain_literals() -> None:
+    """`for` and range windows are literal durations a chart or test can override by text."""
+    for rule in alert_rules():
+        assert parse_duration(str(rule["for"])) > 0, rule["alert"]
+    for rule in load_rules():
+        for window in re.findall(r"\[([^\]]*)\]", rule["expr"]):
+            assert parse_duration(window) > 0, f"{rule.get('alert') or rule['record']}: {window}"
+
+
+def test_recording_rule_names_follow_level_metric_operations() -> None:
+    """Recording rules are named level:metric:operations around a dialnexa_ metric."""
+    for rule in recording_rules():
+        level, metric, operations = rule["record"].split(":")
+        assert level == "campaign", rule["record"]
+        assert operations, rule["record"]
+        assert metric.startswith("dialnexa_campaign_"), rule["record"]
+
+
+def test_recording_rules_required_by_the_issue_exist() -> None:
+    """Completion ratio, deriv pace, remaining seconds and status code are all recorded."""
+    assert {
+        "campaign:dialnexa_campaign_completion:ratio",
+        "campaign:dialnexa_campaign_completed_calls:deriv5m",
+        "campaign:dialnexa_campaign_remaining_seconds:estimate",
+        "campaign:dialnexa_campaign_status:code",
+    } <= recording_rule_names()
+
+
+def test_gauge_pace_uses_deriv_not_rate() -> None:
+    """The campaign counters are gauges from the API, so no rule applies rate() or increase()."""
+    for rule in load_rules():
+        for name in ("dialnexa_campaign_completed_calls", "dialnexa_campaign_pending_calls"):
+            assert not re.search(rf"\b(?:rate|irate|increase)\(\s*{name}", rule["expr"])
+
+
+def status_code_mapping() -> dict[str, int]:
+    """The status -> code table as the recording rule computes it."""
+    (rule,) = [
+        r for r in recording_rules() if r["record"] == "campaign:dialnexa_campaign_status:code"
+    ]
+    pairs = re.findall(r'status="(\w+)"\}\s*==\s*1\)\s*\*\s*(\d+)', rule["expr"])
+    return {status: int(code) for status, code in pairs}
+
+
+def test_status_code_covers_every_status_once_as_documented() -> None:
+    """Each of the seven statuses gets its own code, exactly as the file's header documents."""
+    mapping = status_code_mapping()
+    assert sorted(mapping) == sorted(STATUS_NAMES)
+    assert len(set(mapping.values())) == len(STATUS_NAMES)
+    documented = "   ".join(f"{code} {status}" for status, code in mapping.items())
+    assert f"#   {documented}\n" in RULE_FILE.read_text(encoding="utf-8")
+
+
+# --- the unit tests cover every rule -------------------------------------------------------------
+
+
+def alert_timelines() -> dict[str, list[dict[int, set[frozenset[tuple[str, str]]]]]]:
+    """Per alert, per test group: eval time in seconds -> the set of expected firing label sets."""
+    timelines: dict[str, list[dict[int, set[frozenset[tuple[str, str]]]]]] = defaultdict(list)
+    for _, document in load_rule_tests():
+        for group in document["tests"]:
+            per_alert: dict[str, dict[int, set[frozenset[tuple[str, str]]]]] = defaultdict(dict)
+            for case in group.get("alert_rule_test", []):
+                alerts = {
+                    frozenset(alert.get("exp_labels", {}).items())
+                    for alert in case.get("exp_alerts") or []
+                }
+                per_alert[case["alertname"]][parse_duration(case["eval_time"])] = alerts
+            for name, timeline in per_alert.items():
+                timelines[name].append(timeline)
+    return timelines
+
+
+def test_every_alert_is_tested_across_its_for_boundary() -> None:
+    """Each alert has a test where an alert is absent at one evaluation and firing at the next."""
+    timelines = alert_timelines()
+    for rule in alert_rules():
+        step = 60  # every test file evaluates once a minute (checked below)
+        crossings = [
+            time
+            for timeline in timelines[rule["alert"]]
+            for time, firing in timeline.items()
+            if time + step in timeline and firing < timeline[time + step]
+        ]
+        assert crossings, f"{rule['alert']}: no test one evaluation before and at its boundary"
+    for _, document in load_rule_tests():
+        assert parse_duration(document.get("evaluation_interval", "1m")) == 60
+
+
+def test_every_alert_is_tested_firing_with_its_full_annotations() -> None:
+    """Each alert's runbook anchor and annotations appear in some expected firing alert."""
+    expected: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for _, document in load_rule_tests():
+        for group in document["tests"]:
+            for case in group.get("alert_rule_test", []):
+                for alert in case.get("exp_alerts") or []:
+                    expected[case["alertname"]].append(alert.get("exp_annotations", {}))
+    for rule in alert_rules():
+        annotations = expected[rule["alert"]]
+        assert annotations, f"{rule['alert']} is never expected to fire"
+        for annotation in annotations:
+            assert annotation["runbook_url"] == rule["annotations"]["runbook_url"]
+            assert annotation["summary"] == rule["annotations"]["summary"]
+
+
+def test_every_recording_rule_is_tested_for_its_value() -> None:
+    """Each recording rule is queried in a promql_expr_test that expects samples of it."""
+    tested: set[str] = set()
+    for _, document in load_rule_tests():
+        for group in document["tests"]:
+            for case in group.get("promql_expr_test", []):
+                for sample in case.get("exp_samples") or []:
+                    tested.add(sample["labels"].split("{", 1)[0])
+    assert recording_rule_names() <= tested
+
+
+# --- the scanner itself --------------------------------------------------------------------------
+
+
+def test_metric_selectors_skip_functions_labels_and_strings() -> None:
+    """The PromQL scanner returns selectors only, not functions, label lists or literals."""
+    expr = (
+        'sum by (le, job) (rate(foo_bucket{job=~"$job", x="a}b"}[5m] offset 1h)) '
+        "/ on(instance) group_left(name) bar * 1e3 + topk(1, baz) or absent(qux{a='b'}) > bool 0.5"
+    )
+    assert metric_selectors(expr) == [
+        ("foo_bucket", '{job=~"$job", x="a}b"}'),
+        ("bar", ""),
+        ("baz", ""),
+        ("qux", "{a='b'}"),
+    ]
+    assert metric_names("max without(status) (dialnexa_campaign_status) == inf") == {
+        "dialnexa_campaign_status"
+    }
