@@ -240,6 +240,8 @@ class SimulatorStats:
     max_in_flight: int = 0
     by_campaign: dict[str, int] = field(default_factory=dict)
     user_agents: set[str] = field(default_factory=set)
+    # Bytes of HUGE bodies the client accepted: proves a capped read hangs up early.
+    huge_bytes_sent: int = 0
 
 
 class Simulator:
@@ -372,7 +374,7 @@ class Simulator:
         if kind is FaultKind.DRIP:
             return await _drip(request, json.dumps(self.current_record(campaign_id)), fault.delay)
         if kind is FaultKind.HUGE:
-            return await _huge(request, fault.size, fault.chunked)
+            return await _huge(request, fault.size, fault.chunked, self.stats)
         if kind is FaultKind.DISCONNECT:
             if request.transport is not None:
                 request.transport.close()
@@ -414,7 +416,9 @@ async def _drip(request: web.Request, text: str, delay: float) -> web.StreamResp
     return response
 
 
-async def _huge(request: web.Request, size: int, chunked: bool) -> web.StreamResponse:
+async def _huge(
+    request: web.Request, size: int, chunked: bool, stats: SimulatorStats
+) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     if chunked:
         response.enable_chunked_encoding()
@@ -428,6 +432,7 @@ async def _huge(request: web.Request, size: int, chunked: bool) -> web.StreamRes
             piece = chunk[: size - sent]
             await response.write(piece)
             sent += len(piece)
+            stats.huge_bytes_sent += len(piece)
     return response
 
 
