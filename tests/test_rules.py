@@ -372,6 +372,37 @@ def test_status_code_covers_every_status_once_as_documented() -> None:
     assert f"#   {documented}\n" in RULE_FILE.read_text(encoding="utf-8")
 
 
+def readme_section(title: str) -> str | None:
+    """The text of the README's `## <title>` section, or None when it has none."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", readme, re.M | re.S)
+    return match.group(1) if match else None
+
+
+def test_contract_metrics_are_the_readme_metrics() -> None:
+    """Every metric the rules and dashboard may read is documented in the README's tables."""
+    section = readme_section("Metrics")
+    assert section is not None
+    for name in CONTRACT_METRICS:
+        base = re.sub(r"_(?:bucket|sum|count)$", "", name)
+        assert f"`{base}`" in section or f"`{base}{{" in section, name
+        if base != name:
+            assert re.search(rf"`{base}` \| histogram", section), name
+
+
+def test_readme_runbook_has_a_section_per_alert() -> None:
+    """Each runbook_url anchor is a `### <AlertName>` heading of the README's runbook section."""
+    section = readme_section("Alerts and runbook")
+    if section is None:
+        pytest.skip("README.md has no '## Alerts and runbook' section yet")
+    anchors = {
+        re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        for heading in re.findall(r"^### (.+)$", section, re.M)
+    }
+    for rule in alert_rules():
+        assert rule["annotations"]["runbook_url"].split("#", 1)[1] in anchors, rule["alert"]
+
+
 # --- the unit tests cover every rule -------------------------------------------------------------
 
 
