@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from exporter.models import Campaign, CampaignStatus
@@ -276,54 +277,90 @@ def render_exporter_metrics(snapshot: Snapshot) -> str:
     )
 
 
+# Campaigns re-rendered between two yields of ExpositionRenderer.render_steps.
+RENDER_SLICE = 500
+
+_DataParts = tuple[bytes, ...]
+_HealthParts = tuple[bytes, bytes, bytes]
+
+
 class ExpositionRenderer:
-    """Renders snapshots; a campaign's data lines are re-rendered only when its record changes.
+    """Renders snapshots; a campaign's lines are re-rendered only when its view or record changes.
 
     The output is a function of the snapshot alone: the cache only remembers work already done.
+    Fragments are kept as UTF-8 bytes so that assembling a large exposition is a plain join.
     """
 
     def __init__(self) -> None:
-        self._data: dict[str, tuple[Campaign, tuple[str, ...]]] = {}
-        self._health: dict[str, tuple[CampaignView, tuple[str, str, str]]] = {}
+        self._data: dict[str, tuple[Campaign, _DataParts]] = {}
+        self._health: dict[str, tuple[CampaignView, _HealthParts]] = {}
+        self._result = b""
 
     def render(self, snapshot: Snapshot) -> bytes:
-        """The full exposition of ``snapshot`` as UTF-8 bytes."""
-        data_parts: list[tuple[str, ...]] = []
-        health_parts: list[tuple[str, str, str]] = []
-        new_data: dict[str, tuple[Campaign, tuple[str, ...]]] = {}
-        new_health: dict[str, tuple[CampaignView, tuple[str, str, str]]] = {}
+        """The full exposition of ``snapshot`` as UTF-8 bytes, in one go."""
+        for _ in self.render_steps(snapshot):
+            pass
+        return self._result
+
+    async def render_async(self, snapshot: Snapshot) -> bytes:
+        """Like ``render``, but lets the event loop run between slices of campaigns."""
+        for _ in self.render_steps(snapshot):
+            await asyncio.sleep(0)
+        return self._result
+
+    def render_steps(self, snapshot: Snapshot) -> Iterator[None]:
+        """Render ``snapshot``, yielding after every RENDER_SLICE re-rendered campaigns.
+
+        The result is available from ``render``/``render_async`` once the iterator is exhausted.
+        """
+        data_parts: list[_DataParts] = []
+        health_parts: list[_HealthParts] = []
+        new_data: dict[str, tuple[Campaign, _DataParts]] = {}
+        new_health: dict[str, tuple[CampaignView, _HealthParts]] = {}
         old_data = self._data
         old_health = self._health
+        work = 0
         for view in snapshot.campaigns:
             cid = view.campaign_id
             cached_health = old_health.get(cid)
             if cached_health is not None and cached_health[0] is view:
                 health = cached_health[1]
             else:
-                health = render_campaign_health(view)
+                up, last, errors = render_campaign_health(view)
+                health = (up.encode(), last.encode(), errors.encode())
+                work += 1
             new_health[cid] = (view, health)
             health_parts.append(health)
             record = view.record
-            if record is None:
-                continue
-            cached = old_data.get(cid)
-            if cached is not None and cached[0] is record:
-                parts = cached[1]
-            else:
-                parts = render_campaign_data(record, cid)
-            new_data[cid] = (record, parts)
-            data_parts.append(parts)
+            if record is not None:
+                cached = old_data.get(cid)
+                if cached is not None and cached[0] is record:
+                    parts = cached[1]
+                else:
+                    parts = tuple(p.encode() for p in render_campaign_data(record, cid))
+                    work += 3
+                new_data[cid] = (record, parts)
+                data_parts.append(parts)
+            if work >= RENDER_SLICE:
+                work = 0
+                yield
         self._data = new_data
         self._health = new_health
 
-        chunks: list[str] = []
+        chunks: list[bytes] = []
         for index, family in enumerate(DATA_FAMILIES):
-            chunks.append(_family_block(family, (parts[index] for parts in data_parts)))
+            chunks.append(_family_bytes(family, [parts[index] for parts in data_parts]))
+        yield
         for index, family in enumerate((CAMPAIGN_UP, LAST_SUCCESS, ERRORS)):
-            chunks.append(_family_block(family, (parts[index] for parts in health_parts)))
-        chunks.append(render_exporter_metrics(snapshot))
-        chunks.append(snapshot.process_text)
-        return "".join(chunks).encode("utf-8")
+            chunks.append(_family_bytes(family, [parts[index] for parts in health_parts]))
+        chunks.append(render_exporter_metrics(snapshot).encode())
+        chunks.append(snapshot.process_text.encode())
+        self._result = b"".join(chunks)
+
+
+def _family_bytes(family: Family, parts: list[bytes]) -> bytes:
+    body = b"".join(parts)
+    return family.header().encode() + body if body else b""
 
 
 def render_exposition(snapshot: Snapshot) -> bytes:
