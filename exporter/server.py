@@ -56,7 +56,7 @@ class ExpositionCache:
 
     async def update(self, snapshot: Snapshot) -> None:
         """Render ``snapshot``; compress in a worker thread so the event loop keeps serving."""
-        plain = self._renderer.render(snapshot)
+        plain = await self._renderer.render_async(snapshot)
         loop = asyncio.get_running_loop()
         gzipped = await loop.run_in_executor(None, gzip.compress, plain, GZIP_LEVEL)
         self._current = Exposition(plain, gzipped, ready=snapshot.ready)
