@@ -102,7 +102,7 @@ class RetryConfig(_Record):
 class Campaign(_Record):
     """One campaign as returned by ``GET /v1/campaigns/{id}``; absent fields stay ``None``."""
 
-    id: StrictStr | None = None
+    id: StrictStr
     name: StrictStr | None = None
     organization_id: StrictStr | None = None
     agent_id: StrictStr | None = None
@@ -141,6 +141,6 @@ def parse_campaign(document: Any, expected_id: str) -> Campaign:
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(part) for part in first.get("loc", ()))
         raise RecordError(f"field {where or '?'}: {first.get('msg', 'invalid')}") from None
-    if campaign.id is not None and campaign.id != expected_id:
+    if campaign.id != expected_id:
         raise RecordError("record id does not match the requested campaign")
     return campaign

@@ -100,9 +100,13 @@ def test_unknown_and_nested_extra_fields_are_ignored() -> None:
     assert parse_campaign(document, SECOND_EXAMPLE["id"]).total_leads == 1200
 
 
-def test_record_without_id_is_accepted() -> None:
-    """A record that omits its id cannot contradict the request, so it is accepted."""
-    assert parse_campaign({"status": "active"}, "c").status is CampaignStatus.ACTIVE
+@pytest.mark.parametrize(
+    "document", [{"status": "active"}, {"error": "internal"}, {"data": SECOND_EXAMPLE}]
+)
+def test_record_without_id_is_refused(document: dict[str, Any]) -> None:
+    """An object without an id (an error body, a wrapper) is not mistaken for an empty campaign."""
+    with pytest.raises(RecordError, match="id"):
+        parse_campaign(document, "c")
 
 
 def test_null_counters_mean_absent() -> None:
