@@ -9,6 +9,7 @@ import json
 import logging
 import secrets
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -26,6 +27,7 @@ from exporter.config import (
 )
 from exporter.server import RELOADER, create_app
 from exporter.simulator import Simulator, demo_campaigns, load_campaigns
+from exporter.webconfig import listening_context
 
 log = logging.getLogger("exporter")
 
@@ -198,9 +200,11 @@ async def _run_until_signal(
                 loop.remove_signal_handler(sig)
 
 
-async def _start_site(runner: web.AppRunner, address: str, what: str) -> tuple[str, int]:
+async def _start_site(
+    runner: web.AppRunner, address: str, what: str, ssl_context: ssl.SSLContext | None = None
+) -> tuple[str, int]:
     host, port = parse_listen_address(address)
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     try:
         await site.start()
     except OSError as exc:
@@ -214,24 +218,26 @@ async def _start_site(runner: web.AppRunner, address: str, what: str) -> tuple[s
     return (host or "0.0.0.0"), bound_port  # noqa: S104 - display only
 
 
-def _display_url(host: str, port: int) -> str:
+def _display_url(host: str, port: int, scheme: str = "http") -> str:
     shown = "localhost" if host in ("0.0.0.0", "::") else host  # noqa: S104 - display only
     if ":" in shown:
         shown = f"[{shown}]"
-    return f"http://{shown}:{port}"
+    return f"{scheme}://{shown}:{port}"
 
 
 async def run_exporter(settings: Settings, flags: dict[str, Any]) -> None:
     """Serve the exporter until a signal stops it."""
     app = create_app(settings, flags=flags)
+    tls = listening_context(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        host, port = await _start_site(runner, settings.listen_address, "exporter")
+        host, port = await _start_site(runner, settings.listen_address, "exporter", tls)
     except BaseException:
         await runner.cleanup()
         raise
-    log.info("serving metrics on %s/metrics", _display_url(host, port))
+    scheme = "https" if tls is not None else "http"
+    log.info("serving metrics on %s/metrics", _display_url(host, port, scheme))
     await _run_until_signal([runner], on_reload=lambda: app[RELOADER].reload())
 
 
@@ -253,15 +259,16 @@ async def run_demo(args: argparse.Namespace) -> None:
     }
     settings = load_settings(flags)
     app = create_app(settings, flags=flags)
+    tls = listening_context(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        host, port = await _start_site(runner, settings.listen_address, "exporter")
+        host, port = await _start_site(runner, settings.listen_address, "exporter", tls)
     except BaseException:
         await runner.cleanup()
         await sim_runner.cleanup()
         raise
-    url = _display_url(host, port)
+    url = _display_url(host, port, "https" if tls is not None else "http")
     print(
         f"DialNexa exporter demo: {len(campaigns)} simulated campaigns at {args.speed:g}x speed.\n"
         f"  Open {url}/ or run: curl -s {url}/metrics | grep ^dialnexa_campaign\n"

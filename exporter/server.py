@@ -21,6 +21,7 @@ from exporter.config import ConfigError, Settings, campaigns_for_shard, load_set
 from exporter.metrics import CONTENT_TYPE, ExpositionRenderer
 from exporter.poller import Clock, Poller, RequestStats, SystemClock
 from exporter.state import Snapshot
+from exporter.webconfig import WebConfigWatcher, protect
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +261,10 @@ def create_app(
     flags: Mapping[str, Any] | None = None,
     clock: Clock | None = None,
 ) -> web.Application:
-    """The exporter's web application; polling starts when the app starts."""
+    """The exporter's web application; polling starts when the app starts.
+
+    Raises ConfigError when DIALNEXA_WEB_CONFIG_FILE is set and unusable.
+    """
     app = web.Application()
     app[SETTINGS] = settings
     app[FLAGS] = dict(flags or {})
@@ -271,4 +275,9 @@ def create_app(
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/", handle_index)
     app.cleanup_ctx.append(_poller_context)
+    if settings.web_config_file is not None:
+        # TLS, basic auth and headers from DIALNEXA_WEB_CONFIG_FILE; the CLI takes the TLS
+        # context from the app (webconfig.listening_context) when it opens the site.
+        watcher = WebConfigWatcher(settings.web_config_file, monotonic=app[CLOCK].monotonic)
+        protect(app, watcher)
     return app
