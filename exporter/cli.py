@@ -25,6 +25,8 @@ from exporter.config import (
     load_settings,
     parse_listen_address,
 )
+from exporter.demo_prometheus import DEFAULT_LISTEN_ADDRESS as PROMETHEUS_LISTEN_ADDRESS
+from exporter.demo_prometheus import optional_demo_prometheus
 from exporter.server import RELOADER, create_app
 from exporter.simulator import Simulator, demo_campaigns, load_campaigns
 from exporter.webconfig import listening_context
@@ -122,6 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--poll-interval-seconds", default="5", help="seconds between fetches (default 5)"
+    )
+    demo.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="also start Prometheus (if installed) scraping the demo, with the alert rules",
+    )
+    demo.add_argument(
+        "--prometheus-listen-address",
+        default=PROMETHEUS_LISTEN_ADDRESS,
+        help=f"where that Prometheus serves (default {PROMETHEUS_LISTEN_ADDRESS})",
     )
     sim = commands.add_parser("simulator", help="run the fake DialNexa API alone")
     sim.add_argument("--listen-address", default="127.0.0.1:8080", help="where it serves")
@@ -275,7 +287,13 @@ async def run_demo(args: argparse.Namespace) -> None:
         "  Press Ctrl+C to stop.",
         flush=True,
     )
-    await _run_until_signal([sim_runner, runner])
+    async with optional_demo_prometheus(
+        args.prometheus,
+        listen_address=args.prometheus_listen_address,
+        exporter_url=url,
+        speed=args.speed,
+    ):
+        await _run_until_signal([sim_runner, runner])
 
 
 async def run_simulator(args: argparse.Namespace) -> None:
