@@ -292,8 +292,8 @@ async def run_demo(args: argparse.Namespace) -> None:
         listen_address=args.prometheus_listen_address,
         exporter_url=url,
         speed=args.speed,
-    ):
-        await _run_until_signal([sim_runner, runner])
+    ) as prometheus:
+        await _run_until_signal([sim_runner, runner], started=prometheus.start)
 
 
 async def run_simulator(args: argparse.Namespace) -> None:

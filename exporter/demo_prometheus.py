@@ -304,6 +304,64 @@ async def start_demo_prometheus(
     return running
 
 
+class DemoPrometheusSession:
+    """The demo's optional Prometheus: started once the demo handles signals, stopped on exit.
+
+    A missing binary or a failed start is one printed line; the demo goes on without Prometheus.
+    """
+
+    def __init__(
+        self,
+        enabled: bool,
+        *,
+        listen_address: str,
+        exporter_url: str,
+        speed: float,
+        which: Callable[[str], str | None] = shutil.which,
+    ) -> None:
+        self.enabled = enabled
+        self.listen_address = listen_address
+        self.exporter_url = exporter_url
+        self.speed = speed
+        self._which = which
+        self.running: DemoPrometheus | None = None
+
+    async def start(self) -> None:
+        """Start Prometheus if enabled and installed, and print where it is (or why not)."""
+        if not self.enabled or self.running is not None:
+            return
+        binary = self._which("prometheus")
+        if binary is None:
+            print(
+                "  Prometheus: not started, no `prometheus` on PATH (Debian/Ubuntu: apt install "
+                "prometheus); the demo runs without it.",
+                flush=True,
+            )
+            return
+        try:
+            self.running = await start_demo_prometheus(
+                binary,
+                listen_address=self.listen_address,
+                exporter_url=self.exporter_url,
+                speed=self.speed,
+            )
+        except (PrometheusStartError, OSError) as exc:
+            print(f"  Prometheus: not started ({exc}); the demo runs without it.", flush=True)
+            return
+        page = await self.running.alerts_page()
+        print(
+            f"  Prometheus: {page} (scraping the exporter every {SCRAPE_INTERVAL_SECONDS}s; "
+            f"rule durations divided by {self.speed:g} to follow simulated time)",
+            flush=True,
+        )
+
+    async def close(self) -> None:
+        """Stop Prometheus, if it runs, and remove its temporary directory."""
+        running, self.running = self.running, None
+        if running is not None:
+            await running.stop()
+
+
 @contextlib.asynccontextmanager
 async def optional_demo_prometheus(
     enabled: bool,
@@ -312,38 +370,16 @@ async def optional_demo_prometheus(
     exporter_url: str,
     speed: float,
     which: Callable[[str], str | None] = shutil.which,
-) -> AsyncIterator[DemoPrometheus | None]:
-    """For the demo: start Prometheus if asked and installed, say where it is, always clean up.
+) -> AsyncIterator[DemoPrometheusSession]:
+    """A DemoPrometheusSession that is always closed on exit; the caller calls ``start()``.
 
-    A missing binary or a failed start is one printed line; the demo goes on without Prometheus.
+    The demo passes ``start`` to its signal loop, so that a signal arriving while Prometheus
+    starts still stops both in order.
     """
-    if not enabled:
-        yield None
-        return
-    binary = which("prometheus")
-    if binary is None:
-        print(
-            "  Prometheus: not started, no `prometheus` on PATH (Debian/Ubuntu: apt install "
-            "prometheus); the demo runs without it.",
-            flush=True,
-        )
-        yield None
-        return
+    session = DemoPrometheusSession(
+        enabled, listen_address=listen_address, exporter_url=exporter_url, speed=speed, which=which
+    )
     try:
-        running = await start_demo_prometheus(
-            binary, listen_address=listen_address, exporter_url=exporter_url, speed=speed
-        )
-    except (PrometheusStartError, OSError) as exc:
-        print(f"  Prometheus: not started ({exc}); the demo runs without it.", flush=True)
-        yield None
-        return
-    try:
-        page = await running.alerts_page()
-        print(
-            f"  Prometheus: {page} (scraping the exporter every {SCRAPE_INTERVAL_SECONDS}s; "
-            f"rule durations divided by {speed:g} to follow simulated time)",
-            flush=True,
-        )
-        yield running
+        yield session
     finally:
-        await running.stop()
+        await session.close()
