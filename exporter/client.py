@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 from urllib.parse import quote
@@ -93,6 +93,7 @@ class DialNexaClient:
         observer: RequestObserver | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         wall_time: Callable[[], float] = time.time,
+        before_request: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._session = session
         self._base = URL(api_url.rstrip("/"))
@@ -102,6 +103,7 @@ class DialNexaClient:
         self._observer: RequestObserver = observer or _NoObserver()
         self._monotonic = monotonic
         self._wall_time = wall_time
+        self._before_request = before_request
 
     def __repr__(self) -> str:
         return f"DialNexaClient(api_url={str(self._base)!r})"
@@ -113,6 +115,9 @@ class DialNexaClient:
 
     async def fetch_campaign(self, campaign_id: str) -> Campaign:
         """Fetch and validate one campaign, or raise a FetchError subclass."""
+        if self._before_request is not None:
+            # Waiting for a rate-limit token is not part of the request's own deadline.
+            await self._before_request()
         try:
             async with asyncio.timeout(self._timeout_seconds):
                 body = await self._get(self.campaign_url(campaign_id))
@@ -134,7 +139,9 @@ class DialNexaClient:
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
         }
-        for _ in range(MAX_REDIRECTS + 1):
+        for hop in range(MAX_REDIRECTS + 1):
+            if hop and self._before_request is not None:
+                await self._before_request()  # every redirect hop is a request too
             started = self._monotonic()
             code = "error"
             try:

@@ -11,6 +11,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -62,9 +63,24 @@ def _integral_float(value: object) -> object:
 Count = Annotated[
     StrictInt, Field(ge=0), BeforeValidator(_integral_float), BeforeValidator(_reject_bool)
 ]
+# Strict: a JSON number only (ints welcome), never a numeric string.
 NonNegativeNumber = Annotated[
-    float, Field(ge=0, allow_inf_nan=False), BeforeValidator(_reject_bool)
+    float, Strict(), Field(ge=0, allow_inf_nan=False), BeforeValidator(_reject_bool)
 ]
+
+
+def _valid_unicode(value: object) -> object:
+    # JSON may carry lone surrogates ("\ud800") that no UTF-8 exposition can hold:
+    # show U+FFFD in their place rather than refuse an otherwise good record.
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return value
+
+
+Text = Annotated[StrictStr, BeforeValidator(_valid_unicode)]
 
 
 def _parse_timestamp(value: object) -> datetime | None:
@@ -103,10 +119,10 @@ class Campaign(_Record):
     """One campaign as returned by ``GET /v1/campaigns/{id}``; absent fields stay ``None``."""
 
     id: StrictStr
-    name: StrictStr | None = None
-    organization_id: StrictStr | None = None
-    agent_id: StrictStr | None = None
-    from_phone_number: StrictStr | None = None
+    name: Text | None = None
+    organization_id: Text | None = None
+    agent_id: Text | None = None
+    from_phone_number: Text | None = None
     status: CampaignStatus | None = None
     max_concurrent_calls: Count | None = None
     total_leads: Count | None = None

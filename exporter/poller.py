@@ -202,11 +202,6 @@ class Poller:
         self._clock: Clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self._process_text = process_text or (lambda: "")
-        self._limiter = (
-            TokenBucket(settings.max_requests_per_second, self._clock)
-            if settings.max_requests_per_second
-            else None
-        )
         self._states: dict[str, _CampaignState] = {}
         self._wake = asyncio.Event()
         self._ready = False
@@ -316,8 +311,6 @@ class Poller:
         for state in queue:
             if self._states.get(state.campaign_id) is not state:
                 continue  # removed by a reload while the round ran
-            if self._limiter is not None:
-                await self._limiter.acquire()
             await self._fetch(state)
 
     async def _fetch(self, state: _CampaignState) -> None:
@@ -423,4 +416,9 @@ class Poller:
     async def _publish(self) -> None:
         async with self._publish_lock:
             self._dirty = False
-            await self._sink(self.build_snapshot())
+            try:
+                await self._sink(self.build_snapshot())
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a rendering bug must not stop polling; the last page stays up
+                log.exception("publishing metrics failed; still serving the previous ones")

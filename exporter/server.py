@@ -19,7 +19,7 @@ from exporter import __version__
 from exporter.client import DialNexaClient, create_session
 from exporter.config import ConfigError, Settings, campaigns_for_shard, load_settings
 from exporter.metrics import CONTENT_TYPE, ExpositionRenderer
-from exporter.poller import Clock, Poller, RequestStats, SystemClock
+from exporter.poller import Clock, Poller, RequestStats, SystemClock, TokenBucket
 from exporter.state import Snapshot
 from exporter.webconfig import WebConfigWatcher, protect
 
@@ -209,6 +209,11 @@ async def _poller_context(app: web.Application) -> AsyncIterator[None]:
         raise ConfigError("DIALNEXA_API_KEY", "is required")
     session = create_session(settings.max_concurrency)
     stats = RequestStats()
+    limiter = (
+        TokenBucket(settings.max_requests_per_second, clock)
+        if settings.max_requests_per_second
+        else None
+    )
     client = DialNexaClient(
         session,
         settings.api_url,
@@ -217,6 +222,7 @@ async def _poller_context(app: web.Application) -> AsyncIterator[None]:
         observer=stats,
         monotonic=clock.monotonic,
         wall_time=clock.time,
+        before_request=limiter.acquire if limiter is not None else None,
     )
     poller = Poller(
         settings,

@@ -187,12 +187,7 @@ WRONG_VALUES: tuple[tuple[str, Any], ...] = (
 )
 
 # Rows whose observed behaviour contradicts DESIGN.md / the README: kept failing on purpose.
-KNOWN_BUGS: dict[str, str] = {
-    "retry_config.retry_interval_minutes=numeric-string": (
-        "retry_interval_minutes is a lax float: the string '42' is coerced to 42.0 and accepted "
-        "(up 1), while DESIGN/README say a numeric string is invalid_response like every count"
-    ),
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 def lookup(document: Any, path: str) -> Any:
@@ -963,14 +958,6 @@ def test_backoff_bounds_match_the_readme_formula() -> None:
     assert math.isclose(backoff_bounds(4)[1], 10 * POLL)
 
 
-LONE_SURROGATE_BUG = (
-    'a JSON escape of a lone surrogate ("\\ud800") in a text field is accepted, then '
-    "render_campaign_data(...).encode() raises UnicodeEncodeError inside the poller's publish: "
-    "the poller task dies, polling stops for every campaign and /metrics stays frozen"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=LONE_SURROGATE_BUG)
 async def test_lone_surrogate_in_a_text_field_neither_stops_polling_nor_freezes_metrics() -> None:
     """A name holding the JSON escape "\\ud800" is refused or rendered; polling goes on."""
     sim = Simulator(

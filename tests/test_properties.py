@@ -198,8 +198,7 @@ def assert_record_matches(document: Any, record: Campaign) -> None:
         assert isinstance(retry, dict)
         assert record.retry_config is not None
         minutes = retry.get("retry_interval_minutes")
-        # Numbers must come through unchanged; numeric strings being accepted here is the bug
-        # kept as a strict xfail in tests/test_fault_matrix.py.
+        # Numbers must come through unchanged (numeric strings are refused, see the fault matrix).
         if isinstance(minutes, int | float):
             assert not isinstance(minutes, bool)
             assert math.isfinite(minutes)

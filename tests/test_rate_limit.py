@@ -123,13 +123,6 @@ async def test_concurrency_cap_still_holds_under_the_limiter(
     assert sim.sim.stats.max_in_flight == 4
 
 
-REDIRECT_BUG = (
-    "the token bucket is taken once per fetch (Poller._worker), but a fetch that follows a "
-    "same-origin redirect makes up to 4 HTTP requests: 307s multiply the achieved request rate"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=REDIRECT_BUG)
 async def test_redirected_requests_count_against_the_cap(
     start_simulator: StartSim, start_exporter: StartExporter
 ) -> None:
