@@ -175,7 +175,7 @@ def demo_campaigns() -> list[SimCampaign]:
             1200,
             5,
             pause_at=0.25,
-            resume_after=1800.0,
+            resume_after=5400.0,  # longer than DialNexaCampaignPaused's hour, so it fires
             created_at=datetime(2024, 6, 3, 14, 30, tzinfo=ist).isoformat(),
         ),
         SimCampaign("cmp_demo_stall", "Payment Follow-up", 800, 4, stall_at=0.4),

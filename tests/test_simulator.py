@@ -40,16 +40,16 @@ def test_progress_follows_concurrency() -> None:
 
 
 def test_pausing_campaign_pauses_then_resumes() -> None:
-    """cmp_demo_pause stops at 25% for 30 simulated minutes, then carries on."""
+    """cmp_demo_pause stops at 25% for 90 simulated minutes, then carries on."""
     sim, clock = demo_simulator()
     pause_at = 0.25 * 1200 / (5 / CALL_SECONDS)  # simulated seconds to reach 25%
     clock.now = pause_at + 60
     paused = sim.current_record("cmp_demo_pause")
     assert paused["status"] == "paused"
     assert paused["completed_calls"] == 300
-    clock.now = pause_at + 1700
+    clock.now = pause_at + 5300
     assert sim.current_record("cmp_demo_pause")["completed_calls"] == 300
-    clock.now = pause_at + 1800 + 120
+    clock.now = pause_at + 5400 + 120
     resumed = sim.current_record("cmp_demo_pause")
     assert resumed["status"] == "active"
     assert resumed["completed_calls"] == 310
