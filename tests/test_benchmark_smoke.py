@@ -1,0 +1,144 @@
+"""Smoke run of tests/benchmarks/bench_exporter.py at N=200: it measures what it claims to.
+
+Only correctness of the measurements is asserted (every campaign exported, figures are
+positive numbers, the table is complete); timings are not, since CI machines vary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from exporter.simulator import load_campaigns
+from tests.benchmarks import bench_exporter as bench
+
+pytestmark = pytest.mark.slow
+
+SIZE = 200
+POLL = 2.0
+SCRAPES = 20
+# Naive series per campaign: info, 7 status, 7 values (no scheduled_at in the load mix), up,
+# last success, and the error counter's _total and _created samples.
+NAIVE_SAMPLES_PER_CAMPAIGN = 19
+
+
+@dataclass
+class SmokeRun:
+    """One benchmark run and its report."""
+
+    result: bench.Result
+    check: bench.StatusAwareFigures
+    report: str
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
+    """Run the benchmark once for 200 campaigns with short intervals (about 15 s)."""
+    workdir: Path = tmp_path_factory.mktemp("bench")
+    results, check = bench.run(
+        [SIZE],
+        poll=POLL,
+        scrapes=SCRAPES,
+        naive_budget=0.5,
+        check_n=SIZE,
+        # Terminal campaigns are not refetched within the short window at all, so the saving
+        # (their share of the mix) stands well clear of scheduling noise.
+        check_poll=1.0,
+        check_terminal=60.0,
+        check_window=4.0,
+        workdir=workdir,
+    )
+    return SmokeRun(results[0], check, bench.build_report(results, check))
+
+
+def _positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
+
+
+def test_every_campaign_is_exported_and_up(smoke: SmokeRun) -> None:
+    """The exporter under test served all 200 campaigns, each with campaign_up 1."""
+    assert smoke.result.exporter.exported_campaigns == SIZE
+    assert smoke.result.exporter.campaigns_up == SIZE
+
+
+def test_rounds_are_measured_over_exactly_n_fetches(smoke: SmokeRun) -> None:
+    """The first and the steady-state round each cover N fetches and cost positive time."""
+    figures = smoke.result.exporter
+    assert len(figures.steady_rounds) == bench.STEADY_ROUNDS
+    for round_figures in (figures.first_round, *figures.steady_rounds):
+        assert round_figures.fetches == SIZE
+        assert _positive(round_figures.wall)
+        assert _positive(round_figures.cpu)
+        assert _positive(round_figures.sim_cpu)
+    assert _positive(figures.poll_duration_first)
+    assert 0 < figures.spawn_to_listen < figures.spawn_to_ready
+
+
+def test_scrapes_are_timed_for_both_encodings(smoke: SmokeRun) -> None:
+    """Every scrape is timed; gzip bodies are smaller than plain ones; CPU per scrape is > 0."""
+    gzipped, plain = smoke.result.exporter.gzip_scrapes, smoke.result.exporter.plain_scrapes
+    for scrapes in (gzipped, plain):
+        assert len(scrapes.latencies) == SCRAPES
+        assert all(_positive(latency) for latency in scrapes.latencies)
+        assert scrapes.p50 <= scrapes.p99
+        assert _positive(scrapes.cpu_per_scrape)
+    assert 0 < gzipped.body_bytes < plain.body_bytes
+
+
+def test_memory_and_stall_figures_are_read(smoke: SmokeRun) -> None:
+    """RSS comes from /proc and the stall probe got answers in both probed rounds."""
+    figures = smoke.result.exporter
+    assert 0 < figures.rss_at_listen <= figures.rss_peak
+    assert _positive(figures.rss_after_round)
+    assert _positive(figures.stall_first_round)
+    assert _positive(figures.stall_steady_round)
+    assert figures.probe_requests > 0
+
+
+def test_naive_reference_has_the_same_campaigns(smoke: SmokeRun) -> None:
+    """The naive registry holds ~20 series for each of the 200 campaigns and every figure."""
+    naive = smoke.result.naive
+    assert naive.series == NAIVE_SAMPLES_PER_CAMPAIGN * SIZE
+    assert len(naive.plain_latencies) >= 3
+    assert len(naive.gzip_latencies) == len(naive.plain_latencies)
+    assert 0 < naive.gzip_bytes < naive.plain_bytes
+    assert _positive(naive.registry_rss)
+    for round_figures in (naive.first_round, naive.steady_round, naive.floor_round):
+        assert round_figures.fetches == SIZE
+        assert _positive(round_figures.cpu)
+
+
+def test_status_aware_polling_saves_requests(smoke: SmokeRun) -> None:
+    """With status-aware polling the simulator counts fewer requests, as computed."""
+    check = smoke.check
+    terminal = sum(1 for c in load_campaigns(SIZE, bench.SEED) if c.status in bench.TERMINAL)
+    assert check.terminal == terminal > 0
+    assert 0 < check.measured_with < check.measured_without
+    assert check.computed_with < check.computed_without
+
+
+def test_report_has_every_row(smoke: SmokeRun) -> None:
+    """The markdown table has one row per figure, each with seven cells and a result."""
+    lines = [line for line in smoke.report.splitlines() if line.startswith("| ")]
+    body = lines[1:]
+    for name in bench.ROW_NAMES:
+        matching = [line for line in body if line.startswith(f"| {name} |")]
+        assert len(matching) == 1, name
+        cells = matching[0].strip("|").split(" | ")
+        assert len(cells) == 7
+        assert cells[-1].strip()
+
+
+def test_requests_per_hour_follows_the_intervals() -> None:
+    """90 active at 30 s and 10 terminal at 600 s make 10,800 + 60 requests an hour."""
+    assert bench.requests_per_hour(100, 10, 30.0, 600.0) == pytest.approx(10_860.0)
+
+
+def test_percentile_is_nearest_rank() -> None:
+    """The median of 1..100 is 50 and its 99th percentile is 99."""
+    values = [float(v) for v in range(100, 0, -1)]
+    assert bench.percentile(values, 0.5) == 50.0
+    assert bench.percentile(values, 0.99) == 99.0
