@@ -272,12 +272,22 @@ class Poller:
         """Seconds until ``campaign_id`` is fetched again (negative when overdue)."""
         return self._states[campaign_id].next_due - self._clock.monotonic()
 
+    def _stale_limit(self, state: _CampaignState) -> float:
+        """Seconds without a success after which a campaign's data is dropped.
+
+        A completed or cancelled campaign is only fetched every terminal interval, so its data
+        is kept that much longer: it is not stale merely because nobody asked.
+        """
+        stale_after = self._settings.stale_after_seconds
+        if state.record is not None and state.record.is_terminal:
+            return stale_after + self._settings.terminal_poll_interval_seconds
+        return stale_after
+
     def _next_wakeup(self) -> float:
         """Earliest moment something is due: a fetch, or a campaign's data going stale."""
-        stale_after = self._settings.stale_after_seconds
         candidates = [s.next_due for s in self._states.values()]
         candidates.extend(
-            s.last_success_mono + stale_after
+            s.last_success_mono + self._stale_limit(s)
             for s in self._states.values()
             if s.record is not None and s.last_success_mono is not None
         )
@@ -374,12 +384,11 @@ class Poller:
         """Drop the data of campaigns without a success for STALE_AFTER; True if any went."""
         changed = False
         now = self._clock.monotonic()
-        stale_after = self._settings.stale_after_seconds
         for state in self._states.values():
             if (
                 state.record is not None
                 and state.last_success_mono is not None
-                and now - state.last_success_mono >= stale_after
+                and now - state.last_success_mono >= self._stale_limit(state)
             ):
                 log.warning(
                     "campaign %s: no successful fetch for %.0fs, dropping its series",

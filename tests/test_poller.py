@@ -162,6 +162,22 @@ async def test_terminal_campaigns_use_the_terminal_interval() -> None:
     assert 540.0 <= harness.poller.next_fetch_in("cmp_a") <= 600.0
 
 
+async def test_completed_campaign_is_not_stale_between_its_rare_fetches() -> None:
+    """A completed campaign keeps its data between terminal-interval fetches, however long."""
+    harness = Harness(["cmp_a"], stale_after_seconds=100)
+    harness.fetcher.answers["cmp_a"] = dict(ACTIVE, status="completed", pending_calls=0)
+    await harness.poller.poll_once()
+    harness.clock.now += 530  # far past STALE_AFTER, before the next (terminal) fetch is due
+    assert not await harness.poller.poll_once()
+    assert harness.view("cmp_a").record is not None
+    harness.fetcher.answers["cmp_a"] = HTTPStatusError(503)
+    harness.clock.now += harness.poller.next_fetch_in("cmp_a")
+    assert await harness.poller.poll_once()
+    assert harness.view("cmp_a").record is not None  # failing, but not yet stale
+    harness.clock.now = 1000.0 + 700  # STALE_AFTER past the terminal interval
+    assert harness.view("cmp_a").record is None
+
+
 async def test_failure_keeps_last_values_until_stale_then_drops_them() -> None:
     """campaign_up goes 0 at once; the data stays until STALE_AFTER and then disappears."""
     harness = Harness(["cmp_a"], stale_after_seconds=100)
