@@ -198,8 +198,10 @@ def assert_record_matches(document: Any, record: Campaign) -> None:
         assert isinstance(retry, dict)
         assert record.retry_config is not None
         minutes = retry.get("retry_interval_minutes")
-        # Numbers must come through unchanged (numeric strings are refused, see the fault matrix).
-        if isinstance(minutes, int | float):
+        if minutes is None:
+            assert record.retry_config.retry_interval_minutes is None
+        else:  # a finite, non-negative JSON number, unchanged (never a numeric string)
+            assert isinstance(minutes, int | float)
             assert not isinstance(minutes, bool)
             assert math.isfinite(minutes)
             assert minutes >= 0
@@ -255,8 +257,8 @@ def assert_exposition_shows(samples: Samples, campaign_id: str, record: Campaign
 # --- client properties ------------------------------------------------------------------
 
 
-def usable(document: Any) -> bool | None:
-    """Independent oracle: is this a record DESIGN.md says to accept? None when undecided."""
+def usable(document: Any) -> bool:
+    """Independent oracle: is this a record DESIGN.md says to accept?"""
     if not isinstance(document, dict) or document.get("id") != CID:
         return False
     checks = [document.get(f) is None or is_count(document.get(f)) for f in COUNT_FIELDS]
@@ -270,8 +272,6 @@ def usable(document: Any) -> bool | None:
             return False
         checks.append(retry.get("max_retries") is None or is_count(retry.get("max_retries")))
         minutes = retry.get("retry_interval_minutes")
-        if isinstance(minutes, str):
-            return None if all(checks) else False  # lax today: the known bug in the fault matrix
         checks.append(
             minutes is None
             or (
@@ -307,14 +307,14 @@ def test_any_json_body_gives_a_faithful_record_or_an_invalid_response(
     expected = usable(document)
     event("accepted" if isinstance(outcome, Campaign) else "refused")
     if isinstance(outcome, Campaign):
-        assert expected is not False, document
+        assert expected, document
         assert_record_matches(document, outcome)
         samples = parse_samples(render(CampaignView(CID, outcome, up=True, last_success=1.0)))
         assert_exposition_shows(samples, CID, outcome)
     else:
         # The API answered: only the body can be at fault, never the transport.
         assert isinstance(outcome, InvalidResponseError), repr(outcome)
-        assert expected is not True, document
+        assert not expected, document
 
 
 @PROPERTY_SETTINGS
