@@ -1,6 +1,6 @@
 """Benchmark: the real exporter against the simulator at N campaigns, beside a naive reference.
 
-Run from the repository root (about four minutes for both sizes on a 2-core machine):
+Run from the repository root (about three minutes for both sizes on a 2-core machine):
 
     .venv/bin/python -m tests.benchmarks.bench_exporter --campaigns 1000 10000
 
@@ -13,14 +13,15 @@ benchmark process is only the client. What it measures:
   own ``dialnexa_exporter_poll_duration_seconds`` for that round;
 - CPU per poll round: the exporter's CPU (all threads) across a steady-state pass in which every
   campaign is fetched once more (terminal campaigns too: their interval is set to the poll
-  interval here, so that a round is N fetches);
+  interval here, so that a round is N fetches); three such passes, the median shown;
 - scrape latency p50/p99 with and without gzip: sequential scrapes on one keep-alive
   connection between rounds, timed in the client (request sent to last body byte read);
 - bytes per scrape, and the exporter's CPU per scrape;
 - RSS (``VmRSS``) after the steady-state round, and its growth since the server started;
 - the longest event-loop stall during a round, measured from outside: a client thread sends
   ``GET /healthz`` every 5 ms on a keep-alive connection during the first round (a second
-  exporter start) and during a steady-state round. The handler does no work, so a request's
+  exporter start) and during a steady-state round, until 1 s after the round's publication
+  (so that work done right after a round counts too). The handler does no work, so a request's
   latency is the time the loop took to get to it: one that arrives during a stall waits for the
   rest of it. The longest latency seen is the longest stall, to within the 5 ms probe period
   plus one request's own time (about 0.2 ms);
