@@ -187,29 +187,43 @@ def _setting_flags(args: argparse.Namespace) -> dict[str, Any]:
     return flags
 
 
+class _StopSignals:
+    """SIGTERM and SIGINT set ``event`` from the moment a command starts, even mid start-up."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def __enter__(self) -> _StopSignals:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.event.set)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+
 async def _run_until_signal(
     runners: Sequence[web.BaseRunner],
+    stop: asyncio.Event,
     on_reload: Callable[[], object] | None = None,
     started: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Wait for SIGTERM/SIGINT (SIGHUP reloads), then clean every runner up."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     if on_reload is not None:
         loop.add_signal_handler(signal.SIGHUP, on_reload)
     try:
-        if started is not None:
+        if started is not None and not stop.is_set():
             await started()
         await stop.wait()
         log.info("signal received, shutting down")
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            with contextlib.suppress(ValueError, RuntimeError):
-                loop.remove_signal_handler(sig)
 
 
 async def _start_site(
@@ -239,6 +253,11 @@ def _display_url(host: str, port: int, scheme: str = "http") -> str:
 
 async def run_exporter(settings: Settings, flags: dict[str, Any]) -> None:
     """Serve the exporter until a signal stops it."""
+    with _StopSignals() as signals:
+        await _serve_exporter(settings, flags, signals.event)
+
+
+async def _serve_exporter(settings: Settings, flags: dict[str, Any], stop: asyncio.Event) -> None:
     app = create_app(settings, flags=flags)
     tls = listening_context(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -250,11 +269,16 @@ async def run_exporter(settings: Settings, flags: dict[str, Any]) -> None:
         raise
     scheme = "https" if tls is not None else "http"
     log.info("serving metrics on %s/metrics", _display_url(host, port, scheme))
-    await _run_until_signal([runner], on_reload=lambda: app[RELOADER].reload())
+    await _run_until_signal([runner], stop, on_reload=lambda: app[RELOADER].reload())
 
 
 async def run_demo(args: argparse.Namespace) -> None:
-    """Simulator on a loopback port and the exporter pointed at it."""
+    """Simulator on a loopback port and the exporter pointed at it, until a signal."""
+    with _StopSignals() as signals:
+        await _serve_demo(args, signals.event)
+
+
+async def _serve_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
     key = secrets.token_urlsafe(24)
     campaigns = demo_campaigns()
     simulator = Simulator(campaigns, api_key=key, speed=args.speed)
@@ -293,11 +317,16 @@ async def run_demo(args: argparse.Namespace) -> None:
         exporter_url=url,
         speed=args.speed,
     ) as prometheus:
-        await _run_until_signal([sim_runner, runner], started=prometheus.start)
+        await _run_until_signal([sim_runner, runner], stop, started=prometheus.start)
 
 
 async def run_simulator(args: argparse.Namespace) -> None:
-    """The fake API alone."""
+    """The fake API alone, until a signal."""
+    with _StopSignals() as signals:
+        await _serve_simulator(args, signals.event)
+
+
+async def _serve_simulator(args: argparse.Namespace, stop: asyncio.Event) -> None:
     campaigns = load_campaigns(args.campaigns, args.seed) if args.campaigns else demo_campaigns()
     simulator = Simulator(campaigns, api_key=args.api_key, speed=args.speed)
     runner = web.AppRunner(simulator.app(), access_log=None, handle_signals=False)
@@ -307,7 +336,7 @@ async def run_simulator(args: argparse.Namespace) -> None:
         f"DialNexa API simulator: {len(campaigns)} campaigns at {_display_url(host, port)}/v1",
         flush=True,
     )
-    await _run_until_signal([runner])
+    await _run_until_signal([runner], stop)
 
 
 def _fail(message: str) -> int:

@@ -33,10 +33,22 @@ log = logging.getLogger(__name__)
 # A round also takes campaigns due within this fraction of the poll interval, so that
 # per-campaign jitter does not split every round into many tiny ones.
 COALESCE_FRACTION = 0.1
-# While a long round runs, a snapshot is published at least this often (seconds).
+# While fetch results come in, a snapshot is published at most this often (seconds); the end
+# of a round publishes at once.
 PUBLISH_EVERY_SECONDS = 1.0
 # Longest wait honoured from a Retry-After header (seconds).
 MAX_RETRY_AFTER_SECONDS = 3600.0
+
+
+async def _wait_event(event: asyncio.Event, seconds: float) -> None:
+    """Wait until ``event`` is set or ``seconds`` pass.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it can swallow a cancellation that arrives as the
+    event is set, which left a cancelled task running forever at shutdown.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
 
 
 class Clock(Protocol):
@@ -135,6 +147,7 @@ class _CampaignState:
     last_success_mono: float | None = None
     failures: int = 0
     not_before: float = 0.0  # a Retry-After deadline: never pulled forward by coalescing
+    queued: bool = False  # waiting for or held by a worker
     errors: dict[str, int] = field(default_factory=dict)
     view: CampaignView | None = None
 
@@ -147,6 +160,15 @@ class _CampaignState:
             errors=tuple(sorted(self.errors.items())),
         )
         return self.view
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The campaigns dispatched together: one poll round."""
+
+    started: float
+    remaining: int
+    done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class RequestStats:
@@ -210,7 +232,12 @@ class Poller:
         self._reload_success = True
         self._reload_timestamp: float | None = self._clock.time()
         self._publish_lock = asyncio.Lock()
+        self._publish_now = asyncio.Event()
         self._dirty = True
+        self._queue: asyncio.Queue[tuple[_CampaignState, _Batch]] = asyncio.Queue()
+        self._workers: list[asyncio.Task[None]] = []
+        self._planned_wakeup = 0.0
+        self._first_batch: _Batch | None = None  # readiness: every campaign tried once
         self.set_campaigns(campaign_ids)
 
     @property
@@ -229,7 +256,7 @@ class Poller:
         wanted = list(dict.fromkeys(campaign_ids))
         old = self._states
         self._states = {cid: old.get(cid) or _CampaignState(cid, next_due=now) for cid in wanted}
-        self._dirty = True
+        self._publish_now.set()
         self._wake.set()
 
     def note_reload(self, success: bool) -> None:
@@ -237,7 +264,7 @@ class Poller:
         self._reload_success = success
         if success:
             self._reload_timestamp = self._clock.time()
-        self._dirty = True
+        self._publish_now.set()
         self._wake.set()
 
     def _interval_for(self, state: _CampaignState) -> float:
@@ -246,27 +273,104 @@ class Poller:
         return self._settings.poll_interval_seconds
 
     async def run(self) -> None:
-        """Poll until cancelled."""
-        while True:
-            self._wake.clear()
-            if await self.poll_once():
-                continue
-            if self._expire_stale() or self._dirty:
-                await self._publish()
-            delay = self._next_wakeup() - self._clock.monotonic()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+        """Poll until cancelled: dispatch due campaigns to the workers, publish as results come."""
+        self._ensure_workers()
+        publisher = asyncio.create_task(self._publisher(), name="dialnexa-publisher")
+        try:
+            while True:
+                self._wake.clear()
+                self._dispatch()
+                if self._expire_stale():
+                    self._publish_now.set()
+                self._planned_wakeup = self._next_wakeup()
+                delay = self._planned_wakeup - self._clock.monotonic()
+                if delay > 0:
+                    await _wait_event(self._wake, delay)
+                else:
+                    await asyncio.sleep(0)  # never hog the loop, whatever the schedule says
+        finally:
+            publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publisher
+            await self.stop_workers()
 
     async def poll_once(self) -> bool:
-        """Run one round over the campaigns that are due; False if there was nothing to do."""
+        """Fetch the campaigns that are due now, wait for them and publish; False if none were."""
+        self._ensure_workers()
+        batch = self._dispatch()
+        if batch is None:
+            return False
+        await batch.done.wait()
+        await self._publish()
+        return True
+
+    async def stop_workers(self) -> None:
+        """Cancel the fetch workers and wait for them (in-flight fetches are abandoned)."""
+        workers, self._workers = self._workers, []
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+    def _ensure_workers(self) -> None:
+        if not self._workers:
+            self._workers = [
+                asyncio.create_task(self._worker(), name="dialnexa-fetch-worker")
+                for _ in range(self._settings.max_concurrency)
+            ]
+
+    def _dispatch(self) -> _Batch | None:
+        """Queue every due campaign that is not already queued, as one batch (a poll round)."""
         now = self._clock.monotonic()
         horizon = now + COALESCE_FRACTION * self._settings.poll_interval_seconds
-        due = [s for s in self._states.values() if s.next_due <= horizon and s.not_before <= now]
-        if not due and self._ready:
-            return False
-        await self._round(due)
-        return True
+        due = [
+            s
+            for s in self._states.values()
+            if not s.queued and s.next_due <= horizon and s.not_before <= now
+        ]
+        if not due and self._first_batch is not None:
+            return None
+        batch = _Batch(started=now, remaining=len(due))
+        if self._first_batch is None:
+            self._first_batch = batch  # with no campaign at all, an empty round makes us ready
+        for state in due:
+            state.queued = True
+            self._queue.put_nowait((state, batch))
+        if not due:
+            self._finish(batch)
+        return batch
+
+    async def _worker(self) -> None:
+        while True:
+            state, batch = await self._queue.get()
+            try:
+                if self._states.get(state.campaign_id) is state:  # not removed by a reload
+                    await self._fetch(state, batch.started)
+                    self._dirty = True
+                    if state.next_due < self._planned_wakeup:
+                        self._wake.set()
+            finally:
+                state.queued = False
+                batch.remaining -= 1
+                if batch.remaining == 0:
+                    self._finish(batch)
+
+    def _finish(self, batch: _Batch) -> None:
+        self._last_round_duration = self._clock.monotonic() - batch.started
+        self._last_round_end = self._clock.time()
+        if not self._ready and batch is self._first_batch:
+            self._ready = True
+            log.info("first poll round done: %d campaigns", len(self._states))
+        batch.done.set()
+        self._publish_now.set()
+        self._wake.set()
+
+    async def _publisher(self) -> None:
+        """Publish at once when a round ends, and at most every second while results trickle in."""
+        while True:
+            await _wait_event(self._publish_now, PUBLISH_EVERY_SECONDS)
+            if self._publish_now.is_set() or self._dirty:
+                self._publish_now.clear()
+                await self._publish()
 
     def next_fetch_in(self, campaign_id: str) -> float:
         """Seconds until ``campaign_id`` is fetched again (negative when overdue)."""
@@ -285,7 +389,7 @@ class Poller:
 
     def _next_wakeup(self) -> float:
         """Earliest moment something is due: a fetch, or a campaign's data going stale."""
-        candidates = [s.next_due for s in self._states.values()]
+        candidates = [max(s.next_due, s.not_before) for s in self._states.values() if not s.queued]
         candidates.extend(
             s.last_success_mono + self._stale_limit(s)
             for s in self._states.values()
@@ -293,37 +397,7 @@ class Poller:
         )
         return min(candidates, default=self._clock.monotonic() + 60.0)
 
-    async def _round(self, due: list[_CampaignState]) -> None:
-        started = self._clock.monotonic()
-        queue = iter(due)
-        workers = [
-            asyncio.create_task(self._worker(queue), name="dialnexa-fetch-worker")
-            for _ in range(min(self._settings.max_concurrency, len(due)))
-        ]
-        pending: set[asyncio.Task[None]] = set(workers)
-        try:
-            while pending:
-                _, pending = await asyncio.wait(pending, timeout=PUBLISH_EVERY_SECONDS)
-                if pending:
-                    await self._publish()
-        finally:
-            for task in workers:
-                task.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-        self._last_round_duration = self._clock.monotonic() - started
-        self._last_round_end = self._clock.time()
-        if not self._ready:
-            self._ready = True
-            log.info("first poll round done: %d campaigns", len(self._states))
-        await self._publish()
-
-    async def _worker(self, queue: Iterable[_CampaignState]) -> None:
-        for state in queue:
-            if self._states.get(state.campaign_id) is not state:
-                continue  # removed by a reload while the round ran
-            await self._fetch(state)
-
-    async def _fetch(self, state: _CampaignState) -> None:
+    async def _fetch(self, state: _CampaignState, round_started: float) -> None:
         started = self._clock.monotonic()
         try:
             record = await self._fetcher.fetch_campaign(state.campaign_id)
@@ -335,9 +409,9 @@ class Poller:
             log.exception("unexpected error fetching campaign %s", state.campaign_id)
             self._on_failure(state, InvalidResponseError(type(exc).__name__), started)
         else:
-            self._on_success(state, record, started)
+            self._on_success(state, record, round_started)
 
-    def _on_success(self, state: _CampaignState, record: Campaign, started: float) -> None:
+    def _on_success(self, state: _CampaignState, record: Campaign, round_started: float) -> None:
         if not state.up and state.failures:
             log.info(
                 "campaign %s recovered after %d failed fetches", state.campaign_id, state.failures
@@ -348,7 +422,9 @@ class Poller:
         state.failures = 0
         state.last_success = self._clock.time()
         state.last_success_mono = self._clock.monotonic()
-        state.next_due = started + self._interval_for(state) * self._rng.uniform(0.9, 1.0)
+        # Counted from the round's start, not this fetch's: the campaigns of a round stay due
+        # together (within the coalescing window), so a round stays one round.
+        state.next_due = round_started + self._interval_for(state) * self._rng.uniform(0.9, 1.0)
         state.make_view()
 
     def _on_failure(self, state: _CampaignState, error: FetchError, started: float) -> None:

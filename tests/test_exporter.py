@@ -326,3 +326,29 @@ async def test_sigterm_stops_the_process_cleanly(start_simulator: StartSim) -> N
     assert b"Traceback" not in log + rest
     assert API_KEY.encode() not in log + rest
     assert API_KEY[:8].encode() not in log + rest
+
+
+async def test_a_hanging_campaign_does_not_hold_back_the_others(
+    start_simulator: StartSim, start_exporter: StartExporter
+) -> None:
+    """While one campaign's request hangs, the others keep being fetched on their schedule."""
+    sim = await start_simulator([campaign("cmp_slow"), campaign("cmp_a"), campaign("cmp_b")])
+    exporter = await start_exporter(
+        exporter_settings(
+            sim,
+            ["cmp_slow", "cmp_a", "cmp_b"],
+            poll_interval_seconds=0.05,
+            request_timeout_seconds=30,
+        )
+    )
+    await exporter.wait_ready()
+    sim.sim.set_fault(Fault(FaultKind.SLOW, delay=60), "cmp_slow")
+    await wait_for(lambda: sim.sim.stats.in_flight >= 1, what="cmp_slow to hang")
+    hung_at = sim.sim.stats.by_campaign["cmp_a"]
+    await wait_for(
+        lambda: sim.sim.stats.by_campaign["cmp_a"] >= hung_at + 10,
+        what="cmp_a to be fetched again and again",
+    )
+    assert sim.sim.stats.in_flight >= 1  # cmp_slow is still stuck meanwhile
+    samples = await exporter.samples()
+    assert up(samples, "cmp_a") == 1

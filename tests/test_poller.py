@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -68,10 +69,22 @@ def make_settings(**overrides: Any) -> Settings:
     return load_settings(flags)
 
 
+_HARNESSES: list[Harness] = []
+
+
+@pytest.fixture(autouse=True)
+async def _stop_pollers() -> AsyncIterator[None]:
+    """Stop the fetch workers of every harness a test made."""
+    yield
+    while _HARNESSES:
+        await _HARNESSES.pop().poller.stop_workers()
+
+
 class Harness:
     """A poller wired to the fake clock and fetcher, keeping every published snapshot."""
 
     def __init__(self, campaigns: list[str], **overrides: Any) -> None:
+        _HARNESSES.append(self)
         self.clock = FakeClock()
         self.fetcher = ScriptedFetcher()
         self.published: list[Snapshot] = []
