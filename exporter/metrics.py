@@ -300,13 +300,17 @@ class ExpositionRenderer:
         """The full exposition of ``snapshot`` as UTF-8 bytes, in one go."""
         for _ in self.render_steps(snapshot):
             pass
-        return self._result
+        return self._take_result()
 
     async def render_async(self, snapshot: Snapshot) -> bytes:
         """Like ``render``, but lets the event loop run between slices of campaigns."""
         for _ in self.render_steps(snapshot):
             await asyncio.sleep(0)
-        return self._result
+        return self._take_result()
+
+    def _take_result(self) -> bytes:
+        result, self._result = self._result, b""  # the caller owns it; keep no second copy
+        return result
 
     def render_steps(self, snapshot: Snapshot) -> Iterator[None]:
         """Render ``snapshot``, yielding after every RENDER_SLICE re-rendered campaigns.
@@ -347,20 +351,22 @@ class ExpositionRenderer:
         self._data = new_data
         self._health = new_health
 
+        # One list of pieces and a single join: no per-family copies of a large exposition.
         chunks: list[bytes] = []
         for index, family in enumerate(DATA_FAMILIES):
-            chunks.append(_family_bytes(family, [parts[index] for parts in data_parts]))
+            _add_family(chunks, family, [parts[index] for parts in data_parts])
         yield
         for index, family in enumerate((CAMPAIGN_UP, LAST_SUCCESS, ERRORS)):
-            chunks.append(_family_bytes(family, [parts[index] for parts in health_parts]))
+            _add_family(chunks, family, [parts[index] for parts in health_parts])
         chunks.append(render_exporter_metrics(snapshot).encode())
         chunks.append(snapshot.process_text.encode())
         self._result = b"".join(chunks)
 
 
-def _family_bytes(family: Family, parts: list[bytes]) -> bytes:
-    body = b"".join(parts)
-    return family.header().encode() + body if body else b""
+def _add_family(chunks: list[bytes], family: Family, parts: list[bytes]) -> None:
+    if any(parts):
+        chunks.append(family.header().encode())
+        chunks.extend(parts)
 
 
 def render_exposition(snapshot: Snapshot) -> bytes:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import gzip
 import logging
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -32,22 +32,34 @@ GZIP_LEVEL = 1
 CONFIG_CHECK_SECONDS = 5.0
 
 
-@dataclass(frozen=True, slots=True)
 class Exposition:
-    """The rendered /metrics body, plain and gzipped, and whether the first round is done."""
+    """One rendered /metrics body, kept gzipped only, and whether the first round is done.
 
-    plain: bytes
-    gzipped: bytes
-    ready: bool
+    Prometheus always asks for gzip; the plain text (several times larger) is rebuilt only
+    when a client wants it, once per exposition.
+    """
+
+    def __init__(self, gzipped: bytes, ready: bool) -> None:
+        self.gzipped = gzipped
+        self.ready = ready
+        self._plain: bytes | None = None
+
+    async def plain(self) -> bytes:
+        """The uncompressed body (decompressed in a worker thread the first time)."""
+        if self._plain is None:
+            loop = asyncio.get_running_loop()
+            self._plain = await loop.run_in_executor(None, gzip.decompress, self.gzipped)
+        return self._plain
 
 
 class ExpositionCache:
-    """Turns each published snapshot into response bodies once; scrapes only read them."""
+    """Turns each published snapshot into a response body once; scrapes only read it."""
 
-    def __init__(self) -> None:
+    def __init__(self, freeze_gc_when_ready: bool = False) -> None:
         self._renderer = ExpositionRenderer()
-        empty = self._renderer.render(Snapshot())
-        self._current = Exposition(empty, gzip.compress(empty, GZIP_LEVEL), ready=False)
+        self._freeze_gc = freeze_gc_when_ready
+        empty = gzip.compress(self._renderer.render(Snapshot()), GZIP_LEVEL)
+        self._current = Exposition(empty, ready=False)
         self.updated = asyncio.Event()
 
     @property
@@ -60,7 +72,13 @@ class ExpositionCache:
         plain = await self._renderer.render_async(snapshot)
         loop = asyncio.get_running_loop()
         gzipped = await loop.run_in_executor(None, gzip.compress, plain, GZIP_LEVEL)
-        self._current = Exposition(plain, gzipped, ready=snapshot.ready)
+        del plain  # only the compressed body is kept
+        if self._freeze_gc and snapshot.ready and not self._current.ready:
+            # Everything alive after the first round (imports, settings, most records) lives
+            # for good: moving it out of the collector's sight shortens every later full
+            # collection, which at ten thousand campaigns otherwise stalls the loop.
+            gc.freeze()
+        self._current = Exposition(gzipped, ready=snapshot.ready)
         self.updated.set()
 
 
@@ -106,7 +124,7 @@ async def handle_metrics(request: web.Request) -> web.Response:
     if accepts_gzip(request.headers.get("Accept-Encoding")):
         headers["Content-Encoding"] = "gzip"
         return web.Response(body=exposition.gzipped, headers=headers)
-    return web.Response(body=exposition.plain, headers=headers)
+    return web.Response(body=await exposition.plain(), headers=headers)
 
 
 async def handle_healthz(request: web.Request) -> web.Response:
@@ -266,6 +284,7 @@ def create_app(
     *,
     flags: Mapping[str, Any] | None = None,
     clock: Clock | None = None,
+    freeze_gc_when_ready: bool = False,
 ) -> web.Application:
     """The exporter's web application; polling starts when the app starts.
 
@@ -275,7 +294,7 @@ def create_app(
     app[SETTINGS] = settings
     app[FLAGS] = dict(flags or {})
     app[CLOCK] = clock or SystemClock()
-    app[EXPOSITION] = ExpositionCache()
+    app[EXPOSITION] = ExpositionCache(freeze_gc_when_ready)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
