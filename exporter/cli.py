@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import secrets
@@ -35,7 +34,6 @@ from exporter.webconfig import listening_context
 log = logging.getLogger("exporter")
 
 PROG = "dialnexa-exporter"
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 DEMO_LISTEN_ADDRESS = "127.0.0.1:10027"
 DEMO_SPEED = 60.0
 
@@ -260,7 +258,7 @@ async def run_exporter(settings: Settings, flags: dict[str, Any]) -> None:
 
 
 async def _serve_exporter(settings: Settings, flags: dict[str, Any], stop: asyncio.Event) -> None:
-    app = create_app(settings, flags=flags, freeze_gc_when_ready=True)
+    app = create_app(settings, flags=flags, tune_memory=True)
     tls = listening_context(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -346,25 +344,9 @@ def _fail(message: str) -> int:
     return 2
 
 
-def tune_allocator() -> None:
-    """Serve large buffers (a 10 MB exposition) from mmap so they go back to the OS when freed.
-
-    glibc raises its mmap threshold after the first such buffer is freed, after which every
-    later one lands on the heap and fragments it; a fixed threshold keeps the RSS flat.
-    """
-    if sys.platform != "linux":
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)
-    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to tune
-        return
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, load settings and run; returns the process exit status."""
     args = build_parser().parse_args(argv)
-    tune_allocator()
     command = args.command
     try:
         if command == "simulator":

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from exporter import __version__
 from exporter.client import DialNexaClient, create_session
 from exporter.config import ConfigError, Settings, campaigns_for_shard, load_settings
+from exporter.memory import MemoryTuning
 from exporter.metrics import CONTENT_TYPE, ExpositionRenderer
 from exporter.poller import Clock, Poller, RequestStats, SystemClock, TokenBucket
 from exporter.state import Snapshot
@@ -55,9 +56,12 @@ class Exposition:
 class ExpositionCache:
     """Turns each published snapshot into a response body once; scrapes only read it."""
 
-    def __init__(self, freeze_gc_when_ready: bool = False) -> None:
+    def __init__(self, tune_memory: bool = False) -> None:
         self._renderer = ExpositionRenderer()
-        self._freeze_gc = freeze_gc_when_ready
+        self._tune_memory = tune_memory
+        self._memory = MemoryTuning()
+        if tune_memory:
+            self._memory.apply()
         empty = gzip.compress(self._renderer.render(Snapshot()), GZIP_LEVEL)
         self._current = Exposition(empty, ready=False)
         self.updated = asyncio.Event()
@@ -73,12 +77,14 @@ class ExpositionCache:
         loop = asyncio.get_running_loop()
         gzipped = await loop.run_in_executor(None, gzip.compress, plain, GZIP_LEVEL)
         del plain  # only the compressed body is kept
-        if self._freeze_gc and snapshot.ready and not self._current.ready:
+        if self._tune_memory and snapshot.ready and not self._current.ready:
             # Everything alive after the first round (imports, settings, most records) lives
             # for good: moving it out of the collector's sight shortens every later full
             # collection, which at ten thousand campaigns otherwise stalls the loop.
             gc.freeze()
         self._current = Exposition(gzipped, ready=snapshot.ready)
+        if self._tune_memory:
+            self._memory.release_free_memory()
         self.updated.set()
 
 
@@ -284,7 +290,7 @@ def create_app(
     *,
     flags: Mapping[str, Any] | None = None,
     clock: Clock | None = None,
-    freeze_gc_when_ready: bool = False,
+    tune_memory: bool = False,
 ) -> web.Application:
     """The exporter's web application; polling starts when the app starts.
 
@@ -294,7 +300,7 @@ def create_app(
     app[SETTINGS] = settings
     app[FLAGS] = dict(flags or {})
     app[CLOCK] = clock or SystemClock()
-    app[EXPOSITION] = ExpositionCache(freeze_gc_when_ready)
+    app[EXPOSITION] = ExpositionCache(tune_memory)
     app.router.add_get("/metrics", handle_metrics)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
