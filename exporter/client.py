@@ -191,6 +191,8 @@ class DialNexaClient:
         length = response.content_length
         if length is not None and length > MAX_BODY_BYTES:
             raise InvalidResponseError(f"body of {length} bytes exceeds the {MAX_BODY_BYTES} cap")
+        if length is not None and "Content-Encoding" not in response.headers:
+            return await response.read()  # a known, uncompressed size within the cap: one read
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(64 * 1024):

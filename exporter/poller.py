@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 COALESCE_FRACTION = 0.1
 # While fetch results come in, a snapshot is published at most this often (seconds); the end
 # of a round publishes at once.
-PUBLISH_EVERY_SECONDS = 1.0
+PUBLISH_EVERY_SECONDS = 5.0
 # Longest wait honoured from a Retry-After header (seconds).
 MAX_RETRY_AFTER_SECONDS = 3600.0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -277,3 +278,26 @@ async def test_redirect_loop_is_bounded(
     with pytest.raises(InvalidResponseError, match="redirects"):
         await make_client(session, sim.api_url).fetch_campaign(CID)
     assert sim.sim.stats.requests == 4
+
+
+async def test_compressed_body_is_capped_after_decompression(
+    session: aiohttp.ClientSession,
+) -> None:
+    """A small gzip body that inflates past 1 MiB (a zip bomb) is refused, not read whole."""
+    bomb = gzip.compress(b'{"id": "cmp_client", "name": "' + b" " * (20 * MAX_BODY_BYTES))
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(
+            body=bomb, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        )
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    try:
+        assert len(bomb) < MAX_BODY_BYTES
+        with pytest.raises(InvalidResponseError, match="cap"):
+            await make_client(session, str(server.make_url("/v1"))).fetch_campaign(CID)
+    finally:
+        await server.close()
