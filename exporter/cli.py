@@ -257,8 +257,11 @@ async def run_exporter(settings: Settings, flags: dict[str, Any]) -> None:
         await _serve_exporter(settings, flags, signals.event)
 
 
-async def _serve_exporter(settings: Settings, flags: dict[str, Any], stop: asyncio.Event) -> None:
-    app = create_app(settings, flags=flags, tune_memory=True)
+async def _start_exporter(
+    settings: Settings, flags: dict[str, Any], *, tune_memory: bool
+) -> tuple[web.Application, web.AppRunner, str]:
+    """Create the exporter app and start serving it; (app, runner, base URL)."""
+    app = create_app(settings, flags=flags, tune_memory=tune_memory)
     tls = listening_context(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -267,8 +270,12 @@ async def _serve_exporter(settings: Settings, flags: dict[str, Any], stop: async
     except BaseException:
         await runner.cleanup()
         raise
-    scheme = "https" if tls is not None else "http"
-    log.info("serving metrics on %s/metrics", _display_url(host, port, scheme))
+    return app, runner, _display_url(host, port, "https" if tls is not None else "http")
+
+
+async def _serve_exporter(settings: Settings, flags: dict[str, Any], stop: asyncio.Event) -> None:
+    app, runner, url = await _start_exporter(settings, flags, tune_memory=True)
+    log.info("serving metrics on %s/metrics", url)
     await _run_until_signal([runner], stop, on_reload=lambda: app[RELOADER].reload())
 
 
@@ -293,18 +300,11 @@ async def _serve_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
         "poll_interval_seconds": args.poll_interval_seconds,
         "stale_after_seconds": 60,
     }
-    settings = load_settings(flags)
-    app = create_app(settings, flags=flags)
-    tls = listening_context(app)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
     try:
-        host, port = await _start_site(runner, settings.listen_address, "exporter", tls)
+        _, runner, url = await _start_exporter(load_settings(flags), flags, tune_memory=False)
     except BaseException:
-        await runner.cleanup()
         await sim_runner.cleanup()
         raise
-    url = _display_url(host, port, "https" if tls is not None else "http")
     print(
         f"DialNexa exporter demo: {len(campaigns)} simulated campaigns at {args.speed:g}x speed.\n"
         f"  Open {url}/ or run: curl -s {url}/metrics | grep ^dialnexa_campaign\n"

@@ -138,8 +138,14 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Flags (init) win over the environment; no dotenv or secrets-dir magic."""
-        return (init_settings, env_settings)
+        """Flags (init) win over the environment, which wins over the YAML file; no dotenv."""
+        return (init_settings, env_settings, *cls._file_sources(settings_cls))
+
+    @classmethod
+    def _file_sources(
+        cls, settings_cls: type[BaseSettings]
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return ()
 
     @field_validator("log_level", "log_format", mode="before")
     @classmethod
@@ -272,15 +278,10 @@ def _build(flags: Mapping[str, Any], yaml_values: Mapping[str, Any]) -> Settings
 
     class _WithYaml(Settings):
         @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
+        def _file_sources(
+            cls, settings_cls: type[BaseSettings]
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, env_settings, InitSettingsSource(settings_cls, yaml_copy))
+            return (InitSettingsSource(settings_cls, yaml_copy),)
 
     try:
         built = _WithYaml(**flags)
