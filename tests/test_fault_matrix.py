@@ -919,7 +919,9 @@ def test_fault_row(evidence: Evidence, row: Row) -> None:
     elif outcome.series is Series.DROPPED:
         assert campaign_data(healthy, cid) != {}
         assert campaign_data(failing, cid) == {}
-        assert not any(e.kept for e in events)
+        # Every failure drops the data at once; a success seen just after the switch is a
+        # request the API answered before the campaign went away, so it may still carry data.
+        assert not any(e.kept for e in events if e.failure)
     else:
         document = evidence.documents.get(cid)
         if document is None:  # no mutation: the healthy record, unchanged (speed 0)
