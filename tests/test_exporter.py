@@ -352,3 +352,31 @@ async def test_a_hanging_campaign_does_not_hold_back_the_others(
     assert sim.sim.stats.in_flight >= 1  # cmp_slow is still stuck meanwhile
     samples = await exporter.samples()
     assert up(samples, "cmp_a") == 1
+
+
+async def test_terminal_campaigns_are_fetched_at_the_terminal_interval(
+    start_simulator: StartSim, start_exporter: StartExporter
+) -> None:
+    """Completed and cancelled campaigns are not refetched while active ones are, many times."""
+    sim = await start_simulator(
+        [
+            campaign("cmp_active"),
+            campaign("cmp_done", status="completed", completed=1000.0),
+            campaign("cmp_cancelled", status="cancelled"),
+        ]
+    )
+    exporter = await start_exporter(
+        exporter_settings(
+            sim,
+            ["cmp_active", "cmp_done", "cmp_cancelled"],
+            poll_interval_seconds=0.05,
+            terminal_poll_interval_seconds=3600,
+        )
+    )
+    await exporter.wait_ready()
+    await wait_for(
+        lambda: sim.sim.stats.by_campaign["cmp_active"] >= 10, what="ten fetches of cmp_active"
+    )
+    assert sim.sim.stats.by_campaign["cmp_done"] == 1
+    assert sim.sim.stats.by_campaign["cmp_cancelled"] == 1
+    assert 0.9 * 3600 - 1 < exporter.poller.next_fetch_in("cmp_done") <= 3600
