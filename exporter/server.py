@@ -280,8 +280,12 @@ async def _poller_context(app: web.Application) -> AsyncIterator[None]:
         for task in tasks:
             task.cancel()
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # a task that died earlier must not keep the session open
+                log.exception("background task %s had failed", task.get_name())
         await session.close()
 
 

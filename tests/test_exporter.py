@@ -12,9 +12,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestServer
 
 from exporter.config import load_settings
-from exporter.server import RELOADER
+from exporter.server import RELOADER, create_app
 from exporter.simulator import Fault, FaultKind, retry_after_date
 from tests.conftest import (
     API_KEY,
@@ -380,3 +381,26 @@ async def test_terminal_campaigns_are_fetched_at_the_terminal_interval(
     assert sim.sim.stats.by_campaign["cmp_done"] == 1
     assert sim.sim.stats.by_campaign["cmp_cancelled"] == 1
     assert 0.9 * 3600 - 1 < exporter.poller.next_fetch_in("cmp_done") <= 3600
+
+
+async def test_shutdown_survives_a_background_task_that_died(
+    start_simulator: StartSim,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """If the poller task has crashed, stopping the app still completes and says so."""
+
+    crashed: list[bool] = []
+
+    async def crash(self: object) -> None:
+        crashed.append(True)
+        raise RuntimeError("simulated poller crash")
+
+    monkeypatch.setattr("exporter.poller.Poller.run", crash)
+    sim = await start_simulator([campaign("cmp_a")])
+    app = create_app(exporter_settings(sim, ["cmp_a"]))
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    await wait_for(lambda: bool(crashed), what="the poller task to crash")
+    await server.close()
+    assert "background task dialnexa-poller had failed" in caplog.text
