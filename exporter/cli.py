@@ -37,57 +37,25 @@ PROG = "dialnexa-exporter"
 DEMO_LISTEN_ADDRESS = "127.0.0.1:10027"
 DEMO_SPEED = 60.0
 
-# Flags that map one-to-one onto settings: (flag, setting, help).
-_SETTING_FLAGS: tuple[tuple[str, str, str], ...] = (
-    ("--api-key-file", "api_key_file", "file holding the API key (the key itself: env only)"),
-    ("--api-url", "api_url", "DialNexa API base URL"),
-    ("--campaign-ids", "campaign_ids", "campaign ids, comma-separated or a JSON list"),
-    ("--config-file", "config_file", "YAML file with 'campaigns: [...]' and other settings"),
-    ("--poll-interval-seconds", "poll_interval_seconds", "seconds between fetches of a campaign"),
-    (
-        "--terminal-poll-interval-seconds",
-        "terminal_poll_interval_seconds",
-        "seconds between fetches of a completed or cancelled campaign",
-    ),
-    ("--request-timeout-seconds", "request_timeout_seconds", "whole-request timeout"),
-    ("--max-concurrency", "max_concurrency", "API requests in flight at once"),
-    ("--max-requests-per-second", "max_requests_per_second", "cap on the API request rate"),
-    ("--stale-after-seconds", "stale_after_seconds", "drop a campaign's data after this long"),
-    ("--listen-address", "listen_address", "host:port to serve on (:port = all interfaces)"),
-    ("--log-level", "log_level", "debug, info, warning or error"),
-    ("--log-format", "log_format", "text or json"),
-    ("--web-config-file", "web_config_file", "TLS / basic auth configuration for the server"),
-    ("--shard-count", "shard_count", "number of exporter shards"),
-    ("--shard-index", "shard_index", "this exporter's shard (0-based)"),
-    ("--pod-name", "pod_name", "pod name; a trailing -<ordinal> gives the shard index"),
-)
+# Every setting but the key itself (which would show in `ps`) has a flag named after it.
+_FLAG_SETTINGS: tuple[str, ...] = tuple(name for name in Settings.model_fields if name != "api_key")
 
-_ENV_TABLE: tuple[tuple[str, str, str], ...] = (
-    ("api_key", "-", "API key, sent as 'Authorization: Bearer ...'; secret"),
-    ("api_key_file", "-", "file holding the API key (Kubernetes secret mount)"),
-    ("api_url", "https://api.dialnexa.com/v1", "API base URL, http(s) only"),
-    ("campaign_ids", "-", "campaign ids, comma-separated (a JSON list works too)"),
-    ("config_file", "-", "YAML file with campaigns: [ids] and other settings; reloaded"),
-    ("poll_interval_seconds", "30", "how often each campaign is fetched"),
-    ("terminal_poll_interval_seconds", "600", "how often completed/cancelled ones are"),
-    ("request_timeout_seconds", "10", "per request, whole request"),
-    ("max_concurrency", "10", "requests in flight at once"),
-    ("max_requests_per_second", "-", "request rate cap (token bucket); unset = none"),
-    ("stale_after_seconds", "300", "drop a campaign's data after this without success"),
-    ("listen_address", ":10027", "host:port for the HTTP server"),
-    ("log_level", "info", "debug, info, warning, error"),
-    ("log_format", "text", "text, or json for one JSON object per line"),
-    ("web_config_file", "-", "TLS and basic auth for /metrics (exporter-toolkit format)"),
-    ("shard_count", "1", "split the campaign list over this many exporters"),
-    ("shard_index", "-", "this exporter's shard, 0-based"),
-    ("pod_name", "-", "StatefulSet pod name; its -<ordinal> is the shard index"),
-)
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _shown_default(value: object) -> str:
+    if value is None or value == ():
+        return "-"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _env_help() -> str:
     lines = ["environment variables (flags win over them, they win over the YAML file):"]
-    for field, default, meaning in _ENV_TABLE:
-        lines.append(f"  {env_name(field):42} default {default:28} {meaning}")
+    for field, info in Settings.model_fields.items():
+        default = _shown_default(info.default)
+        lines.append(f"  {env_name(field):42} default {default:28} {info.description}")
     lines.append("")
     lines.append("commands:")
     lines.append("  demo        built-in simulator and exporter together, no API key needed")
@@ -96,8 +64,10 @@ def _env_help() -> str:
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    for flag, _, text in _SETTING_FLAGS:
-        parser.add_argument(flag, default=None, help=text)
+    for field in _FLAG_SETTINGS:
+        parser.add_argument(
+            _flag(field), default=None, help=Settings.model_fields[field].description
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,7 +150,7 @@ def setup_logging(level: str, fmt: str) -> None:
 
 def _setting_flags(args: argparse.Namespace) -> dict[str, Any]:
     flags: dict[str, Any] = {}
-    for _, field, _ in _SETTING_FLAGS:
+    for field in _FLAG_SETTINGS:
         value = getattr(args, field, None)
         if value is not None:
             flags[field] = value

@@ -104,30 +104,59 @@ class Settings(BaseSettings):
         hide_input_in_errors=True,
     )
 
-    api_key: SecretStr | None = Field(default=None, description="API key (Bearer token)")
-    api_key_file: Path | None = Field(default=None, description="file holding the API key")
-    api_url: str = Field(default=DEFAULT_API_URL, description="DialNexa API base URL")
+    # The descriptions are the command line's help: `--help` and the flags are built from them.
+    api_key: SecretStr | None = Field(
+        default=None, description="API key, sent as 'Authorization: Bearer ...'; secret"
+    )
+    api_key_file: Path | None = Field(
+        default=None, description="file holding the API key (Kubernetes secret mount)"
+    )
+    api_url: str = Field(default=DEFAULT_API_URL, description="API base URL, http(s) only")
     campaign_ids: Annotated[tuple[str, ...], NoDecode] = Field(
-        default=(), description="campaign ids, comma-separated or a JSON list"
+        default=(), description="campaign ids, comma-separated (a JSON list works too)"
     )
-    config_file: Path | None = Field(default=None, description="YAML file with campaigns: [...]")
-    poll_interval_seconds: float = Field(default=30.0, gt=0, description="poll interval")
+    config_file: Path | None = Field(
+        default=None, description="YAML file with campaigns: [ids] and other settings; reloaded"
+    )
+    poll_interval_seconds: float = Field(
+        default=30.0, gt=0, description="how often each campaign is fetched"
+    )
     terminal_poll_interval_seconds: float = Field(
-        default=600.0, gt=0, description="poll interval for completed and cancelled campaigns"
+        default=600.0, gt=0, description="how often completed/cancelled ones are"
     )
-    request_timeout_seconds: float = Field(default=10.0, gt=0, description="per request timeout")
-    max_concurrency: int = Field(default=10, ge=1, le=1000, description="requests in flight")
+    request_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="per request, whole request"
+    )
+    max_concurrency: int = Field(
+        default=10, ge=1, le=1000, description="requests in flight at once"
+    )
     max_requests_per_second: float | None = Field(
-        default=None, gt=0, description="request rate cap (token bucket); unset = no cap"
+        default=None, gt=0, description="request rate cap (token bucket); unset = none"
     )
-    stale_after_seconds: float = Field(default=300.0, gt=0, description="drop data after this")
-    listen_address: str = Field(default=f":{DEFAULT_PORT}", description="host:port to listen on")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["text", "json"] = "text"
-    web_config_file: Path | None = Field(default=None, description="TLS / basic auth web config")
-    shard_count: int = Field(default=1, ge=1, le=10000, description="number of shards")
-    shard_index: int | None = Field(default=None, ge=0, description="this shard's index")
-    pod_name: str | None = Field(default=None, description="pod name; its -<ordinal> is the shard")
+    stale_after_seconds: float = Field(
+        default=300.0, gt=0, description="drop a campaign's data after this without success"
+    )
+    listen_address: str = Field(
+        default=f":{DEFAULT_PORT}", description="host:port for the HTTP server"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="debug, info, warning, error"
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text, or json for one JSON object per line"
+    )
+    web_config_file: Path | None = Field(
+        default=None, description="TLS and basic auth for /metrics (exporter-toolkit format)"
+    )
+    shard_count: int = Field(
+        default=1, ge=1, le=10000, description="split the campaign list over this many exporters"
+    )
+    shard_index: int | None = Field(
+        default=None, ge=0, description="this exporter's shard, 0-based"
+    )
+    pod_name: str | None = Field(
+        default=None, description="StatefulSet pod name; its -<ordinal> is the shard index"
+    )
 
     @classmethod
     def settings_customise_sources(

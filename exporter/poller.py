@@ -241,11 +241,6 @@ class Poller:
         self.set_campaigns(campaign_ids)
 
     @property
-    def stats(self) -> RequestStats:
-        """Where the API client reports requests."""
-        return self._stats
-
-    @property
     def campaign_ids(self) -> tuple[str, ...]:
         """Campaigns currently polled."""
         return tuple(self._states)
@@ -365,7 +360,7 @@ class Poller:
         self._wake.set()
 
     async def _publisher(self) -> None:
-        """Publish at once when a round ends, and at most every second while results trickle in."""
+        """Publish at once when a round ends, and every PUBLISH_EVERY_SECONDS while results come."""
         while True:
             await _wait_event(self._publish_now, PUBLISH_EVERY_SECONDS)
             if self._publish_now.is_set() or self._dirty:
@@ -398,16 +393,15 @@ class Poller:
         return min(candidates, default=self._clock.monotonic() + 60.0)
 
     async def _fetch(self, state: _CampaignState, round_started: float) -> None:
-        started = self._clock.monotonic()
         try:
             record = await self._fetcher.fetch_campaign(state.campaign_id)
         except asyncio.CancelledError:
             raise
         except FetchError as exc:
-            self._on_failure(state, exc, started)
+            self._on_failure(state, exc)
         except Exception as exc:  # the one broad catch: an unexpected bug must not stop polling
             log.exception("unexpected error fetching campaign %s", state.campaign_id)
-            self._on_failure(state, InvalidResponseError(type(exc).__name__), started)
+            self._on_failure(state, InvalidResponseError(type(exc).__name__))
         else:
             self._on_success(state, record, round_started)
 
@@ -427,7 +421,7 @@ class Poller:
         state.next_due = round_started + self._interval_for(state) * self._rng.uniform(0.9, 1.0)
         state.make_view()
 
-    def _on_failure(self, state: _CampaignState, error: FetchError, started: float) -> None:
+    def _on_failure(self, state: _CampaignState, error: FetchError) -> None:
         reason = error_reason(error)
         state.errors[reason] = state.errors.get(reason, 0) + 1
         state.failures += 1

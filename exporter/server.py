@@ -58,13 +58,11 @@ class ExpositionCache:
 
     def __init__(self, tune_memory: bool = False) -> None:
         self._renderer = ExpositionRenderer()
-        self._tune_memory = tune_memory
-        self._memory = MemoryTuning()
-        if tune_memory:
+        self._memory = MemoryTuning() if tune_memory else None
+        if self._memory is not None:
             self._memory.apply()
         empty = gzip.compress(self._renderer.render(Snapshot()), GZIP_LEVEL)
         self._current = Exposition(empty, ready=False)
-        self.updated = asyncio.Event()
 
     @property
     def current(self) -> Exposition:
@@ -77,15 +75,14 @@ class ExpositionCache:
         loop = asyncio.get_running_loop()
         gzipped = await loop.run_in_executor(None, gzip.compress, plain, GZIP_LEVEL)
         del plain  # only the compressed body is kept
-        if self._tune_memory and snapshot.ready and not self._current.ready:
+        if self._memory is not None and snapshot.ready and not self._current.ready:
             # Everything alive after the first round (imports, settings, most records) lives
             # for good: moving it out of the collector's sight shortens every later full
             # collection, which at ten thousand campaigns otherwise stalls the loop.
             gc.freeze()
         self._current = Exposition(gzipped, ready=snapshot.ready)
-        if self._tune_memory:
+        if self._memory is not None:
             self._memory.release_free_memory()
-        self.updated.set()
 
 
 class ProcessMetrics:

@@ -73,19 +73,3 @@ class Snapshot:
     config_reload_success: bool = True
     config_reload_timestamp: float | None = None
     process_text: str = ""
-
-
-class SnapshotStore:
-    """Holds the latest snapshot; replacing the reference is the only mutation (atomic)."""
-
-    def __init__(self, initial: Snapshot | None = None) -> None:
-        self._current = initial or Snapshot()
-
-    @property
-    def current(self) -> Snapshot:
-        """The latest published snapshot."""
-        return self._current
-
-    def publish(self, snapshot: Snapshot) -> None:
-        """Make ``snapshot`` the current one."""
-        self._current = snapshot
