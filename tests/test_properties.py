@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -30,6 +29,7 @@ from exporter.models import Campaign, parse_campaign
 from exporter.simulator import Fault, FaultKind, Simulator
 from exporter.state import CampaignView, Snapshot
 from tests.conftest import API_KEY, Samples, parse_samples
+from tests.test_metrics import promtool_check
 
 CID = "cmp_prop"
 STATES = ("draft", "active", "running", "paused", "completed", "cancelled")
@@ -427,18 +427,6 @@ def test_any_record_renders_and_parses_back_to_the_same_values(
         for reason, count in view.errors:
             key = only_id | {("reason", reason)}
             assert same_number(samples[("dialnexa_exporter_campaign_errors_total", key)], count)
-
-
-def promtool_check(text: bytes) -> subprocess.CompletedProcess[str]:
-    """Run `promtool check metrics` on an exposition."""
-    return subprocess.run(
-        ["promtool", "check", "metrics"],
-        input=text.decode("utf-8"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
