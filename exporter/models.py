@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BeforeValidator,
     ConfigDict,
     Field,
@@ -127,6 +128,26 @@ class RetryConfig:
     retry_interval_minutes: NonNegativeNumber | None = None
 
 
+# Distinct retry settings are few: equal ones share one object, which keeps a record's worth of
+# objects out of the garbage collector's work every time a campaign's record is replaced.
+_RETRY_CONFIGS: dict[RetryConfig, RetryConfig] = {}
+_RETRY_CONFIGS_MAX = 1024
+
+
+def _shared_retry_config(value: RetryConfig | None) -> RetryConfig | None:
+    if value is None:
+        return None
+    shared = _RETRY_CONFIGS.get(value)
+    if shared is not None:
+        return shared
+    if len(_RETRY_CONFIGS) < _RETRY_CONFIGS_MAX:
+        _RETRY_CONFIGS[value] = value
+    return value
+
+
+SharedRetryConfig = Annotated[RetryConfig | None, AfterValidator(_shared_retry_config)]
+
+
 @dataclass(frozen=True, slots=True, config=_RECORD)
 class Campaign:
     """One campaign as returned by ``GET /v1/campaigns/{id}``; absent fields stay ``None``."""
@@ -141,7 +162,7 @@ class Campaign:
     total_leads: Count | None = None
     completed_calls: Count | None = None
     pending_calls: Count | None = None
-    retry_config: RetryConfig | None = None
+    retry_config: SharedRetryConfig = None
     scheduled_at: Timestamp = None
     created_at: Timestamp = None
 

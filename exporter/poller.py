@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import heapq
+import itertools
 import logging
 import random
 import time
@@ -36,6 +38,9 @@ COALESCE_FRACTION = 0.1
 # While fetch results come in, a snapshot is published at most this often (seconds); the end
 # of a round publishes at once.
 PUBLISH_EVERY_SECONDS = 5.0
+# Campaigns queued per step of the dispatcher: a round of ten thousand is queued in slices so
+# that the event loop keeps serving scrapes meanwhile.
+DISPATCH_SLICE = 1000
 # Longest wait honoured from a Retry-After header (seconds).
 MAX_RETRY_AFTER_SECONDS = 3600.0
 
@@ -76,8 +81,10 @@ class SystemClock:
 class CampaignFetcher(Protocol):
     """Anything that fetches one campaign record or raises a FetchError."""
 
-    async def fetch_campaign(self, campaign_id: str) -> Campaign:
-        """Fetch one campaign."""
+    async def fetch_changed(
+        self, campaign_id: str, digest: bytes | None
+    ) -> tuple[Campaign | None, bytes]:
+        """Fetch one campaign: no record when its body still has ``digest``, else the new one."""
 
 
 def error_reason(error: BaseException) -> str:
@@ -142,6 +149,7 @@ class _CampaignState:
     campaign_id: str
     next_due: float
     record: Campaign | None = None
+    digest: bytes | None = None  # of the body ``record`` was parsed from
     up: bool = False
     last_success: float | None = None
     last_success_mono: float | None = None
@@ -149,6 +157,9 @@ class _CampaignState:
     not_before: float = 0.0  # a Retry-After deadline: never pulled forward by coalescing
     queued: bool = False  # waiting for or held by a worker
     errors: dict[str, int] = field(default_factory=dict)
+    error_counts: tuple[tuple[str, int], ...] = ()  # ``errors`` as a view shows it
+    due_seq: int = -1  # sequence number of this campaign's live entry in the due heap
+    stale_at: float | None = None  # deadline of its live entry in the stale heap
     view: CampaignView | None = None
 
     def make_view(self) -> CampaignView:
@@ -157,7 +168,7 @@ class _CampaignState:
             record=self.record,
             up=self.up,
             last_success=self.last_success,
-            errors=tuple(sorted(self.errors.items())),
+            errors=self.error_counts,
         )
         return self.view
 
@@ -167,7 +178,10 @@ class _Batch:
     """The campaigns dispatched together: one poll round."""
 
     started: float
-    remaining: int
+    horizon: float  # campaigns due by then belong to this round
+    remaining: int = 0  # queued or in flight
+    size: int = 0
+    sealed: bool = False  # every campaign of the round is queued
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -233,11 +247,17 @@ class Poller:
         self._reload_timestamp: float | None = self._clock.time()
         self._publish_lock = asyncio.Lock()
         self._publish_now = asyncio.Event()
-        self._dirty = True
+        self._dirty_since: float | None = None  # first result not yet published (monotonic)
         self._queue: asyncio.Queue[tuple[_CampaignState, _Batch]] = asyncio.Queue()
         self._workers: list[asyncio.Task[None]] = []
         self._planned_wakeup = 0.0
         self._first_batch: _Batch | None = None  # readiness: every campaign tried once
+        # Heaps with lazy deletion, so that nothing on the polling path walks every campaign:
+        # (when due, sequence, campaign) for campaigns waiting for their next fetch, and
+        # (when its data goes stale, sequence, campaign) for campaigns whose data is shown.
+        self._due: list[tuple[float, int, _CampaignState]] = []
+        self._stale: list[tuple[float, int, _CampaignState]] = []
+        self._seq = itertools.count()
         self.set_campaigns(campaign_ids)
 
     @property
@@ -250,7 +270,14 @@ class Poller:
         now = self._clock.monotonic()
         wanted = list(dict.fromkeys(campaign_ids))
         old = self._states
-        self._states = {cid: old.get(cid) or _CampaignState(cid, next_due=now) for cid in wanted}
+        states: dict[str, _CampaignState] = {}
+        for cid in wanted:
+            state = old.get(cid)
+            if state is None:
+                state = _CampaignState(cid, next_due=now)
+                self._schedule(state)
+            states[cid] = state
+        self._states = states
         self._publish_now.set()
         self._wake.set()
 
@@ -274,7 +301,10 @@ class Poller:
         try:
             while True:
                 self._wake.clear()
-                self._dispatch()
+                batch = self._dispatch()
+                while batch is not None and not batch.sealed:
+                    await asyncio.sleep(0)
+                    self._fill(batch)
                 if self._expire_stale():
                     self._publish_now.set()
                 self._planned_wakeup = self._next_wakeup()
@@ -295,6 +325,9 @@ class Poller:
         batch = self._dispatch()
         if batch is None:
             return False
+        while not batch.sealed:
+            await asyncio.sleep(0)
+            self._fill(batch)
         await batch.done.wait()
         await self._publish()
         return True
@@ -313,26 +346,59 @@ class Poller:
                 for _ in range(self._settings.max_concurrency)
             ]
 
+    def _schedule(self, state: _CampaignState) -> None:
+        """(Re)enter a campaign in the due heap at its next fetch time."""
+        state.due_seq = seq = next(self._seq)
+        heapq.heappush(self._due, (max(state.next_due, state.not_before), seq, state))
+
+    def _live_due(self, entry: tuple[float, int, _CampaignState]) -> bool:
+        _, seq, state = entry
+        return (
+            state.due_seq == seq
+            and not state.queued
+            and self._states.get(state.campaign_id) is state  # not removed by a reload
+        )
+
     def _dispatch(self) -> _Batch | None:
-        """Queue every due campaign that is not already queued, as one batch (a poll round)."""
+        """Start a round with the campaigns due now; None when none is (after the first round).
+
+        Only the first DISPATCH_SLICE campaigns are queued here; ``_fill`` queues the rest.
+        """
         now = self._clock.monotonic()
         horizon = now + COALESCE_FRACTION * self._settings.poll_interval_seconds
-        due = [
-            s
-            for s in self._states.values()
-            if not s.queued and s.next_due <= horizon and s.not_before <= now
-        ]
-        if not due and self._first_batch is not None:
-            return None
-        batch = _Batch(started=now, remaining=len(due))
-        if self._first_batch is None:
+        batch = _Batch(started=now, horizon=horizon)
+        first = self._first_batch is None
+        if first:
             self._first_batch = batch  # with no campaign at all, an empty round makes us ready
-        for state in due:
+        self._fill(batch, finish_empty=first)
+        if batch.size == 0 and not first:
+            return None
+        return batch
+
+    def _fill(self, batch: _Batch, finish_empty: bool = True) -> None:
+        """Queue up to DISPATCH_SLICE more campaigns of ``batch``; seal it when none is left."""
+        now = self._clock.monotonic()
+        heap = self._due
+        held: list[_CampaignState] = []
+        taken = 0
+        while heap and heap[0][0] <= batch.horizon and taken < DISPATCH_SLICE:
+            entry = heapq.heappop(heap)
+            if not self._live_due(entry):
+                continue
+            state = entry[2]
+            if state.not_before > now:  # a Retry-After deadline is never pulled forward
+                held.append(state)
+                continue
             state.queued = True
             self._queue.put_nowait((state, batch))
-        if not due:
+            taken += 1
+        batch.size += taken
+        batch.remaining += taken
+        batch.sealed = not (heap and heap[0][0] <= batch.horizon)
+        for state in held:
+            self._schedule(state)
+        if batch.sealed and batch.remaining == 0 and (batch.size or finish_empty):
             self._finish(batch)
-        return batch
 
     async def _worker(self) -> None:
         while True:
@@ -340,13 +406,16 @@ class Poller:
             try:
                 if self._states.get(state.campaign_id) is state:  # not removed by a reload
                     await self._fetch(state, batch.started)
-                    self._dirty = True
+                    if self._dirty_since is None:
+                        self._dirty_since = time.monotonic()
                     if state.next_due < self._planned_wakeup:
                         self._wake.set()
             finally:
                 state.queued = False
+                if self._states.get(state.campaign_id) is state:
+                    self._schedule(state)
                 batch.remaining -= 1
-                if batch.remaining == 0:
+                if batch.remaining == 0 and batch.sealed:
                     self._finish(batch)
 
     def _finish(self, batch: _Batch) -> None:
@@ -360,10 +429,18 @@ class Poller:
         self._wake.set()
 
     async def _publisher(self) -> None:
-        """Publish at once when a round ends, and every PUBLISH_EVERY_SECONDS while results come."""
+        """Publish at once when a round ends; during a long round, PUBLISH_EVERY_SECONDS after
+        the first result not yet published (a short round is published once, at its end)."""
         while True:
-            await _wait_event(self._publish_now, PUBLISH_EVERY_SECONDS)
-            if self._publish_now.is_set() or self._dirty:
+            wait = PUBLISH_EVERY_SECONDS
+            if self._dirty_since is not None:
+                wait = max(0.0, self._dirty_since + PUBLISH_EVERY_SECONDS - time.monotonic())
+            await _wait_event(self._publish_now, wait)
+            overdue = (
+                self._dirty_since is not None
+                and time.monotonic() - self._dirty_since >= PUBLISH_EVERY_SECONDS
+            )
+            if self._publish_now.is_set() or overdue:
                 self._publish_now.clear()
                 await self._publish()
 
@@ -384,17 +461,27 @@ class Poller:
 
     def _next_wakeup(self) -> float:
         """Earliest moment something is due: a fetch, or a campaign's data going stale."""
-        candidates = [max(s.next_due, s.not_before) for s in self._states.values() if not s.queued]
-        candidates.extend(
-            s.last_success_mono + self._stale_limit(s)
-            for s in self._states.values()
-            if s.record is not None and s.last_success_mono is not None
-        )
+        due, stale = self._due, self._stale
+        while due and not self._live_due(due[0]):
+            heapq.heappop(due)
+        while stale and stale[0][2].stale_at != stale[0][0]:
+            heapq.heappop(stale)
+        candidates = [heap[0][0] for heap in (due, stale) if heap]
         return min(candidates, default=self._clock.monotonic() + 60.0)
+
+    def _track_staleness(self, state: _CampaignState) -> None:
+        """Make sure the stale heap holds this campaign no later than its data's deadline."""
+        if state.record is None or state.last_success_mono is None:
+            return
+        deadline = state.last_success_mono + self._stale_limit(state)
+        if state.stale_at is None or deadline < state.stale_at:
+            state.stale_at = deadline
+            heapq.heappush(self._stale, (deadline, next(self._seq), state))
 
     async def _fetch(self, state: _CampaignState, round_started: float) -> None:
         try:
-            record = await self._fetcher.fetch_campaign(state.campaign_id)
+            known = state.digest if state.record is not None else None
+            fetched, digest = await self._fetcher.fetch_changed(state.campaign_id, known)
         except asyncio.CancelledError:
             raise
         except FetchError as exc:
@@ -403,6 +490,10 @@ class Poller:
             log.exception("unexpected error fetching campaign %s", state.campaign_id)
             self._on_failure(state, InvalidResponseError(type(exc).__name__))
         else:
+            if fetched is not None:
+                state.digest = digest
+            record = fetched or state.record  # no record: the body is the one it was parsed from
+            assert record is not None  # without a record no digest was offered to match
             self._on_success(state, record, round_started)
 
     def _on_success(self, state: _CampaignState, record: Campaign, round_started: float) -> None:
@@ -410,8 +501,8 @@ class Poller:
             log.info(
                 "campaign %s recovered after %d failed fetches", state.campaign_id, state.failures
             )
-        if state.record is None or state.record != record:
-            state.record = record  # same object when unchanged: the renderer reuses its lines
+        if record is not state.record:
+            state.record = record  # a body unchanged since the last fetch keeps its record
         state.up = True
         state.failures = 0
         state.last_success = self._clock.time()
@@ -419,11 +510,13 @@ class Poller:
         # Counted from the round's start, not this fetch's: the campaigns of a round stay due
         # together (within the coalescing window), so a round stays one round.
         state.next_due = round_started + self._interval_for(state) * self._rng.uniform(0.9, 1.0)
+        self._track_staleness(state)
         state.make_view()
 
     def _on_failure(self, state: _CampaignState, error: FetchError) -> None:
         reason = error_reason(error)
         state.errors[reason] = state.errors.get(reason, 0) + 1
+        state.error_counts = tuple(sorted(state.errors.items()))
         state.failures += 1
         was_up = state.up
         state.up = False
@@ -454,20 +547,27 @@ class Poller:
         """Drop the data of campaigns without a success for STALE_AFTER; True if any went."""
         changed = False
         now = self._clock.monotonic()
-        for state in self._states.values():
-            if (
-                state.record is not None
-                and state.last_success_mono is not None
-                and now - state.last_success_mono >= self._stale_limit(state)
-            ):
-                log.warning(
-                    "campaign %s: no successful fetch for %.0fs, dropping its series",
-                    state.campaign_id,
-                    now - state.last_success_mono,
-                )
-                state.record = None
-                state.make_view()
-                changed = True
+        heap = self._stale
+        while heap and heap[0][0] <= now:
+            deadline, _, state = heapq.heappop(heap)
+            if state.stale_at != deadline:
+                continue  # superseded by an earlier entry
+            state.stale_at = None
+            if self._states.get(state.campaign_id) is not state:
+                continue  # removed by a reload
+            if state.record is None or state.last_success_mono is None:
+                continue  # already dropped (404)
+            if now - state.last_success_mono < self._stale_limit(state):
+                self._track_staleness(state)  # fetched since: a later deadline
+                continue
+            log.warning(
+                "campaign %s: no successful fetch for %.0fs, dropping its series",
+                state.campaign_id,
+                now - state.last_success_mono,
+            )
+            state.record = None
+            state.make_view()
+            changed = True
         return changed
 
     def build_snapshot(self) -> Snapshot:
@@ -494,7 +594,7 @@ class Poller:
 
     async def _publish(self) -> None:
         async with self._publish_lock:
-            self._dirty = False
+            self._dirty_since = None
             try:
                 await self._sink(self.build_snapshot())
             except asyncio.CancelledError:

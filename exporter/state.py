@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from exporter import __version__
 from exporter.models import Campaign
@@ -24,9 +25,11 @@ ERROR_REASONS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class CampaignView:
-    """One campaign as the exporter reports it; ``record`` is None when its data is not shown."""
+class CampaignView(NamedTuple):
+    """One campaign as the exporter reports it; ``record`` is None when its data is not shown.
+
+    A named tuple: one is made per fetch, and it is the cheapest immutable record to make.
+    """
 
     campaign_id: str
     record: Campaign | None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 from collections.abc import AsyncIterator
 from typing import Any
@@ -46,13 +47,18 @@ class ScriptedFetcher:
         self.answers: dict[str, Any] = {}
         self.calls: list[str] = []
 
-    async def fetch_campaign(self, campaign_id: str) -> Campaign:
-        """Return or raise what the table says."""
+    async def fetch_changed(
+        self, campaign_id: str, digest: bytes | None
+    ) -> tuple[Campaign | None, bytes]:
+        """Return or raise what the table says; no record when the document is unchanged."""
         self.calls.append(campaign_id)
         answer = self.answers[campaign_id]
         if isinstance(answer, BaseException):
             raise answer
-        return parse_campaign(answer, campaign_id)
+        body_digest = json.dumps(answer, sort_keys=True).encode()
+        if body_digest == digest:
+            return None, body_digest
+        return parse_campaign(answer, campaign_id), body_digest
 
 
 def make_settings(**overrides: Any) -> Settings:
