@@ -7,7 +7,8 @@ import contextlib
 import gc
 import gzip
 import logging
-from collections.abc import AsyncIterator, Mapping
+import zlib
+from collections.abc import AsyncIterator, Iterator, Mapping
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -33,24 +34,33 @@ GZIP_LEVEL = 1
 CONFIG_CHECK_SECONDS = 5.0
 
 
+# Compressed bytes decompressed per chunk of a plain /metrics answer (a few hundred KiB out).
+PLAIN_CHUNK_INPUT = 16 * 1024
+
+
 class Exposition:
     """One rendered /metrics body, kept gzipped only, and whether the first round is done.
 
-    Prometheus always asks for gzip; the plain text (several times larger) is rebuilt only
-    when a client wants it, once per exposition.
+    Prometheus always asks for gzip. The plain text, over ten times larger, is never held
+    whole: a client that wants it gets it decompressed chunk by chunk as it reads.
     """
 
-    def __init__(self, gzipped: bytes, ready: bool) -> None:
+    def __init__(self, gzipped: bytes, plain_size: int, ready: bool) -> None:
         self.gzipped = gzipped
+        self.plain_size = plain_size
         self.ready = ready
-        self._plain: bytes | None = None
 
-    async def plain(self) -> bytes:
-        """The uncompressed body (decompressed in a worker thread the first time)."""
-        if self._plain is None:
-            loop = asyncio.get_running_loop()
-            self._plain = await loop.run_in_executor(None, gzip.decompress, self.gzipped)
-        return self._plain
+    def plain_chunks(self) -> Iterator[bytes]:
+        """The uncompressed body, in order, a chunk at a time."""
+        decompressor = zlib.decompressobj(wbits=31)  # the gzip container
+        data = memoryview(self.gzipped)
+        for start in range(0, len(data), PLAIN_CHUNK_INPUT):
+            chunk = decompressor.decompress(data[start : start + PLAIN_CHUNK_INPUT])
+            if chunk:
+                yield chunk
+        tail = decompressor.flush()
+        if tail:
+            yield tail
 
 
 class ExpositionCache:
@@ -61,8 +71,8 @@ class ExpositionCache:
         self._memory = MemoryTuning() if tune_memory else None
         if self._memory is not None:
             self._memory.apply()
-        empty = gzip.compress(self._renderer.render(Snapshot()), GZIP_LEVEL)
-        self._current = Exposition(empty, ready=False)
+        empty = self._renderer.render(Snapshot())
+        self._current = Exposition(gzip.compress(empty, GZIP_LEVEL), len(empty), ready=False)
 
     @property
     def current(self) -> Exposition:
@@ -74,13 +84,14 @@ class ExpositionCache:
         plain = await self._renderer.render_async(snapshot)
         loop = asyncio.get_running_loop()
         gzipped = await loop.run_in_executor(None, gzip.compress, plain, GZIP_LEVEL)
+        plain_size = len(plain)
         del plain  # only the compressed body is kept
         if self._memory is not None and snapshot.ready and not self._current.ready:
             # Everything alive after the first round (imports, settings, most records) lives
             # for good: moving it out of the collector's sight shortens every later full
             # collection, which at ten thousand campaigns otherwise stalls the loop.
             gc.freeze()
-        self._current = Exposition(gzipped, ready=snapshot.ready)
+        self._current = Exposition(gzipped, plain_size, ready=snapshot.ready)
         if self._memory is not None:
             self._memory.release_free_memory()
 
@@ -120,14 +131,21 @@ def accepts_gzip(header: str | None) -> bool:
     return False
 
 
-async def handle_metrics(request: web.Request) -> web.Response:
+async def handle_metrics(request: web.Request) -> web.StreamResponse:
     """Serve the cached exposition, gzipped when the client accepts it."""
     exposition = request.app[EXPOSITION].current
     headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"}
     if accepts_gzip(request.headers.get("Accept-Encoding")):
         headers["Content-Encoding"] = "gzip"
         return web.Response(body=exposition.gzipped, headers=headers)
-    return web.Response(body=await exposition.plain(), headers=headers)
+    response = web.StreamResponse(headers=headers)
+    response.content_length = exposition.plain_size
+    await response.prepare(request)
+    if request.method != "HEAD":
+        for chunk in exposition.plain_chunks():
+            await response.write(chunk)  # waits while the client is behind: memory stays flat
+    await response.write_eof()
+    return response
 
 
 async def handle_healthz(request: web.Request) -> web.Response:

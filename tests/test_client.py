@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -13,6 +15,7 @@ from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
 from exporter.client import (
+    Deadlines,
     MAX_BODY_BYTES,
     USER_AGENT,
     ConnectionFailedError,
@@ -155,6 +158,64 @@ async def test_slow_answers_time_out(
     sim.sim.set_fault(fault)
     with pytest.raises(RequestTimeoutError):
         await make_client(session, sim.api_url, timeout=0.3).fetch_campaign(CID)
+
+
+async def test_timeout_ends_within_its_resolution(
+    session: aiohttp.ClientSession, sim: RunningSimulator
+) -> None:
+    """A hanging request ends no sooner than the timeout and at most a tenth of it later."""
+    sim.sim.set_fault(Fault(FaultKind.SLOW, delay=5.0))
+    started = time.monotonic()
+    with pytest.raises(RequestTimeoutError):
+        await make_client(session, sim.api_url, timeout=0.5).fetch_campaign(CID)
+    took = time.monotonic() - started
+    assert 0.5 <= took < 0.5 + 0.05 + 0.25  # + resolution + scheduling slack
+
+
+async def _guarded(deadlines: Deadlines, seconds: float, waiting: asyncio.Future[None]) -> str:
+    """Wait for ``waiting`` under a deadline, as the client does; say how it ended."""
+    task = deadlines.start(seconds)
+    try:
+        await waiting
+    except BaseException:
+        if deadlines.finish(task):
+            return "timed out"
+        raise
+    deadlines.finish(task)
+    return "done"
+
+
+async def test_deadlines_cancel_only_the_late_requests() -> None:
+    """Of concurrent requests, the ones past their deadline end; the others are untouched."""
+    loop = asyncio.get_running_loop()
+    deadlines = Deadlines(resolution=0.01)
+    slow = [loop.create_future() for _ in range(3)]
+    fast = [loop.create_future() for _ in range(3)]
+    tasks = [asyncio.create_task(_guarded(deadlines, 0.05, f)) for f in slow]
+    tasks += [asyncio.create_task(_guarded(deadlines, 30.0, f)) for f in fast]
+    async with asyncio.timeout(10):
+        results = await asyncio.gather(*tasks[:3])
+    assert results == ["timed out"] * 3
+    assert not any(task.done() for task in tasks[3:])
+    for future in fast:
+        future.set_result(None)
+    assert await asyncio.gather(*tasks[3:]) == ["done"] * 3
+    assert deadlines._timer is None  # nothing in flight: no timer left armed
+
+
+async def test_a_shutdown_is_not_mistaken_for_a_timeout() -> None:
+    """Cancelled by shutdown just as its deadline passes, a request is cancelled, not timed out."""
+    loop = asyncio.get_running_loop()
+    deadlines = Deadlines(resolution=30.0)
+    waiting: asyncio.Future[None] = loop.create_future()
+    task = asyncio.create_task(_guarded(deadlines, 0.0, waiting))
+    while not deadlines._inflight:
+        await asyncio.sleep(0)
+    deadlines._check(loop)  # the deadline (already past) cancels it ...
+    task.cancel()  # ... and so does a shutdown, before the task runs again
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not deadlines._inflight and not deadlines._expired
 
 
 @pytest.mark.parametrize(
