@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from exporter.models import Campaign, CampaignStatus
 from exporter.state import DURATION_BUCKETS, CampaignView, Snapshot
@@ -268,6 +269,8 @@ def render_exporter_metrics(snapshot: Snapshot) -> str:
 # more (about 2 ms of work a slice on a small machine).
 RENDER_SLICE = 2000
 _RERENDER_COST = 20
+# Campaigns whose lines of one family are made between two yields.
+FAMILY_SLICE = 2500
 
 # The parts of a campaign's exposition kept between renders: lines that are costly to format
 # and rarely change. Counts (cheap, and changing every round) are formatted on each render.
@@ -309,28 +312,32 @@ def _cached_parts(record: Campaign, campaign_id: str) -> _Cached:
     )
 
 
-# One row per campaign while rendering: its campaign_id label, view and cached parts.
-_Row = tuple[str, CampaignView, _Cached | None]
+# While rendering: each campaign's campaign_id label, its view and its cached parts, as three
+# parallel lists (not a tuple per campaign: ten thousand fewer objects for the collector).
+class _Rows(NamedTuple):
+    labels: list[str]
+    views: Sequence[CampaignView]
+    cached: list[_Cached | None]
 
 
-def _gauge_lines(family: Family, rows: list[_Row], field: str) -> str:
+def _gauge_lines(family: Family, rows: _Rows, field: str) -> str:
     """One line per campaign whose record has an integer ``field``."""
     prefix = family.name + "{"
     return "".join(
         [
             f"{prefix}{label}}} {value}\n"
-            for label, view, _ in rows
+            for label, view in zip(rows.labels, rows.views, strict=True)
             if view.record is not None and (value := getattr(view.record, field)) is not None
         ]
     )
 
 
-def _retry_max_lines(rows: list[_Row]) -> str:
+def _retry_max_lines(rows: _Rows) -> str:
     prefix = RETRY_MAX.name + "{"
     return "".join(
         [
             f"{prefix}{label}}} {retry.max_retries}\n"
-            for label, view, _ in rows
+            for label, view in zip(rows.labels, rows.views, strict=True)
             if view.record is not None
             and (retry := view.record.retry_config) is not None
             and retry.max_retries is not None
@@ -338,53 +345,73 @@ def _retry_max_lines(rows: list[_Row]) -> str:
     )
 
 
-def _value_lines(family: Family, rows: list[_Row], index: int) -> str:
+def _value_lines(family: Family, rows: _Rows, index: int) -> str:
     """One line per campaign with a cached value text at ``index`` of its cached parts."""
     prefix = family.name + "{"
     return "".join(
         [
             f"{prefix}{label}}} {value}\n"
-            for label, _, cached in rows
+            for label, cached in zip(rows.labels, rows.cached, strict=True)
             if cached is not None and (value := cached[index]) is not None
         ]
     )
 
 
-def _health_lines(family: Family, rows: list[_Row]) -> str:
+def _health_lines(family: Family, rows: _Rows) -> str:
     prefix = family.name + "{"
+    pairs = zip(rows.labels, rows.views, strict=True)
     if family is CAMPAIGN_UP:
-        return "".join([f"{prefix}{label}}} {int(view.up)}\n" for label, view, _ in rows])
+        return "".join([f"{prefix}{label}}} {int(view.up)}\n" for label, view in pairs])
     if family is LAST_SUCCESS:
         return "".join(
             [
                 f"{prefix}{label}}} {format_value(view.last_success)}\n"
-                for label, view, _ in rows
+                for label, view in pairs
                 if view.last_success is not None
             ]
         )
     return "".join(
         [
             f'{prefix}{label},reason="{reason}"}} {count}\n'
-            for label, view, _ in rows
+            for label, view in pairs
             for reason, count in view.errors
         ]
     )
 
 
-def _family_texts(rows: list[_Row]) -> Iterator[tuple[Family, str]]:
-    """Each campaign family's lines, in exposition order, one family at a time."""
-    yield INFO, "".join([cached[0] for _, _, cached in rows if cached is not None])
-    yield STATUS, "".join([cached[1] for _, _, cached in rows if cached is not None])
-    yield TOTAL_LEADS, _gauge_lines(TOTAL_LEADS, rows, "total_leads")
-    yield COMPLETED, _gauge_lines(COMPLETED, rows, "completed_calls")
-    yield PENDING, _gauge_lines(PENDING, rows, "pending_calls")
-    yield MAX_CONCURRENT, _gauge_lines(MAX_CONCURRENT, rows, "max_concurrent_calls")
-    yield RETRY_MAX, _retry_max_lines(rows)
-    yield RETRY_INTERVAL, _value_lines(RETRY_INTERVAL, rows, 2)
-    yield CREATED, _value_lines(CREATED, rows, 3)
-    yield SCHEDULED, _value_lines(SCHEDULED, rows, 4)
-    for family in (CAMPAIGN_UP, LAST_SUCCESS, ERRORS):
-        yield family, _health_lines(family, rows)
+def _family_texts(rows: _Rows) -> Iterator[tuple[Family, str]]:
+    """Each campaign family's lines in exposition order, FAMILY_SLICE campaigns at a time."""
+    for family, index in ((INFO, 0), (STATUS, 1)):
+        for start in range(0, len(rows.cached), FAMILY_SLICE):
+            part = rows.cached[start : start + FAMILY_SLICE]
+            yield family, "".join([cached[index] for cached in part if cached is not None])
+    for family, field in (
+        (TOTAL_LEADS, "total_leads"),
+        (COMPLETED, "completed_calls"),
+        (PENDING, "pending_calls"),
+        (MAX_CONCURRENT, "max_concurrent_calls"),
+        (RETRY_MAX, ""),
+        (RETRY_INTERVAL, ""),
+        (CREATED, ""),
+        (SCHEDULED, ""),
+        (CAMPAIGN_UP, ""),
+        (LAST_SUCCESS, ""),
+        (ERRORS, ""),
+    ):
+        for start in range(0, len(rows.labels), FAMILY_SLICE):
+            stop = start + FAMILY_SLICE
+            part = _Rows(rows.labels[start:stop], rows.views[start:stop], rows.cached[start:stop])
+            if field:
+                yield family, _gauge_lines(family, part, field)
+            elif family is RETRY_MAX:
+                yield family, _retry_max_lines(part)
+            elif family in _VALUE_INDEX:
+                yield family, _value_lines(family, part, _VALUE_INDEX[family])
+            else:
+                yield family, _health_lines(family, part)
+
+
+_VALUE_INDEX = {RETRY_INTERVAL: 2, CREATED: 3, SCHEDULED: 4}
 
 
 class ExpositionRenderer:
@@ -398,37 +425,42 @@ class ExpositionRenderer:
     def __init__(self) -> None:
         self._records: dict[str, Campaign] = {}
         self._cached: dict[str, _Cached] = {}
-        self._result = b""
+        self._result: list[bytes] = []
 
     def render(self, snapshot: Snapshot) -> bytes:
         """The full exposition of ``snapshot`` as UTF-8 bytes, in one go."""
         for _ in self.render_steps(snapshot):
             pass
-        return self._take_result()
+        return b"".join(self._take_result())
 
-    async def render_async(self, snapshot: Snapshot) -> bytes:
-        """Like ``render``, but lets the event loop run between slices of the work."""
+    async def render_chunks(self, snapshot: Snapshot) -> list[bytes]:
+        """The exposition as consecutive chunks, letting the event loop run between slices.
+
+        Chunks rather than one body: whoever compresses them never needs the whole text in
+        one piece, which at ten thousand campaigns is over ten megabytes.
+        """
         for _ in self.render_steps(snapshot):
             await asyncio.sleep(0)
         return self._take_result()
 
-    def _take_result(self) -> bytes:
-        result, self._result = self._result, b""  # the caller owns it; keep no second copy
+    def _take_result(self) -> list[bytes]:
+        result, self._result = self._result, []  # the caller owns it; keep no second copy
         return result
 
     def render_steps(self, snapshot: Snapshot) -> Iterator[None]:
         """Render ``snapshot``, yielding between slices: campaigns re-rendered, then families.
 
-        The result is available from ``render``/``render_async`` once the iterator is exhausted.
+        The result is available from ``render``/``render_chunks`` once the iterator is done.
         """
         old_records, old_cached = self._records, self._cached
         records: dict[str, Campaign] = {}
         cached_parts: dict[str, _Cached] = {}
-        rows: list[_Row] = []
+        rows = _Rows([], snapshot.campaigns, [])
+        labels, cached_list = rows.labels, rows.cached
         work = 0
         for view in snapshot.campaigns:
             cid = view.campaign_id
-            label = f'campaign_id="{escape_label_value(cid)}"'
+            labels.append(f'campaign_id="{escape_label_value(cid)}"')
             record = view.record
             cached = None
             if record is not None:
@@ -443,7 +475,7 @@ class ExpositionRenderer:
                     work += _RERENDER_COST
                 records[cid] = record
                 cached_parts[cid] = cached
-            rows.append((label, view, cached))
+            cached_list.append(cached)
             work += 1
             if work >= RENDER_SLICE:
                 work = 0
@@ -451,15 +483,19 @@ class ExpositionRenderer:
         self._records, self._cached = records, cached_parts
         del old_records, old_cached
 
-        # One chunk per family, one join at the end: no copies of the whole exposition.
+        # Chunks of families and no join: no copy of the whole exposition is ever made.
         chunks: list[bytes] = []
+        headed: set[str] = set()
         for family, text in _family_texts(rows):
             if text:
-                chunks.append((family.header() + text).encode())
+                if family.name not in headed:
+                    headed.add(family.name)
+                    chunks.append(family.header().encode())
+                chunks.append(text.encode())
             yield
         chunks.append(render_exporter_metrics(snapshot).encode())
         chunks.append(snapshot.process_text.encode())
-        self._result = b"".join(chunks)
+        self._result = chunks
 
 
 def render_exposition(snapshot: Snapshot) -> bytes:

@@ -63,6 +63,14 @@ class Exposition:
             yield tail
 
 
+def gzip_chunks(chunks: list[bytes]) -> bytes:
+    """One gzip member holding the chunks in order, compressed without joining them first."""
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: the gzip container
+    parts = [compressor.compress(chunk) for chunk in chunks]
+    parts.append(compressor.flush())
+    return b"".join(parts)
+
+
 class ExpositionCache:
     """Turns each published snapshot into a response body once; scrapes only read it."""
 
@@ -81,11 +89,11 @@ class ExpositionCache:
 
     async def update(self, snapshot: Snapshot) -> None:
         """Render ``snapshot``; compress in a worker thread so the event loop keeps serving."""
-        plain = await self._renderer.render_async(snapshot)
+        chunks = await self._renderer.render_chunks(snapshot)
         loop = asyncio.get_running_loop()
-        gzipped = await loop.run_in_executor(None, gzip.compress, plain, GZIP_LEVEL)
-        plain_size = len(plain)
-        del plain  # only the compressed body is kept
+        gzipped = await loop.run_in_executor(None, gzip_chunks, chunks)
+        plain_size = sum(len(chunk) for chunk in chunks)
+        del chunks  # only the compressed body is kept
         if self._memory is not None and snapshot.ready and not self._current.ready:
             # Everything alive after the first round (imports, settings, most records) lives
             # for good: moving it out of the collector's sight shortens every later full

@@ -15,10 +15,10 @@ from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
 from exporter.client import (
-    Deadlines,
     MAX_BODY_BYTES,
     USER_AGENT,
     ConnectionFailedError,
+    Deadlines,
     DialNexaClient,
     HTTPStatusError,
     InvalidResponseError,
@@ -209,13 +209,14 @@ async def test_a_shutdown_is_not_mistaken_for_a_timeout() -> None:
     deadlines = Deadlines(resolution=30.0)
     waiting: asyncio.Future[None] = loop.create_future()
     task = asyncio.create_task(_guarded(deadlines, 0.0, waiting))
-    while not deadlines._inflight:
-        await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the task's first step runs: it starts waiting under its deadline
+    assert task in deadlines._inflight
     deadlines._check(loop)  # the deadline (already past) cancels it ...
     task.cancel()  # ... and so does a shutdown, before the task runs again
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert not deadlines._inflight and not deadlines._expired
+    assert not deadlines._inflight
+    assert not deadlines._expired
 
 
 @pytest.mark.parametrize(
