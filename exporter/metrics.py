@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable, Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -381,10 +382,12 @@ def _health_lines(family: Family, rows: _Rows) -> str:
 
 def _family_texts(rows: _Rows) -> Iterator[tuple[Family, str]]:
     """Each campaign family's lines in exposition order, FAMILY_SLICE campaigns at a time."""
-    for family, index in ((INFO, 0), (STATUS, 1)):
-        for start in range(0, len(rows.cached), FAMILY_SLICE):
-            part = rows.cached[start : start + FAMILY_SLICE]
-            yield family, "".join([cached[index] for cached in part if cached is not None])
+    for start in range(0, len(rows.cached), FAMILY_SLICE):
+        some = rows.cached[start : start + FAMILY_SLICE]
+        yield INFO, "".join([cached[0] for cached in some if cached is not None])
+    for start in range(0, len(rows.cached), FAMILY_SLICE):
+        some = rows.cached[start : start + FAMILY_SLICE]
+        yield STATUS, "".join([cached[1] for cached in some if cached is not None])
     for family, field in (
         (TOTAL_LEADS, "total_leads"),
         (COMPLETED, "completed_calls"),
@@ -425,33 +428,36 @@ class ExpositionRenderer:
     def __init__(self) -> None:
         self._records: dict[str, Campaign] = {}
         self._cached: dict[str, _Cached] = {}
-        self._result: list[bytes] = []
 
     def render(self, snapshot: Snapshot) -> bytes:
         """The full exposition of ``snapshot`` as UTF-8 bytes, in one go."""
-        for _ in self.render_steps(snapshot):
+        chunks: list[bytes] = []
+        for _ in self.render_steps(snapshot, chunks.append):
             pass
-        return b"".join(self._take_result())
+        return b"".join(chunks)
 
-    async def render_chunks(self, snapshot: Snapshot) -> list[bytes]:
-        """The exposition as consecutive chunks, letting the event loop run between slices.
+    async def render_gzip(self, snapshot: Snapshot, level: int) -> tuple[bytes, int]:
+        """The exposition gzipped, and its uncompressed size; the event loop runs between slices.
 
-        Chunks rather than one body: whoever compresses them never needs the whole text in
-        one piece, which at ten thousand campaigns is over ten megabytes.
+        Each chunk is compressed as soon as it is made, so the whole text (over ten megabytes
+        at ten thousand campaigns) never exists in one piece, nor all its chunks at once.
         """
-        for _ in self.render_steps(snapshot):
+        compressor = zlib.compressobj(level, zlib.DEFLATED, 31)  # 31: the gzip container
+        compressed: list[bytes] = []
+        size = 0
+
+        def write(chunk: bytes) -> None:
+            nonlocal size
+            size += len(chunk)
+            compressed.append(compressor.compress(chunk))
+
+        for _ in self.render_steps(snapshot, write):
             await asyncio.sleep(0)
-        return self._take_result()
+        compressed.append(compressor.flush())
+        return b"".join(compressed), size
 
-    def _take_result(self) -> list[bytes]:
-        result, self._result = self._result, []  # the caller owns it; keep no second copy
-        return result
-
-    def render_steps(self, snapshot: Snapshot) -> Iterator[None]:
-        """Render ``snapshot``, yielding between slices: campaigns re-rendered, then families.
-
-        The result is available from ``render``/``render_chunks`` once the iterator is done.
-        """
+    def render_steps(self, snapshot: Snapshot, write: Callable[[bytes], None]) -> Iterator[None]:
+        """Render ``snapshot`` into ``write``, in order, yielding between slices of the work."""
         old_records, old_cached = self._records, self._cached
         records: dict[str, Campaign] = {}
         cached_parts: dict[str, _Cached] = {}
@@ -483,19 +489,16 @@ class ExpositionRenderer:
         self._records, self._cached = records, cached_parts
         del old_records, old_cached
 
-        # Chunks of families and no join: no copy of the whole exposition is ever made.
-        chunks: list[bytes] = []
         headed: set[str] = set()
         for family, text in _family_texts(rows):
             if text:
                 if family.name not in headed:
                     headed.add(family.name)
-                    chunks.append(family.header().encode())
-                chunks.append(text.encode())
+                    write(family.header().encode())
+                write(text.encode())
             yield
-        chunks.append(render_exporter_metrics(snapshot).encode())
-        chunks.append(snapshot.process_text.encode())
-        self._result = chunks
+        write(render_exporter_metrics(snapshot).encode())
+        write(snapshot.process_text.encode())
 
 
 def render_exposition(snapshot: Snapshot) -> bytes:

@@ -63,14 +63,6 @@ class Exposition:
             yield tail
 
 
-def gzip_chunks(chunks: list[bytes]) -> bytes:
-    """One gzip member holding the chunks in order, compressed without joining them first."""
-    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: the gzip container
-    parts = [compressor.compress(chunk) for chunk in chunks]
-    parts.append(compressor.flush())
-    return b"".join(parts)
-
-
 class ExpositionCache:
     """Turns each published snapshot into a response body once; scrapes only read it."""
 
@@ -88,12 +80,8 @@ class ExpositionCache:
         return self._current
 
     async def update(self, snapshot: Snapshot) -> None:
-        """Render ``snapshot``; compress in a worker thread so the event loop keeps serving."""
-        chunks = await self._renderer.render_chunks(snapshot)
-        loop = asyncio.get_running_loop()
-        gzipped = await loop.run_in_executor(None, gzip_chunks, chunks)
-        plain_size = sum(len(chunk) for chunk in chunks)
-        del chunks  # only the compressed body is kept
+        """Render and compress ``snapshot`` in slices, so that the event loop keeps serving."""
+        gzipped, plain_size = await self._renderer.render_gzip(snapshot, GZIP_LEVEL)
         if self._memory is not None and snapshot.ready and not self._current.ready:
             # Everything alive after the first round (imports, settings, most records) lives
             # for good: moving it out of the collector's sight shortens every later full

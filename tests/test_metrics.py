@@ -227,9 +227,9 @@ def test_slicing_does_not_change_the_exposition(monkeypatch: pytest.MonkeyPatch)
     whole = render_exposition(snapshot)
     monkeypatch.setattr(metrics, "FAMILY_SLICE", 2)
     monkeypatch.setattr(metrics, "RENDER_SLICE", 1)
-    renderer = ExpositionRenderer()
-    steps = sum(1 for _ in renderer.render_steps(snapshot))
-    sliced = b"".join(renderer._take_result())
+    chunks: list[bytes] = []
+    steps = sum(1 for _ in ExpositionRenderer().render_steps(snapshot, chunks.append))
+    sliced = b"".join(chunks)
     assert steps > 20  # really rendered in many slices
     assert sliced == whole
     names = [line.split("{")[0].split(" ")[0] for line in whole.decode().splitlines()]
