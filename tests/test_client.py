@@ -160,6 +160,24 @@ async def test_slow_answers_time_out(
         await make_client(session, sim.api_url, timeout=0.3).fetch_campaign(CID)
 
 
+async def test_an_unchanged_body_is_not_parsed_again(
+    session: aiohttp.ClientSession, sim: RunningSimulator
+) -> None:
+    """Given the digest of the last body, the client answers "unchanged" for the same bytes and
+    parses a body that differs."""
+    client = make_client(session, sim.api_url)
+    sim.sim.raw_records[CID] = {"id": CID, "status": "active", "pending_calls": 5}
+    record, digest = await client.fetch_changed(CID, None)
+    assert record is not None
+    assert record.pending_calls == 5
+    assert await client.fetch_changed(CID, digest) == (None, digest)
+    sim.sim.raw_records[CID] = {"id": CID, "status": "active", "pending_calls": 4}
+    changed, new_digest = await client.fetch_changed(CID, digest)
+    assert changed is not None
+    assert changed.pending_calls == 4
+    assert new_digest != digest
+
+
 async def test_timeout_ends_within_its_resolution(
     session: aiohttp.ClientSession, sim: RunningSimulator
 ) -> None:

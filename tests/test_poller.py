@@ -197,6 +197,54 @@ async def test_completed_campaign_is_not_stale_between_its_rare_fetches() -> Non
     assert harness.view("cmp_a").record is None
 
 
+async def test_reopened_campaign_goes_stale_on_the_active_schedule() -> None:
+    """A completed campaign that becomes active again loses the terminal grace period: when
+    its fetches then fail, its data goes after STALE_AFTER, not STALE_AFTER + terminal."""
+    harness = Harness(["cmp_a"], stale_after_seconds=100, poll_interval_seconds=10)
+    harness.fetcher.answers["cmp_a"] = dict(ACTIVE, status="completed")
+    await harness.poller.poll_once()
+    harness.fetcher.answers["cmp_a"] = ACTIVE  # reopened
+    harness.clock.now += harness.poller.next_fetch_in("cmp_a")
+    assert await harness.poller.poll_once()
+    reopened_at = harness.clock.now
+    harness.fetcher.answers["cmp_a"] = HTTPStatusError(503)
+    while harness.clock.now < reopened_at + 99:
+        harness.clock.now = min(reopened_at + 99, harness.clock.now + 9)
+        await harness.poller.poll_once()
+    assert harness.view("cmp_a").record is not None  # failing for 99 s: kept
+    harness.clock.now = reopened_at + 100
+    assert harness.view("cmp_a").record is None  # STALE_AFTER: dropped, no terminal grace
+
+
+async def test_an_unchanged_body_keeps_the_same_record() -> None:
+    """A body identical to the last one is not parsed again: the record object is reused, and
+    a changed body replaces it."""
+    harness = Harness(["cmp_a"])
+    harness.fetcher.answers["cmp_a"] = ACTIVE
+    await harness.poller.poll_once()
+    first = harness.view("cmp_a").record
+    harness.clock.now += 10
+    await harness.poller.poll_once()
+    assert harness.view("cmp_a").record is first
+    harness.fetcher.answers["cmp_a"] = dict(ACTIVE, pending_calls=3)
+    harness.clock.now += 10
+    await harness.poller.poll_once()
+    assert harness.view("cmp_a").record is not first
+    assert harness.view("cmp_a").record.pending_calls == 3
+
+
+async def test_a_large_round_is_dispatched_whole_in_slices() -> None:
+    """A round bigger than one dispatch slice still fetches every campaign exactly once and
+    counts as one round."""
+    ids = [f"cmp_{n:04d}" for n in range(2500)]
+    harness = Harness(ids)
+    harness.fetcher.answers = {cid: dict(ACTIVE, id=cid) for cid in ids}
+    assert await harness.poller.poll_once()
+    assert sorted(harness.fetcher.calls) == ids
+    assert harness.published[-1].ready
+    assert len(harness.published) == 1
+
+
 async def test_failure_keeps_last_values_until_stale_then_drops_them() -> None:
     """campaign_up goes 0 at once; the data stays until STALE_AFTER and then disappears."""
     harness = Harness(["cmp_a"], stale_after_seconds=100)
