@@ -125,7 +125,9 @@ class Settings(BaseSettings):
         default=600.0, gt=0, description="how often completed/cancelled ones are"
     )
     request_timeout_seconds: float = Field(
-        default=10.0, gt=0, description="per request, whole request"
+        default=10.0,
+        gt=0,
+        description="per request, whole request; enforced within a tenth of it (at most 1 s late)",
     )
     max_concurrency: int = Field(
         default=10, ge=1, le=1000, description="requests in flight at once"
