@@ -187,7 +187,7 @@ async def test_timeout_ends_within_its_resolution(
     with pytest.raises(RequestTimeoutError):
         await make_client(session, sim.api_url, timeout=0.5).fetch_campaign(CID)
     took = time.monotonic() - started
-    assert 0.5 <= took < 0.5 + 0.05 + 0.25  # + resolution + scheduling slack
+    assert 0.5 <= took < 0.5 + 0.05 + 1.0  # + resolution + slack for a loaded machine
 
 
 async def _guarded(deadlines: Deadlines, seconds: float, waiting: asyncio.Future[None]) -> str:
