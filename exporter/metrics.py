@@ -418,11 +418,11 @@ _VALUE_INDEX = {RETRY_INTERVAL: 2, CREATED: 3, SCHEDULED: 4}
 
 
 class ExpositionRenderer:
-    """Renders snapshots; a campaign's label lines are re-rendered only when they change.
+    """Renders snapshots; a campaign's rarely changing lines are re-rendered only when they do.
 
     The output is a function of the snapshot alone: the cache only remembers work already done.
-    Each family is joined and encoded on its own, so a render never holds more than one
-    family's lines besides the finished parts.
+    Families are made FAMILY_SLICE campaigns at a time and handed on as encoded chunks, so a
+    render holds one slice's lines at a time besides what it was asked to keep.
     """
 
     def __init__(self) -> None:
