@@ -174,13 +174,8 @@ def _labels(pairs: Iterable[tuple[str, str]]) -> str:
     return ",".join(f'{name}="{escape_label_value(value)}"' for name, value in pairs)
 
 
-def render_campaign_data(record: Campaign, campaign_id: str) -> tuple[str, ...]:
-    """One text part per data family for one campaign (empty where the field is absent)."""
-    cid = f'campaign_id="{escape_label_value(campaign_id)}"'
-
-    def gauge(family: Family, value: float | None) -> str:
-        return "" if value is None else f"{family.name}{{{cid}}} {format_value(value)}\n"
-
+def _label_lines(record: Campaign, cid: str) -> tuple[str, str]:
+    """The info line and the status lines ("" without a status) for the label ``cid``."""
     info_labels = _labels(
         (
             ("name", record.name or ""),
@@ -196,11 +191,28 @@ def render_campaign_data(record: Campaign, campaign_id: str) -> tuple[str, ...]:
             f'{STATUS.name}{{{cid},status="{state.value}"}} {int(state is record.status)}\n'
             for state in _STATES
         )
+    return info, status
+
+
+def _derived_values(record: Campaign) -> tuple[float | None, float | None, float | None]:
+    """Retry interval in seconds, created and scheduled times as Unix time (None if absent)."""
     retry = record.retry_config
-    max_retries = retry.max_retries if retry is not None else None
-    interval_minutes = retry.retry_interval_minutes if retry is not None else None
+    minutes = retry.retry_interval_minutes if retry is not None else None
     created = record.created_at.timestamp() if record.created_at is not None else None
     scheduled = record.scheduled_at.timestamp() if record.scheduled_at is not None else None
+    return (None if minutes is None else minutes * 60, created, scheduled)
+
+
+def render_campaign_data(record: Campaign, campaign_id: str) -> tuple[str, ...]:
+    """One text part per data family for one campaign (empty where the field is absent)."""
+    cid = f'campaign_id="{escape_label_value(campaign_id)}"'
+
+    def gauge(family: Family, value: float | None) -> str:
+        return "" if value is None else f"{family.name}{{{cid}}} {format_value(value)}\n"
+
+    info, status = _label_lines(record, cid)
+    retry = record.retry_config
+    interval, created, scheduled = _derived_values(record)
     return (
         info,
         status,
@@ -208,8 +220,8 @@ def render_campaign_data(record: Campaign, campaign_id: str) -> tuple[str, ...]:
         gauge(COMPLETED, record.completed_calls),
         gauge(PENDING, record.pending_calls),
         gauge(MAX_CONCURRENT, record.max_concurrent_calls),
-        gauge(RETRY_MAX, max_retries),
-        gauge(RETRY_INTERVAL, None if interval_minutes is None else interval_minutes * 60),
+        gauge(RETRY_MAX, retry.max_retries if retry is not None else None),
+        gauge(RETRY_INTERVAL, interval),
         gauge(CREATED, created),
         gauge(SCHEDULED, scheduled),
     )
@@ -298,19 +310,13 @@ def _same_labels(old: Campaign, new: Campaign) -> bool:
     )
 
 
-def _cached_parts(record: Campaign, campaign_id: str) -> _Cached:
-    parts = render_campaign_data(record, campaign_id)
-    retry = record.retry_config
-    interval = retry.retry_interval_minutes if retry is not None else None
-    created = record.created_at.timestamp() if record.created_at is not None else None
-    scheduled = record.scheduled_at.timestamp() if record.scheduled_at is not None else None
-    return (
-        parts[0],
-        parts[1],
-        None if interval is None else format_value(interval * 60),
-        None if created is None else format_value(created),
-        None if scheduled is None else format_value(scheduled),
+def _cached_parts(record: Campaign, cid: str) -> _Cached:
+    """The cached parts of ``record`` for the campaign_id label ``cid``."""
+    info, status = _label_lines(record, cid)
+    interval, created, scheduled = (
+        None if value is None else format_value(value) for value in _derived_values(record)
     )
+    return (info, status, interval, created, scheduled)
 
 
 # While rendering: each campaign's campaign_id label, its view and its cached parts, as three
@@ -477,7 +483,7 @@ class ExpositionRenderer:
                     or old is None
                     or (old is not record and not _same_labels(old, record))
                 ):
-                    cached = _cached_parts(record, cid)
+                    cached = _cached_parts(record, labels[-1])
                     work += _RERENDER_COST
                 records[cid] = record
                 cached_parts[cid] = cached
