@@ -156,8 +156,7 @@ class _CampaignState:
     failures: int = 0
     not_before: float = 0.0  # a Retry-After deadline: never pulled forward by coalescing
     queued: bool = False  # waiting for or held by a worker
-    errors: dict[str, int] = field(default_factory=dict)
-    error_counts: tuple[tuple[str, int], ...] = ()  # ``errors`` as a view shows it
+    errors: tuple[tuple[str, int], ...] = ()  # failed fetches by reason, sorted by reason
     due_seq: int = -1  # sequence number of this campaign's live entry in the due heap
     stale_at: float | None = None  # deadline of its live entry in the stale heap
     view: CampaignView | None = None
@@ -168,7 +167,7 @@ class _CampaignState:
             record=self.record,
             up=self.up,
             last_success=self.last_success,
-            errors=self.error_counts,
+            errors=self.errors,
         )
         return self.view
 
@@ -515,8 +514,9 @@ class Poller:
 
     def _on_failure(self, state: _CampaignState, error: FetchError) -> None:
         reason = error_reason(error)
-        state.errors[reason] = state.errors.get(reason, 0) + 1
-        state.error_counts = tuple(sorted(state.errors.items()))
+        counts = dict(state.errors)
+        counts[reason] = counts.get(reason, 0) + 1
+        state.errors = tuple(sorted(counts.items()))
         state.failures += 1
         was_up = state.up
         state.up = False
