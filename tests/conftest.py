@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -203,3 +204,22 @@ async def start_exporter() -> AsyncIterator[Callable[..., Awaitable[RunningExpor
     for running in started:
         await running.session.close()
         await running.server.close()
+
+
+StartSim = Callable[..., Awaitable[RunningSimulator]]
+StartExporter = Callable[..., Awaitable[RunningExporter]]
+
+
+async def spawn_exporter(
+    env: dict[str, str], *args: str, stdout: int = asyncio.subprocess.PIPE
+) -> asyncio.subprocess.Process:
+    """`python -m exporter *args` with exactly ``env``; stderr (and by default stdout) piped."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "exporter",
+        *args,
+        env=env,
+        stdout=stdout,
+        stderr=asyncio.subprocess.PIPE,
+    )

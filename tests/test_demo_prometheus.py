@@ -10,7 +10,6 @@ import socket
 import sys
 import tempfile
 import tomllib
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -27,16 +26,13 @@ from exporter.demo_prometheus import (
     scale_rule_durations,
 )
 from tests.conftest import (
-    RunningExporter,
-    RunningSimulator,
+    StartExporter,
+    StartSim,
     campaign,
     exporter_settings,
 )
 from tests.prometheus_server import PrometheusAPI, free_port, port_is_open
 from tests.test_rules import ROOT, RULE_FILE, recording_rule_names, run_promtool
-
-StartSim = Callable[..., Awaitable[RunningSimulator]]
-StartExporter = Callable[..., Awaitable[RunningExporter]]
 
 PACKAGED_RULE_FILE = ROOT / "exporter" / "rules" / RULES_FILE_NAME
 

@@ -26,7 +26,12 @@ from exporter.demo_prometheus import (
     scale_rule_durations,
 )
 from exporter.simulator import Fault, FaultKind, SimCampaign, demo_campaigns
-from tests.conftest import RunningExporter, RunningSimulator, campaign, exporter_settings
+from tests.conftest import (
+    StartExporter,
+    StartSim,
+    campaign,
+    exporter_settings,
+)
 from tests.prometheus_server import (
     PrometheusServer,
     sample_values,
@@ -38,8 +43,6 @@ from tests.test_rules import RULE_FILE, alert_rules, recording_rule_names
 
 pytestmark = pytest.mark.e2e
 
-StartSim = Callable[..., Awaitable[RunningSimulator]]
-StartExporter = Callable[..., Awaitable[RunningExporter]]
 StartPrometheus = Callable[[str], Awaitable[PrometheusServer]]
 T = TypeVar("T")
 

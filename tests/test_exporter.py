@@ -7,8 +7,6 @@ import gzip
 import os
 import re
 import signal
-import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -19,18 +17,16 @@ from exporter.server import RELOADER, create_app
 from exporter.simulator import Fault, FaultKind, retry_after_date
 from tests.conftest import (
     API_KEY,
-    RunningExporter,
-    RunningSimulator,
     Samples,
+    StartExporter,
+    StartSim,
     campaign,
     exporter_settings,
     series_for,
+    spawn_exporter,
     value,
     wait_for,
 )
-
-StartSim = Callable[..., Awaitable[RunningSimulator]]
-StartExporter = Callable[..., Awaitable[RunningExporter]]
 
 
 def up(samples: Samples, cid: str) -> float | None:
@@ -297,14 +293,7 @@ async def test_sigterm_stops_the_process_cleanly(start_simulator: StartSim) -> N
         "DIALNEXA_POLL_INTERVAL_SECONDS": "0.2",
         "DIALNEXA_LOG_LEVEL": "debug",
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "exporter",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await spawn_exporter(env)
     assert process.stderr is not None
     log = b""
     try:

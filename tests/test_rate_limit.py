@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,15 +20,13 @@ from exporter.config import ConfigError, load_settings
 from exporter.simulator import Fault, FaultKind
 from tests.conftest import (
     API_KEY,
-    RunningExporter,
     RunningSimulator,
+    StartExporter,
+    StartSim,
     campaign,
     exporter_settings,
     wait_for,
 )
-
-StartSim = Callable[..., Awaitable[RunningSimulator]]
-StartExporter = Callable[..., Awaitable[RunningExporter]]
 
 RATE = 20.0
 BURST = RATE  # the exporter's bucket holds one second's worth of tokens

@@ -17,9 +17,8 @@ import os
 import re
 import signal
 import socket
-import sys
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +34,15 @@ from exporter.config import ConfigError, Settings, load_settings
 from exporter.poller import Poller
 from exporter.server import SETTINGS
 from exporter.simulator import Fault, FaultKind
-from tests.conftest import RunningExporter, RunningSimulator, campaign, wait_for
-
-StartSim = Callable[..., Awaitable[RunningSimulator]]
-StartExporter = Callable[..., Awaitable[RunningExporter]]
+from tests.conftest import (
+    RunningExporter,
+    RunningSimulator,
+    StartExporter,
+    StartSim,
+    campaign,
+    spawn_exporter,
+    wait_for,
+)
 
 KEY = "sk_live_SECRET_7f3a9c2e5b1d4f60a8e2c9b7d1f3a5e7"
 NEEDLES = (KEY, KEY[:8], KEY[-12:])
@@ -406,14 +410,7 @@ async def test_process_at_debug_level_never_shows_the_key(
             key_file = tmp_path / "api-key"
             key_file.write_text(KEY + "\n")
             env["DIALNEXA_API_KEY_FILE"] = str(key_file)
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "exporter",
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        process = await spawn_exporter(env)
         assert process.stdout is not None
         assert process.stderr is not None
         stdout, stderr = bytearray(), bytearray()
@@ -485,14 +482,7 @@ async def test_process_configuration_error_never_shows_the_key(
         DIALNEXA_API_KEY=KEY, DIALNEXA_CAMPAIGN_IDS="cmp_a", DIALNEXA_LOG_LEVEL="debug"
     )
     env[variable] = bad_value
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "exporter",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await spawn_exporter(env)
     async with asyncio.timeout(30):
         stdout, stderr = await process.communicate()
     assert process.returncode == 2

@@ -14,7 +14,6 @@ import random
 import socket
 import statistics
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -24,13 +23,12 @@ from exporter.simulator import Fault, FaultKind, SimCampaign, load_campaigns
 from tests.conftest import (
     RunningExporter,
     RunningSimulator,
+    StartExporter,
+    StartSim,
     exporter_settings,
     parse_samples,
     value,
 )
-
-StartSim = Callable[..., Awaitable[RunningSimulator]]
-StartExporter = Callable[..., Awaitable[RunningExporter]]
 
 CAMPAIGN_COUNT = 1000
 DURATION = float(os.environ.get("DIALNEXA_SOAK_SECONDS", "20"))

@@ -10,7 +10,6 @@ import re
 import signal
 import socket
 import ssl
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -38,7 +37,14 @@ from exporter.webconfig import (
     parse_basic_authorization,
     read_web_config,
 )
-from tests.conftest import API_KEY, RunningSimulator, campaign, exporter_settings, wait_for
+from tests.conftest import (
+    API_KEY,
+    StartSim,
+    campaign,
+    exporter_settings,
+    spawn_exporter,
+    wait_for,
+)
 
 SETTING = "DIALNEXA_WEB_CONFIG_FILE"
 ALICE_PASSWORD = "correct horse battery staple"
@@ -46,8 +52,6 @@ ALICE_PASSWORD = "correct horse battery staple"
 ALICE_HASH = bcrypt.hashpw(ALICE_PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
 NEW_PASSWORD = "tr0ub4dor&3 rotated"
 NEW_HASH = bcrypt.hashpw(NEW_PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-
-StartSim = Callable[..., Awaitable[RunningSimulator]]
 
 
 def basic(user: str, password: str) -> str:
@@ -837,14 +841,7 @@ def _cli_env(config: Path, api_url: str) -> dict[str, str]:
 async def test_cli_refuses_a_bad_web_config_in_one_line(pki: Pki, content: dict[str, Any]) -> None:
     """An unusable web config at start-up: non-zero exit, one stderr line naming the setting."""
     config = write_config(pki.directory / "web.yml", content)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "exporter",
-        env=_cli_env(config, "http://127.0.0.1:9/v1"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await spawn_exporter(_cli_env(config, "http://127.0.0.1:9/v1"))
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode != 0
     lines = stderr.decode().strip().splitlines()
@@ -861,14 +858,7 @@ async def test_cli_serves_https_with_the_web_config(pki: Pki, start_simulator: S
         pki.directory / "web.yml",
         {"tls_server_config": tls_section(), "basic_auth_users": {"alice": ALICE_HASH}},
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "exporter",
-        env=_cli_env(config, sim.api_url),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await spawn_exporter(_cli_env(config, sim.api_url), stdout=asyncio.subprocess.DEVNULL)
     assert process.stderr is not None
     try:
         port = None
