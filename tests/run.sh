@@ -11,12 +11,26 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
-# promtool and prometheus come from the Debian package; the rule tests and the end-to-end test need them.
-if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+# Debian tools the tests start for real: promtool/prometheus (rules, end to end), amtool/
+# alertmanager (routing, end to end), chromium (the status page), podman, runc and mmdebstrap (the
+# container image). Each is installed only when missing.
+missing=()
+need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
+need promtool prometheus
+need prometheus prometheus
+need prometheus-alertmanager prometheus-alertmanager
+need amtool prometheus-alertmanager
+need chromium chromium
+need podman podman
+need runc runc
+need mmdebstrap mmdebstrap
+if [ "${#missing[@]}" -gt 0 ]; then
     sudo=""
     if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+    echo "== apt-get install ${missing[*]}"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+        $(printf '%s\n' "${missing[@]}" | sort -u) >/dev/null
 fi
 
 echo "== ruff check"
