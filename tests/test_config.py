@@ -29,7 +29,7 @@ def base_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 def test_defaults_match_the_design_table(base_env: pytest.MonkeyPatch) -> None:
-    """Every default is the one DESIGN.md documents."""
+    """Every default is the one docs/configuration.md documents."""
     settings = load_settings()
     assert settings.api_url == "https://api.dialnexa.com/v1"
     assert settings.poll_interval_seconds == 30

@@ -72,7 +72,7 @@ class Scope(enum.Enum):
 
 @dataclass(frozen=True)
 class Outcome:
-    """What DESIGN.md and the README promise for one row."""
+    """What docs/failures.md promises for one row."""
 
     up: int
     reasons: frozenset[str]
@@ -89,7 +89,8 @@ def failed(
 
 ACCEPTED = Outcome(1, frozenset(), Series.UPDATED, Schedule.NORMAL)
 
-# Keys of the README "Failure behaviour" rows: the start of each row's first cell.
+# Keys of the rows of docs/failures.md's failure table: the start of each row's first cell (the
+# README_ prefix dates from when the table was in the README).
 README_VALID = "answers 200 with a valid record"
 README_DELETED = "404 (campaign deleted)"
 README_KEY_REJECTED = "401 / 403"
@@ -185,7 +186,7 @@ WRONG_VALUES: tuple[tuple[str, Any], ...] = (
     ("object", {"value": 7}),
 )
 
-# Rows whose observed behaviour contradicts DESIGN.md / the README: kept failing on purpose.
+# Rows whose observed behaviour contradicts docs/failures.md: kept failing on purpose.
 KNOWN_BUGS: dict[str, str] = {}
 
 
@@ -837,7 +838,7 @@ def assert_shows_document(samples: Samples, cid: str, document: dict[str, Any]) 
 
 
 def backoff_bounds(failures: int) -> tuple[float, float]:
-    """README: the interval doubled per consecutive failure, +0-25% jitter, capped at 10x."""
+    """docs/failures.md: the interval doubled per consecutive failure, +0-25% jitter, 10x cap."""
     cap = max(POLL, min(10 * POLL, 600.0))
     base = min(cap, POLL * 2.0 ** (failures - 1))
     return base, min(cap, base * 1.25)
@@ -952,7 +953,7 @@ def test_every_numeric_field_has_every_wrong_type() -> None:
 
 
 def test_backoff_bounds_match_the_readme_formula() -> None:
-    """The expected-backoff helper follows the README: doubling, +25% jitter, ten-interval cap."""
+    """The expected-backoff helper follows docs/failures.md: doubling, +25% jitter, 10x cap."""
     assert backoff_bounds(1) == (POLL, POLL * 1.25)
     assert backoff_bounds(2) == (2 * POLL, 2.5 * POLL)
     assert backoff_bounds(20) == (10 * POLL, 10 * POLL)

@@ -167,7 +167,7 @@ documents = nearly_valid | record_like | json_values
 
 
 def is_count(raw: Any) -> bool:
-    """A JSON value DESIGN.md accepts as a count: a non-negative whole number, not a boolean."""
+    """A JSON value docs/failures.md accepts as a count: a non-negative whole number, no boolean."""
     if isinstance(raw, bool):
         return False
     if isinstance(raw, int):
@@ -258,7 +258,7 @@ def assert_exposition_shows(samples: Samples, campaign_id: str, record: Campaign
 
 
 def usable(document: Any) -> bool:
-    """Independent oracle: is this a record DESIGN.md says to accept?"""
+    """Independent oracle: is this a record docs/failures.md and docs/metrics.md say to accept?"""
     if not isinstance(document, dict) or document.get("id") != CID:
         return False
     checks = [document.get(f) is None or is_count(document.get(f)) for f in COUNT_FIELDS]
