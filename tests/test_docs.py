@@ -343,28 +343,63 @@ def links(text: str) -> list[str]:
     return targets
 
 
+def link_problem(target: str, page: Path, root: Path) -> str | None:
+    """Why ``target``, linked from ``page``, leads nowhere inside ``root``; None when it is fine."""
+    if target.startswith(OWN_TREE):
+        path_part, _, anchor = target.removeprefix(OWN_TREE).partition("#")
+        file = root / path_part
+    elif re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):
+        return None  # another site, or mailto:
+    else:
+        path_part, _, anchor = target.partition("#")
+        file = (page.parent / path_part) if path_part else page
+    resolved = file.resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        return f"{target}: outside the repository"
+    if not resolved.exists():
+        return f"{target}: no such file"
+    if anchor and resolved.suffix != ".md":
+        return f"{target}: anchor into a file that is not markdown"
+    if anchor and anchor not in anchors(resolved.read_text(encoding="utf-8")):
+        return f"{target}: no heading with that anchor"
+    return None
+
+
 def broken_links(page: Path, root: Path = ROOT) -> list[str]:
     """The links of ``page`` that lead to no file inside ``root`` or to no heading there."""
-    problems = []
-    for target in links(page.read_text(encoding="utf-8")):
-        if target.startswith(OWN_TREE):
-            path_part, _, anchor = target.removeprefix(OWN_TREE).partition("#")
-            file = root / path_part
-        elif re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I):
-            continue  # another site, or mailto:
-        else:
-            path_part, _, anchor = target.partition("#")
-            file = (page.parent / path_part) if path_part else page
-        resolved = file.resolve()
-        if not resolved.is_relative_to(root.resolve()):
-            problems.append(f"{target}: outside the repository")
-        elif not resolved.exists():
-            problems.append(f"{target}: no such file")
-        elif anchor and resolved.suffix != ".md":
-            problems.append(f"{target}: anchor into a file that is not markdown")
-        elif anchor and anchor not in anchors(resolved.read_text(encoding="utf-8")):
-            problems.append(f"{target}: no heading with that anchor")
-    return problems
+    found = (link_problem(target, page, root) for target in links(page.read_text(encoding="utf-8")))
+    return [problem for problem in found if problem is not None]
+
+
+# Where the project links to its own documentation from outside it: the rules' runbook_url
+# annotations, the dashboard's links, the chart's notes.
+LINKING_FILES = ("exporter", "helm", "grafana", "tests/rules")
+LINKING_SUFFIXES = frozenset({".yml", ".yaml", ".json", ".tpl", ".txt", ".py"})
+OWN_TREE_URL = re.compile(re.escape(OWN_TREE) + r"[^\s\"'<>)\]]*")
+
+
+def own_tree_links_outside_docs() -> dict[str, list[str]]:
+    """Every own-tree URL in the rules, dashboards, chart and package, by file."""
+    found: dict[str, list[str]] = {}
+    for top in LINKING_FILES:
+        for path in sorted((ROOT / top).rglob("*")):
+            if path.suffix in LINKING_SUFFIXES and path.is_file():
+                urls = OWN_TREE_URL.findall(path.read_text(encoding="utf-8", errors="replace"))
+                if urls:
+                    found[path.relative_to(ROOT).as_posix()] = urls
+    return found
+
+
+def test_links_into_the_docs_from_rules_and_dashboards_lead_somewhere() -> None:
+    """runbook_url annotations and dashboard links name an existing docs file and heading."""
+    found = own_tree_links_outside_docs()
+    assert "grafana/dialnexa-campaigns.json" in found, sorted(found)
+    assert "helm/dialnexa-exporter/files/dialnexa-exporter.rules.yml" in found, sorted(found)
+    problems = {
+        name: [problem for url in urls if (problem := link_problem(url, ROOT, ROOT))]
+        for name, urls in found.items()
+    }
+    assert {name: broken for name, broken in problems.items() if broken} == {}
 
 
 @pytest.mark.parametrize(
