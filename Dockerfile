@@ -1,24 +1,35 @@
 # syntax=docker/dockerfile:1
 # Container image of dialnexa-exporter.
-#   docker build -t dialnexa-exporter .
+#   docker build -t dialnexa-exporter .        (or: podman build -t dialnexa-exporter .)
 #   docker run --rm -p 10027:10027 --read-only -e DIALNEXA_API_KEY=... -e DIALNEXA_CAMPAIGN_IDS=... dialnexa-exporter
 # Two stages: the build stage installs the package and its dependencies into a virtualenv; the
-# final stage copies only that virtualenv onto the same slim base (same Python path), with no
-# compiler, no pip cache and no source tree, and runs as a numeric non-root user.
-
+# final stage copies only that virtualenv onto the same base (same Python path), with no
+# compiler, no pip and no source tree, and runs as a numeric non-root user.
+#
+# PYTHON_IMAGE is any image with python3 and its venv module: the official slim image by default,
+# or one built from distribution packages (the test suite builds on Debian's python3). Only the
+# interpreter's own path is relied on, through the virtualenv's symlink.
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
     PYTHONDONTWRITEBYTECODE=1
-RUN python -m venv /opt/venv
+RUN python3 -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
 # pip compiles the bytecode at install time, so the read-only root filesystem costs nothing at run
 # time. pip and setuptools are not needed to run the exporter, so they stay behind.
-RUN /opt/venv/bin/pip install . \
+# Builds behind a private index or a TLS-inspecting proxy pass their pip settings as build
+# secrets, which never enter a layer or the image history (both optional: without them pip uses
+# its defaults):
+#   --secret id=pip.conf,src=<a pip.conf>   read by pip as /etc/pip.conf during this step only
+#   --secret id=pip-ca,src=<a CA bundle>    at /run/secrets/pip-ca; point `cert` in that pip.conf here
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    --mount=type=secret,id=pip-ca \
+    /opt/venv/bin/pip install . \
     && /opt/venv/bin/pip uninstall --yes pip setuptools \
     && /opt/venv/bin/dialnexa-exporter --help >/dev/null
 

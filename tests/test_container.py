@@ -1,34 +1,59 @@
-"""Container image: what can be proven without a Docker engine.
+"""Container image: the real image, built with podman on a Debian base and run as a cluster would.
 
-The Dockerfile is read as data (stages, USER, EXPOSE, what the final stage runs), and the package is
-installed from the same files the Docker build context holds into a fresh virtualenv, whose entry
-point then runs as the image's numeric non-root user from a read-only working directory.
+A minimal Debian with Debian's python3 is made with mmdebstrap from the machine's own apt sources,
+imported into podman storage that the test owns, and passed to the project's Dockerfile as
+PYTHON_IMAGE; pip inside the build reaches the index the machine itself uses. The image then runs
+with a read-only root filesystem, no capabilities and its own numeric user: the demo serves
+/metrics and SIGTERM ends it with status 0, and nothing to build or install with is inside.
+What the Dockerfile's text alone decides (its base, the build context, the chart's ids) is read
+as data.
 """
 
 from __future__ import annotations
 
+import configparser
+import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
-from collections.abc import Iterator
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 import exporter
+from tests.container_host import (
+    AptSource,
+    PipForBuild,
+    machine_apt_sources,
+    machine_pip_config,
+    os_codename,
+    parse_deb822_sources,
+    parse_one_line_sources,
+    parse_pip_config_list,
+    pip_for_build,
+    release_sources,
+    ulimit_flags,
+)
+from tests.container_podman import TOOLS, Podman, build_image, debian_rootfs, import_base
+from tests.prometheus_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 CHART_VALUES = ROOT / "helm" / "dialnexa-exporter" / "values.yaml"
-COMPILERS = re.compile(
-    r"\b(gcc|g\+\+|cc|clang|make|build-essential|python3?-dev|libc6?-dev|cargo|rustc)\b"
-)
+BASE_IMAGE = "localhost/debian-python:test"
+IMAGE = "localhost/dialnexa-exporter:test"
+T = TypeVar("T")
 
 
 @dataclass
@@ -115,51 +140,11 @@ def test_parser_reads_a_known_dockerfile() -> None:
     assert image_user(parsed) == (1, 2)
 
 
-def test_dockerfile_is_multi_stage(stages: list[Stage]) -> None:
-    """A build stage installs; the final stage only copies its virtualenv from it."""
-    assert len(stages) >= 2
-    build_names = {s.name for s in stages[:-1] if s.name}
-    copies_from = [
-        re.search(r"--from=(\S+)", rest) for rest in stages[-1].args("COPY") if "--from" in rest
-    ]
-    assert copies_from, "the final stage copies nothing from a build stage"
-    assert {m.group(1) for m in copies_from if m} <= build_names
-    assert any("pip install" in run for s in stages[:-1] for run in s.args("RUN"))
-
-
 def test_final_stage_is_a_slim_python_base_shared_with_the_build(stages: list[Stage]) -> None:
     """Slim Python base, the same image as the build stage, so the venv's interpreter path holds."""
     final = stages[-1]
     assert re.fullmatch(r"python:3\.1[1-9][\w.-]*-slim[\w.-]*", final.base), final.base
     assert final.base == stages[0].base
-
-
-def test_final_stage_runs_as_a_numeric_non_root_user(stages: list[Stage]) -> None:
-    """USER is numeric uid:gid, neither of them 0, so runAsNonRoot can be verified."""
-    uid, gid = image_user(stages)
-    assert uid != 0
-    assert gid != 0
-
-
-def test_final_stage_exposes_the_exporter_port(stages: list[Stage]) -> None:
-    """EXPOSE 10027, the exporter's default listen port."""
-    exposed = " ".join(stages[-1].args("EXPOSE")).split()
-    assert "10027" in exposed or "10027/tcp" in exposed
-
-
-def test_final_stage_installs_no_build_tools(stages: list[Stage]) -> None:
-    """No compiler or package install in the final stage; the slim base ships none."""
-    for run in stages[-1].args("RUN"):
-        assert not COMPILERS.search(run), run
-        assert "apt-get install" not in run
-        assert "pip install" not in run
-    assert not any("gcc" in rest for name, rest in stages[-1].instructions if name != "LABEL")
-
-
-def test_entry_point_is_the_console_script(stages: list[Stage]) -> None:
-    """ENTRYPOINT runs the `dialnexa-exporter` console script declared in pyproject."""
-    assert stages[-1].args("ENTRYPOINT") == ['["dialnexa-exporter"]']
-    assert 'dialnexa-exporter = "exporter.cli:main"' in (ROOT / "pyproject.toml").read_text()
 
 
 def test_image_user_matches_the_chart(stages: list[Stage]) -> None:
@@ -196,119 +181,337 @@ def test_dockerignore_sends_only_what_the_build_copies(stages: list[Stage]) -> N
         assert (ROOT / path).exists(), f"the build copies {path}, which is not in the repository"
 
 
-# --- the package itself, installed and run as the image would run it --------------------------
+# --- what the build borrows from the machine ------------------------------------------------
 
 
-def _as_user(uid: int, gid: int) -> list[str]:
-    """Command prefix that drops to uid:gid (tests run as root here), or nothing if not root."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("running as root without setpriv: cannot drop to the image's user")
-    return [setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
-
-
-def _interpreter_for(prefix: list[str]) -> str:
-    """A Python >= 3.11 that the unprivileged user can run (this one may live under /root)."""
-    candidates = [
-        os.path.realpath(getattr(sys, "_base_executable", sys.executable)),
-        *(shutil.which(name) for name in ("python3.12", "python3.11", "python3")),
-        "/usr/bin/python3",
+def test_apt_sources_of_both_formats_are_read_for_one_release() -> None:
+    """One-line and deb822 entries; deb-src, disabled stanzas, other releases and file: dropped."""
+    one_line = (
+        "# comment\n"
+        "deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian bookworm main contrib\n"
+        "deb-src http://mirror.example/debian bookworm main\n"
+        "deb file:/srv/local bookworm main\n"
+        "deb http://mirror.example/debian trixie main\n"
+    )
+    deb822 = (
+        "Types: deb deb-src\nURIs: http://a.example/debian\n"
+        "Suites: bookworm bookworm-updates\nComponents: main\n"
+        "Signed-By: /usr/share/keyrings/x.gpg\n"
+        "\n"
+        "Types: deb\nURIs: https://b.example/debian-security\nSuites: bookworm-security\n"
+        "Components: main\n"
+        "\n"
+        "Enabled: no\nTypes: deb\nURIs: http://c.example/debian\nSuites: bookworm\n"
+        "Components: main\n"
+        "\n"
+        "Types: deb\nURIs: http://d.example/other\nSuites: bookwormish\nComponents: main\n"
+    )
+    sources = parse_one_line_sources(one_line) + parse_deb822_sources(deb822)
+    assert [source.line() for source in release_sources(sources, "bookworm")] == [
+        "deb http://mirror.example/debian bookworm main contrib",
+        "deb http://a.example/debian bookworm main",
+        "deb http://a.example/debian bookworm-updates main",
+        "deb https://b.example/debian-security bookworm-security main",
     ]
-    for candidate in dict.fromkeys(c for c in candidates if c):
-        probe = [candidate, "-c", "import sys, venv; assert sys.version_info >= (3, 11)"]
-        result = subprocess.run([*prefix, *probe], capture_output=True, timeout=60, check=False)
-        if result.returncode == 0:
-            return candidate
-    pytest.skip("no Python >= 3.11 with venv is runnable by an unprivileged user")
 
 
-@pytest.fixture
-def shared_dir() -> Iterator[Path]:
-    """A temporary directory the unprivileged user can traverse (pytest's tmp_path is 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="dialnexa-container-"))
-    path.chmod(0o755)
+def test_release_codename_comes_from_os_release() -> None:
+    """VERSION_CODENAME, quoted or not; a file without one, or with a hostile one, is refused."""
+    assert os_codename('NAME="Debian"\nVERSION_CODENAME=bookworm\n') == "bookworm"
+    assert os_codename('VERSION_CODENAME="trixie"\n') == "trixie"
+    for text in ("NAME=Debian\n", "VERSION_CODENAME=../../etc\n", "VERSION_CODENAME=a b\n"):
+        with pytest.raises(ValueError, match="VERSION_CODENAME"):
+            os_codename(text)
+
+
+def test_pip_settings_for_the_build_keep_only_what_works_inside_it(tmp_path: Path) -> None:
+    """Network settings pass (environment over install.* over global.*); local paths do not."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    listed = parse_pip_config_list(
+        "global.index-url='https://global.example/simple'\n"
+        "install.index-url='https://install.example/simple'\n"
+        "global.extra-index-url='file:///srv/wheels https://extra.example/simple'\n"
+        "global.find-links='/srv/wheels'\n"
+        "global.constraint='/etc/constraints.txt'\n"
+        f"global.cert='{ca}'\n"
+        "not a setting line\n"
+    )
+    env = {"PIP_DEFAULT_TIMEOUT": "180", "PIP_TRUSTED_HOST": "a.example b.example", "HOME": "/x"}
+    pip = pip_for_build(listed, env)
+    assert pip.ca_bundle == ca
+    assert pip.config == (
+        "[global]\n"
+        "index-url = https://install.example/simple\n"
+        "extra-index-url = https://extra.example/simple\n"
+        "trusted-host = a.example\n    b.example\n"
+        "timeout = 180\n"
+        "cert = /run/secrets/pip-ca\n"
+    )
+    overridden = pip_for_build(listed, {"PIP_INDEX_URL": "http://env.example/simple"})
+    assert "index-url = http://env.example/simple\n" in overridden.config
+    assert pip_for_build({}, {}) == PipForBuild("[global]\n", None)
+
+
+def test_pip_settings_cannot_inject_into_the_build_pip_conf(tmp_path: Path) -> None:
+    """A value with newlines stays one setting's values; control characters and a bad cert fail."""
+    injected = pip_for_build(
+        {}, {"PIP_TRUSTED_HOST": "a.example\n[global]\nindex-url=http://evil.example/"}
+    )
+    parsed = configparser.ConfigParser()
+    parsed.read_string(injected.config)
+    assert parsed.sections() == ["global"]
+    assert dict(parsed["global"]) == {
+        "trusted-host": "a.example\n[global]\nindex-url=http://evil.example/"
+    }
+    with pytest.raises(ValueError, match="trusted-host"):
+        pip_for_build({}, {"PIP_TRUSTED_HOST": "a.example\x00"})
+    with pytest.raises(ValueError, match="cert"):
+        pip_for_build({}, {"PIP_CERT": str(tmp_path / "missing.pem")})
+    with pytest.raises(ValueError, match="cert"):
+        pip_for_build({}, {"PIP_CERT": "/etc/ssl/x\x1b[2J.pem"})
+
+
+def test_ulimit_flags_never_ask_for_more_than_this_process_has() -> None:
+    """nofile and nproc are set explicitly, at most the process's own hard limits."""
+    import resource
+
+    flags = ulimit_flags()
+    assert [flag.split("=")[1] for flag in flags] == ["nofile", "nproc"]
+    for flag, which in zip(flags, (resource.RLIMIT_NOFILE, resource.RLIMIT_NPROC), strict=True):
+        soft, hard = (int(part) for part in flag.split("=")[2].split(":"))
+        assert soft == hard > 0
+        limit = resource.getrlimit(which)[1]
+        assert limit == resource.RLIM_INFINITY or hard <= limit
+
+
+# --- the real image ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """The image built from the working tree, and the podman storage that holds it."""
+
+    podman: Podman
+    name: str
+    pip: PipForBuild
+
+
+def _require_container_tools() -> None:
+    """Skip, saying why, where podman and mmdebstrap cannot run at all."""
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not installed (tests/run.sh installs them with apt)")
+    if os.geteuid() != 0:
+        probe = subprocess.run(
+            ["unshare", "--user", "--map-root-user", "true"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        if probe.returncode != 0:
+            pytest.skip("not root and no user namespaces: podman and mmdebstrap cannot run here")
+
+
+def _machine_release() -> tuple[str, list[AptSource]]:
+    """This machine's Debian release and the apt entries of it that mmdebstrap can use."""
+    os_release = Path("/etc/os-release")
+    codename = os_codename(os_release.read_text()) if os_release.is_file() else ""
+    sources = release_sources(machine_apt_sources(Path("/etc/apt")), codename) if codename else []
+    if not sources:
+        pytest.skip("no http(s) apt source for this machine's release: mmdebstrap needs a mirror")
+    return codename, sources
+
+
+@pytest.fixture(scope="module")
+def image() -> Iterator[BuiltImage]:
+    """Base from mmdebstrap, imported; the project's image built on it; all removed afterwards."""
+    _require_container_tools()
+    codename, sources = _machine_release()
+    pip = pip_for_build(machine_pip_config(), os.environ)
+    # A short path: podman's runtime sockets live under it, and socket paths are limited.
+    state = Path(tempfile.mkdtemp(prefix="dnx-podman-"))
+    podman = Podman(state)
     try:
-        yield path
+        rootfs = state / "rootfs.tar"
+        made = debian_rootfs(rootfs, codename, sources, state / "tmp")
+        assert made.returncode == 0, made.stderr[-4000:]
+        import_base(podman, rootfs, BASE_IMAGE)
+        rootfs.unlink()
+        secrets = state / "secrets"
+        secrets.mkdir(mode=0o700)
+        build_image(podman, ROOT, BASE_IMAGE, IMAGE, pip, secrets)
+        yield BuiltImage(podman, IMAGE, pip)
     finally:
-        for child in path.rglob("*"):
-            if child.is_dir() and not child.is_symlink():
-                child.chmod(0o755)
-        shutil.rmtree(path)
+        podman.remove_everything()
+
+
+def _inspect(built: BuiltImage) -> dict[str, Any]:
+    config: dict[str, Any] = json.loads(built.podman.run("image", "inspect", built.name).stdout)[0]
+    return config
+
+
+def _run_flags(built: BuiltImage) -> list[str]:
+    """How a cluster runs the image: read-only root (no tmpfs), no capabilities, its own user."""
+    return [
+        "--read-only",
+        "--read-only-tmpfs=false",
+        "--cap-drop=all",
+        "--security-opt=no-new-privileges",
+        f"--user={_inspect(built)['Config']['User']}",
+        "--pull=never",
+        *ulimit_flags(),
+    ]
+
+
+def wait_until(check: Callable[[], T | None], within: float, what: str) -> T:
+    """The first non-None result of ``check``, tried every 0.2 s; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if result is not None:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within}s waiting for {what}")
+        time.sleep(0.2)
 
 
 @pytest.mark.slow
+@pytest.mark.container
 @pytest.mark.timeout(900)
-def test_installed_entry_point_runs_unprivileged_from_a_read_only_dir(
-    stages: list[Stage], shared_dir: Path
-) -> None:
-    """`pip install` of the build context into a fresh venv; `--help` runs as the image's user."""
-    uid, gid = image_user(stages)
-    prefix = _as_user(uid, gid)
-    python = _interpreter_for(prefix)
+def test_image_runs_as_a_numeric_non_root_user(image: BuiltImage, stages: list[Stage]) -> None:
+    """The built image's user is numeric uid:gid, not 0, the Dockerfile's (and so the chart's)."""
+    config = _inspect(image)["Config"]
+    match = re.fullmatch(r"(\d+):(\d+)", config["User"])
+    assert match, config["User"]
+    uid, gid = int(match.group(1)), int(match.group(2))
+    assert uid != 0
+    assert gid != 0
+    assert (uid, gid) == image_user(stages)
+    assert config["Entrypoint"] == ["dialnexa-exporter"]
+    assert "10027/tcp" in config["ExposedPorts"]
 
-    context = shared_dir / "context"
-    context.mkdir()
-    for entry in context_entries():
-        source = ROOT / entry
-        if source.is_dir():
-            shutil.copytree(source, context / entry, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, context / entry)
 
-    venv = shared_dir / "venv"
-    subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=300)
-    install = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--no-cache-dir", str(context)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+# Run inside the image by its own python: what it contains, as the image's user sees it.
+_INSIDE = r"""
+import glob, importlib.util, json, os, re, sys
+dirs = set(os.environ["PATH"].split(":")) | {"/bin", "/sbin", "/usr/bin", "/usr/sbin",
+                                             "/usr/local/bin", "/usr/local/sbin"}
+names = sorted({os.path.basename(p) for d in dirs for p in glob.glob(os.path.join(d, "*"))})
+tool = re.compile(r"(.+-)?(cc|gcc|g\+\+|c\+\+|clang|clang\+\+|tcc|cpp|ld|as|make)(-[\d.]+)?")
+try:
+    open("/tmp/probe", "w").close()
+    write_error = None
+except OSError as error:
+    write_error = error.errno
+import exporter
+print(json.dumps({
+    "uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(),
+    "python": os.path.realpath(sys.executable),
+    "build_tools": [n for n in names if tool.fullmatch(n)],
+    "pip_commands": [n for n in names if re.fullmatch(r"pip[\d.]*", n)],
+    "pip_module": importlib.util.find_spec("pip") is not None,
+    "setuptools_module": importlib.util.find_spec("setuptools") is not None,
+    "exporter": exporter.__file__,
+    "version": exporter.__version__,
+    "source_tree": [p for p in ("/src", "/pyproject.toml", "/exporter") if os.path.exists(p)],
+    "pip_settings": [p for p in ("/etc/pip.conf", "/run/secrets/pip-ca", "/run/secrets/pip.conf")
+                     if os.path.exists(p)],
+    "tmp_write_errno": write_error,
+}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.container
+@pytest.mark.timeout(900)
+def test_image_holds_no_compiler_pip_or_source_tree(image: BuiltImage) -> None:
+    """Inside: Debian's python, the installed package only, no build tool, pip or pip settings."""
+    flags = [*_run_flags(image), "--network=none", "--rm", "--entrypoint=python"]
+    inside = image.podman.run("run", *flags, image.name, "-c", _INSIDE)
+    seen = json.loads(inside.stdout)
+    # Podman lists the primary group as a supplementary one too; no other group, root least.
+    assert (seen["uid"], seen["gid"]) == (65532, 65532)
+    assert seen["groups"] in ([], [65532])
+    # Built on the Debian base, not the default image: the Dockerfile works with Debian's python.
+    assert seen["python"].startswith("/usr/bin/python3")
+    assert seen["build_tools"] == []
+    assert seen["pip_commands"] == []
+    assert not seen["pip_module"]
+    assert not seen["setuptools_module"]
+    assert seen["exporter"].startswith("/opt/venv/lib/")
+    assert seen["version"] == exporter.__version__
+    assert seen["source_tree"] == []
+    assert seen["pip_settings"] == []
+    # /tmp is world-writable, so only the read-only root filesystem refuses the write.
+    assert seen["tmp_write_errno"] == 30  # EROFS
+
+    pip = image.podman.run("run", *flags, image.name, "-m", "pip", "--version", check=False)
+    assert pip.returncode != 0
+    assert "No module named pip" in pip.stderr
+
+
+def _process_status(pid: int) -> dict[str, str]:
+    """/proc/<pid>/status of a process on this machine, as {field: value}."""
+    status: dict[str, str] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        status[key] = value.strip()
+    return status
+
+
+def _scrape(port: int) -> str | None:
+    """The /metrics text once it holds campaign series, else None."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text: str = response.read().decode()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+    return text if "\ndialnexa_campaign_info{" in text else None
+
+
+@pytest.mark.slow
+@pytest.mark.container
+@pytest.mark.timeout(900)
+def test_demo_in_the_image_serves_metrics_and_exits_0_on_sigterm(image: BuiltImage) -> None:
+    """The demo, run read-only as the image's user, serves campaign series; SIGTERM ends it, 0."""
+    port = free_port()
+    started = image.podman.run(
+        "run",
+        "--detach",
+        *_run_flags(image),
+        # The demo listens on loopback; host networking reaches it without a bridge plugin.
+        "--network=host",
+        image.name,
+        "demo",
+        f"--listen-address=127.0.0.1:{port}",
     )
-    assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
+    container = started.stdout.strip()
 
-    read_only = shared_dir / "read-only"
-    read_only.mkdir()
-    read_only.chmod(0o555)
-    env = {
-        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
-        "HOME": str(read_only),
-        "LANG": "C.UTF-8",
-    }
+    def logs() -> str:
+        shown = image.podman.run("logs", container, check=False)
+        return shown.stdout + shown.stderr
 
-    def run(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*prefix, *argv],
-            cwd=read_only,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-
-    # Like a read-only root filesystem: nothing under the venv is writable any more.
-    for path in [venv, *venv.rglob("*")]:
-        if not path.is_symlink():
-            path.chmod(path.stat().st_mode & ~0o222)
-    # The conditions really hold: the image's uid, and neither the cwd nor the venv is writable.
-    probe = run(
-        str(venv / "bin" / "python"),
-        "-c",
-        "import os, sysconfig; print(os.getuid(), os.getgid(), os.access('.', os.W_OK), "
-        "os.access(sysconfig.get_path('purelib'), os.W_OK))",
+    text = wait_until(lambda: _scrape(port), 120, "campaign series from the demo in the image")
+    samples = [sample for f in text_string_to_metric_families(text) for sample in f.samples]
+    assert any(sample.name.startswith("dialnexa_campaign_") for sample in samples)
+    assert any(
+        sample.name == "dialnexa_exporter_build_info"
+        and sample.labels.get("version") == exporter.__version__
+        for sample in samples
     )
-    assert probe.returncode == 0, probe.stderr
-    expected = (uid, gid) if os.geteuid() == 0 else (os.getuid(), os.getgid())
-    assert probe.stdout.split() == [str(expected[0]), str(expected[1]), "False", "False"]
 
-    helped = run(str(venv / "bin" / "dialnexa-exporter"), "--help")
-    assert helped.returncode == 0, helped.stderr
-    assert "DIALNEXA_API_KEY" in helped.stdout
-    assert "Traceback" not in helped.stderr
+    # The serving process itself, seen from this machine: the image's ids, no capabilities.
+    pid = int(image.podman.run("inspect", "--format={{.State.Pid}}", container).stdout)
+    status = _process_status(pid)
+    assert status["Uid"].split() == ["65532"] * 4
+    assert status["Gid"].split() == ["65532"] * 4
+    assert status["Groups"].split() in ([], ["65532"])
+    assert int(status["CapEff"], 16) == 0
+    assert "dialnexa-exporter" in Path(f"/proc/{pid}/cmdline").read_bytes().decode()
 
-    version = run(str(venv / "bin" / "dialnexa-exporter"), "--version")
-    assert version.returncode == 0, version.stderr
-    assert exporter.__version__ in version.stdout + version.stderr
-    assert list(read_only.iterdir()) == []
+    image.podman.run("kill", "--signal=TERM", container)
+    waited = image.podman.run("wait", container, timeout=60)
+    assert waited.stdout.strip() == "0", logs()
+    assert "Traceback" not in logs()
+    image.podman.run("rm", container)
