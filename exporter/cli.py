@@ -9,6 +9,7 @@ import json
 import logging
 import secrets
 import signal
+import socket
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,10 +24,10 @@ from exporter.config import (
     Settings,
     env_name,
     load_settings,
-    parse_listen_address,
 )
 from exporter.demo_prometheus import DEFAULT_LISTEN_ADDRESS as PROMETHEUS_LISTEN_ADDRESS
 from exporter.demo_prometheus import optional_demo_prometheus
+from exporter.listen import bind_listen_address, close_all
 from exporter.server import RELOADER, create_app
 from exporter.simulator import Simulator, demo_campaigns, load_campaigns
 from exporter.webconfig import listening_context
@@ -36,6 +37,7 @@ log = logging.getLogger("exporter")
 PROG = "dialnexa-exporter"
 DEMO_LISTEN_ADDRESS = "127.0.0.1:10027"
 DEMO_SPEED = 60.0
+LISTEN_SETTING = env_name("listen_address")
 
 # Every setting but the key itself (which would show in `ps`) has a flag named after it.
 _FLAG_SETTINGS: tuple[str, ...] = tuple(name for name in Settings.model_fields if name != "api_key")
@@ -196,22 +198,32 @@ async def _run_until_signal(
             await runner.cleanup()
 
 
-async def _start_site(
-    runner: web.AppRunner, address: str, what: str, ssl_context: ssl.SSLContext | None = None
+async def _start_sites(
+    runner: web.AppRunner,
+    sockets: list[socket.socket],
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[str, int]:
-    host, port = parse_listen_address(address)
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+    """Serve ``runner`` on sockets bound beforehand; (host, port) of the first one."""
+    for sock in sockets:
+        await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+    host, port = runner.addresses[0][:2]
+    return str(host), int(port)
+
+
+async def _serve_on(
+    app: web.Application, address: str, setting: str, ssl_context: ssl.SSLContext | None = None
+) -> tuple[web.AppRunner, str, int]:
+    """Bind ``address`` first, then start ``app`` on it: (runner, host, port)."""
+    sockets = bind_listen_address(address, setting)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     try:
-        await site.start()
-    except OSError as exc:
-        raise ConfigError(
-            env_name("listen_address") if what == "exporter" else "--listen-address",
-            f"cannot listen on {address}: {exc.strerror or exc}",
-        ) from None
-    server = site._server
-    sockets = getattr(server, "sockets", None) or []
-    bound_port = sockets[0].getsockname()[1] if sockets else port
-    return (host or "0.0.0.0"), bound_port  # noqa: S104 - display only
+        await runner.setup()
+        host, port = await _start_sites(runner, sockets, ssl_context)
+    except BaseException:
+        close_all(sockets)
+        await runner.cleanup()
+        raise
+    return runner, host, port
 
 
 def _display_url(host: str, port: int, scheme: str = "http") -> str:
@@ -230,23 +242,21 @@ async def run_exporter(settings: Settings, flags: dict[str, Any]) -> None:
 async def _start_exporter(
     settings: Settings, flags: dict[str, Any], *, tune_memory: bool
 ) -> tuple[web.Application, web.AppRunner, str]:
-    """Create the exporter app and start serving it; (app, runner, base URL)."""
+    """Create the exporter app and start serving it; (app, runner, base URL).
+
+    The port is bound before polling starts: a taken port ends start-up with one error line
+    before a single request reaches the API.
+    """
     app = create_app(settings, flags=flags, tune_memory=tune_memory)
     tls = listening_context(app)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    try:
-        host, port = await _start_site(runner, settings.listen_address, "exporter", tls)
-    except BaseException:
-        await runner.cleanup()
-        raise
+    runner, host, port = await _serve_on(app, settings.listen_address, LISTEN_SETTING, tls)
     return app, runner, _display_url(host, port, "https" if tls is not None else "http")
 
 
 async def _serve_exporter(settings: Settings, flags: dict[str, Any], stop: asyncio.Event) -> None:
     app, runner, url = await _start_exporter(settings, flags, tune_memory=True)
     log.info("serving metrics on %s/metrics", url)
-    await _run_until_signal([runner], stop, on_reload=lambda: app[RELOADER].reload())
+    await _run_until_signal([runner], stop, on_reload=app[RELOADER].request)
 
 
 async def run_demo(args: argparse.Namespace) -> None:
@@ -259,9 +269,7 @@ async def _serve_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
     key = secrets.token_urlsafe(24)
     campaigns = demo_campaigns()
     simulator = Simulator(campaigns, api_key=key, speed=args.speed)
-    sim_runner = web.AppRunner(simulator.app(), access_log=None, handle_signals=False)
-    await sim_runner.setup()
-    _, sim_port = await _start_site(sim_runner, "127.0.0.1:0", "simulator")
+    sim_runner, _, sim_port = await _serve_on(simulator.app(), "127.0.0.1:0", "simulator")
     flags: dict[str, Any] = {
         "api_url": f"http://127.0.0.1:{sim_port}/v1",
         "api_key": SecretStr(key),
@@ -299,9 +307,7 @@ async def run_simulator(args: argparse.Namespace) -> None:
 async def _serve_simulator(args: argparse.Namespace, stop: asyncio.Event) -> None:
     campaigns = load_campaigns(args.campaigns, args.seed) if args.campaigns else demo_campaigns()
     simulator = Simulator(campaigns, api_key=args.api_key, speed=args.speed)
-    runner = web.AppRunner(simulator.app(), access_log=None, handle_signals=False)
-    await runner.setup()
-    host, port = await _start_site(runner, args.listen_address, "simulator")
+    runner, host, port = await _serve_on(simulator.app(), args.listen_address, "--listen-address")
     print(
         f"DialNexa API simulator: {len(campaigns)} campaigns at {_display_url(host, port)}/v1",
         flush=True,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 from urllib.parse import quote
@@ -16,6 +18,7 @@ from pydantic import SecretStr
 from yarl import URL
 
 from exporter import __version__
+from exporter.clock import Clock
 from exporter.models import Campaign, RecordError, parse_campaign
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -23,6 +26,11 @@ MAX_REDIRECTS = 3
 # Campaign URLs kept for reuse; beyond this many ids the cache starts afresh.
 MAX_KEPT_URLS = 100_000
 USER_AGENT = f"dialnexa-exporter/{__version__}"
+# Upper bounds of the API request duration histogram, in seconds.
+DURATION_BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# A Retry-After of more digits than this is read as "very long" (and capped by the poller):
+# int() of thousands of digits is slow, and float() of over 308 overflows.
+_RETRY_AFTER_MAX_DIGITS = 9
 _REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 
 
@@ -64,19 +72,26 @@ class _NoObserver:
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None."""
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), or None.
+
+    Delta-seconds are ASCII digits only (``²`` is a digit to Python, not to HTTP); absurdly long
+    ones read as 10^9 seconds, for the caller to cap. A date that cannot be read is None.
+    """
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
+        if len(text) > _RETRY_AFTER_MAX_DIGITS:
+            return float(10**_RETRY_AFTER_MAX_DIGITS)
         return float(int(text))
+    if len(text) > 64 or not text.isascii():  # an HTTP-date is 29 characters
+        return None
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+        seconds = when.timestamp() - now
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - now)
+    return max(0.0, seconds)
 
 
 def _origin(url: URL) -> tuple[str, str, int | None]:
@@ -176,6 +191,11 @@ class DialNexaClient:
             url = self._urls[campaign_id] = self._base.with_path(path, encoded=True)
         return url
 
+    def retain(self, campaign_ids: Iterable[str]) -> None:
+        """Forget the kept URLs of every campaign not in ``campaign_ids`` (after a reload)."""
+        urls = self._urls
+        self._urls = {cid: url for cid in campaign_ids if (url := urls.get(cid)) is not None}
+
     async def fetch_campaign(self, campaign_id: str) -> Campaign:
         """Fetch and validate one campaign, or raise a FetchError subclass."""
         record, _ = await self.fetch_changed(campaign_id, None)
@@ -210,6 +230,8 @@ class DialNexaClient:
             document = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             raise InvalidResponseError("body is not valid JSON") from None
+        except RecursionError:  # arrays or objects nested thousands deep
+            raise InvalidResponseError("body is nested too deeply") from None
         try:
             return parse_campaign(document, campaign_id), body_digest
         except RecordError as exc:
@@ -297,3 +319,72 @@ def create_session(max_concurrency: int) -> aiohttp.ClientSession:
         raise_for_status=False,
         auto_decompress=True,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramData:
+    """Cumulative bucket counts (``bounds`` in order, then +Inf), their sum and count."""
+
+    bounds: tuple[float, ...] = DURATION_BUCKETS
+    buckets: tuple[int, ...] = (0,) * (len(DURATION_BUCKETS) + 1)
+    total: float = 0.0
+
+    @property
+    def count(self) -> int:
+        """Observations in all."""
+        return self.buckets[-1]
+
+
+class RequestStats:
+    """API request counters and duration histogram: the client reports every exchange here."""
+
+    def __init__(self) -> None:
+        self._by_code: dict[str, int] = {}
+        self._buckets = [0] * (len(DURATION_BUCKETS) + 1)
+        self._sum = 0.0
+
+    def observe_request(self, code: str, duration: float) -> None:
+        """Count one request and its duration."""
+        self._by_code[code] = self._by_code.get(code, 0) + 1
+        self._buckets[bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
+        self._sum += duration
+
+    def requests_by_code(self) -> tuple[tuple[str, int], ...]:
+        """Counts per status code, sorted by code."""
+        return tuple(sorted(self._by_code.items()))
+
+    def histogram(self) -> HistogramData:
+        """Cumulative histogram of durations."""
+        cumulative: list[int] = []
+        running = 0
+        for count in self._buckets:
+            running += count
+            cumulative.append(running)
+        return HistogramData(buckets=tuple(cumulative), total=self._sum)
+
+
+class TokenBucket:
+    """Caps the request rate: ``rate`` tokens per second, bursts of at most ``burst``."""
+
+    def __init__(self, rate: float, clock: Clock, burst: float | None = None) -> None:
+        self._rate = rate
+        self._burst = burst if burst is not None else max(1.0, rate)
+        self._tokens = self._burst
+        self._clock = clock
+        self._stamp = clock.monotonic()
+        self._lock = asyncio.Lock()
+        self._never = asyncio.Event()  # waits on the clock are for time alone
+
+    def _refill(self) -> None:
+        now = self._clock.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+
+    async def acquire(self) -> None:
+        """Wait until one request may start."""
+        async with self._lock:  # first come, first served
+            self._refill()
+            while self._tokens < 1.0:
+                await self._clock.wait(self._never, (1.0 - self._tokens) / self._rate)
+                self._refill()
+            self._tokens -= 1.0

@@ -36,10 +36,25 @@ _YAML_ALIASES = {"campaigns": "campaign_ids"}
 _SECRET_FIELDS = frozenset({"api_key"})
 
 
+# A configuration file larger than this is refused unread, and a campaign list longer than
+# this is refused: one exporter polls thousands of campaigns (shard beyond that), and parsing a
+# runaway file would hold the process's memory and CPU for tens of seconds.
+MAX_CONFIG_FILE_BYTES = 8 * 1024 * 1024
+MAX_CAMPAIGNS = 100_000
+# Longest problem text of a configuration error: a bad value is quoted, never at full length.
+MAX_PROBLEM_CHARS = 300
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class ConfigError(Exception):
     """A setting has a bad value; the message names the setting and never carries a secret."""
 
     def __init__(self, setting: str, problem: str) -> None:
+        problem = shorten(problem, MAX_PROBLEM_CHARS)
         super().__init__(f"{setting}: {problem}")
         self.setting = setting
         self.problem = problem
@@ -72,10 +87,12 @@ def parse_campaign_ids(value: object) -> tuple[str, ...]:
         items = list(value)
     else:
         raise ValueError("expected a list of campaign ids")
+    if len(items) > MAX_CAMPAIGNS:
+        raise ValueError(f"{len(items)} campaign ids; at most {MAX_CAMPAIGNS} (shard beyond that)")
     seen: dict[str, None] = {}
     for item in items:
         if not isinstance(item, str) or not CAMPAIGN_ID_PATTERN.fullmatch(item):
-            shown = item if isinstance(item, str) else type(item).__name__
+            shown = shorten(item, 70) if isinstance(item, str) else type(item).__name__
             raise ValueError(f"invalid campaign id {shown!r}: use 1-64 letters, digits, '_' or '-'")
         seen[item] = None
     return tuple(seen)
@@ -243,9 +260,17 @@ def read_yaml_settings(path: Path) -> dict[str, Any]:
     """Read the YAML config file into setting names; raise ConfigError on any problem."""
     setting = env_name("config_file")
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(setting, f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_FILE_BYTES:
+        limit = MAX_CONFIG_FILE_BYTES // (1024 * 1024)
+        raise ConfigError(setting, f"{path} is larger than {limit} MiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(setting, f"{path} is not UTF-8 text") from None
     try:
         # The safe loader, in libyaml's C version when PyYAML has it: a list of ten thousand
         # ids loads in a fraction of the time and garbage of the pure-Python one.

@@ -34,6 +34,14 @@ class RecordError(ValueError):
     """A response body is not a usable campaign record."""
 
 
+# The largest number every Prometheus sample value (a float64) carries exactly. A larger one
+# would either lose digits or, beyond float range, make the whole scrape unparseable (one such
+# record would take every campaign out of Prometheus), so a record holding one is refused.
+MAX_EXACT = 2**53
+# retry_interval_minutes is exported in seconds (x 60): that too must stay exact.
+MAX_RETRY_INTERVAL_MINUTES = MAX_EXACT // 60
+
+
 def _text(value: object) -> str:
     if not isinstance(value, str):
         raise ValueError("expected a string")
@@ -54,15 +62,21 @@ def _count(value: object) -> int:
         raise ValueError("expected a whole number")
     if value < 0:
         raise ValueError("must not be negative")
+    if value > MAX_EXACT:
+        raise ValueError("is larger than 2^53")
     return value
 
 
-def _non_negative_number(value: object) -> float:
+def _minutes(value: object) -> float:
     if type(value) is not int and type(value) is not float:
         raise ValueError("expected a number")
+    if type(value) is int and value > MAX_RETRY_INTERVAL_MINUTES:  # before float(): may overflow
+        raise ValueError("is too large")
     number = float(value)
     if not math.isfinite(number) or number < 0:
         raise ValueError("must be a finite number, not negative")
+    if number > MAX_RETRY_INTERVAL_MINUTES:
+        raise ValueError("is too large")
     return number
 
 
@@ -144,7 +158,7 @@ def _retry_config(value: object) -> RetryConfig:
         raise RecordError(f"field retry_config.max_retries: {exc}") from None
     try:
         if interval is not None:
-            interval = _non_negative_number(interval)
+            interval = _minutes(interval)
     except ValueError as exc:
         raise RecordError(f"field retry_config.retry_interval_minutes: {exc}") from None
     key = (max_retries, interval)

@@ -1,34 +1,32 @@
-"""Polls every campaign on its schedule, turns failures into reasons, and publishes snapshots."""
+"""Polls every campaign on its schedule through a pool of workers, and publishes snapshots."""
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
-import heapq
-import itertools
 import logging
 import random
-import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from exporter.client import (
-    ConnectionFailedError,
-    FetchError,
-    HTTPStatusError,
-    InvalidResponseError,
-    RequestTimeoutError,
-)
+from exporter.client import FetchError, InvalidResponseError
+from exporter.clock import Clock, SystemClock
 from exporter.config import Settings
+from exporter.due_queue import DueQueue
 from exporter.models import Campaign
-from exporter.state import (
-    DURATION_BUCKETS,
-    CampaignView,
-    HistogramData,
-    Snapshot,
+from exporter.outcome import (
+    FAILURE_JITTER,
+    SUCCESS_JITTER,
+    drops_data,
+    error_reason,
+    next_due_after_success,
+    poll_interval,
+    retry_after_failure,
+    stale_limit,
 )
+from exporter.staleness import StalenessTracker
+from exporter.state import CampaignState, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -38,44 +36,10 @@ COALESCE_FRACTION = 0.1
 # While fetch results come in, a snapshot is published at most this often (seconds); the end
 # of a round publishes at once.
 PUBLISH_EVERY_SECONDS = 5.0
-# Campaigns queued per step of the dispatcher: a round of ten thousand is queued in slices so
-# that the event loop keeps serving scrapes meanwhile.
+# Campaigns queued per step of the dispatcher, and campaigns added per step of a reload: ten
+# thousand are handled in slices so that the event loop keeps serving scrapes meanwhile.
 DISPATCH_SLICE = 1000
-# Longest wait honoured from a Retry-After header (seconds).
-MAX_RETRY_AFTER_SECONDS = 3600.0
-
-
-async def _wait_event(event: asyncio.Event, seconds: float) -> None:
-    """Wait until ``event`` is set or ``seconds`` pass.
-
-    Not ``asyncio.wait_for``: on Python 3.11 it can swallow a cancellation that arrives as the
-    event is set, which left a cancelled task running forever at shutdown.
-    """
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await event.wait()
-
-
-class Clock(Protocol):
-    """Wall time for timestamps, monotonic time for scheduling."""
-
-    def time(self) -> float:
-        """Seconds since the Unix epoch."""
-
-    def monotonic(self) -> float:
-        """Seconds from an arbitrary, never-decreasing origin."""
-
-
-class SystemClock:
-    """The real clock."""
-
-    def time(self) -> float:
-        """Seconds since the Unix epoch."""
-        return time.time()
-
-    def monotonic(self) -> float:
-        """Seconds from an arbitrary, never-decreasing origin."""
-        return time.monotonic()
+RELOAD_SLICE = 5000
 
 
 class CampaignFetcher(Protocol):
@@ -87,93 +51,11 @@ class CampaignFetcher(Protocol):
         """Fetch one campaign: no record when its body still has ``digest``, else the new one."""
 
 
-def error_reason(error: BaseException) -> str:
-    """The bounded ``reason`` label for a failed fetch."""
-    if isinstance(error, HTTPStatusError):
-        status = error.status
-        if status == 401:
-            return "unauthorized"
-        if status == 403:
-            return "forbidden"
-        if status == 404:
-            return "not_found"
-        if status == 429:
-            return "rate_limited"
-        if status >= 500:
-            return "server_error"
-        if 400 <= status < 500:
-            return "client_error"
-        return "invalid_response"
-    if isinstance(error, RequestTimeoutError):
-        return "timeout"
-    if isinstance(error, ConnectionFailedError):
-        return "connection"
-    return "invalid_response"
-
-
-def backoff_delay(failures: int, interval: float, rng: random.Random) -> float:
-    """Exponential backoff with jitter: the interval doubled per failure, capped, then +0-25%."""
-    cap = max(interval, min(10 * interval, 600.0))
-    base = min(cap, interval * 2.0 ** max(0, failures - 1))
-    return min(cap, base * rng.uniform(1.0, 1.25))
-
-
-class TokenBucket:
-    """Caps the request rate: ``rate`` tokens per second, bursts of at most ``burst``."""
-
-    def __init__(self, rate: float, clock: Clock, burst: float | None = None) -> None:
-        self._rate = rate
-        self._burst = burst if burst is not None else max(1.0, rate)
-        self._tokens = self._burst
-        self._clock = clock
-        self._stamp = clock.monotonic()
-        self._lock = asyncio.Lock()
-
-    def _refill(self) -> None:
-        now = self._clock.monotonic()
-        self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
-        self._stamp = now
-
-    async def acquire(self) -> None:
-        """Wait until one request may start."""
-        async with self._lock:  # first come, first served
-            self._refill()
-            while self._tokens < 1.0:
-                await asyncio.sleep((1.0 - self._tokens) / self._rate)
-                self._refill()
-            self._tokens -= 1.0
+SnapshotSink = Callable[[Snapshot], Awaitable[None]]
 
 
 @dataclass(slots=True)
-class _CampaignState:
-    campaign_id: str
-    next_due: float
-    record: Campaign | None = None
-    digest: bytes | None = None  # of the body ``record`` was parsed from
-    up: bool = False
-    last_success: float | None = None
-    last_success_mono: float | None = None
-    failures: int = 0
-    not_before: float = 0.0  # a Retry-After deadline: never pulled forward by coalescing
-    queued: bool = False  # waiting for or held by a worker
-    errors: tuple[tuple[str, int], ...] = ()  # failed fetches by reason, sorted by reason
-    due_seq: int = -1  # sequence number of this campaign's live entry in the due heap
-    stale_at: float | None = None  # deadline of its live entry in the stale heap
-    view: CampaignView | None = None
-
-    def make_view(self) -> CampaignView:
-        self.view = CampaignView(
-            campaign_id=self.campaign_id,
-            record=self.record,
-            up=self.up,
-            last_success=self.last_success,
-            errors=self.errors,
-        )
-        return self.view
-
-
-@dataclass(slots=True)
-class _Batch:
+class Batch:
     """The campaigns dispatched together: one poll round."""
 
     started: float
@@ -184,39 +66,184 @@ class _Batch:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-class RequestStats:
-    """API request counters and duration histogram; the client reports into it."""
+class Publisher:
+    """Hands snapshots to the sink: at once when asked (a round ended, the list changed), and
+    during a long round PUBLISH_EVERY_SECONDS after the first result not yet published."""
 
-    def __init__(self) -> None:
-        self._by_code: dict[str, int] = {}
-        self._buckets = [0] * (len(DURATION_BUCKETS) + 1)
-        self._sum = 0.0
+    def __init__(self, build: Callable[[], Snapshot], sink: SnapshotSink, clock: Clock) -> None:
+        self._build = build
+        self._sink = sink
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._now = asyncio.Event()
+        self._dirty_since: float | None = None  # first result not yet published (monotonic)
 
-    def observe_request(self, code: str, duration: float) -> None:
-        """Count one request and its duration."""
-        self._by_code[code] = self._by_code.get(code, 0) + 1
-        self._buckets[bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
-        self._sum += duration
+    def request(self) -> None:
+        """Publish as soon as the publisher runs."""
+        self._now.set()
 
-    def requests_by_code(self) -> tuple[tuple[str, int], ...]:
-        """Counts per status code, sorted by code."""
-        return tuple(sorted(self._by_code.items()))
+    def note_result(self) -> None:
+        """A fetch result came in; it is published within PUBLISH_EVERY_SECONDS."""
+        if self._dirty_since is None:
+            self._dirty_since = self._clock.monotonic()
 
-    def histogram(self) -> HistogramData:
-        """Cumulative histogram of durations."""
-        cumulative: list[int] = []
-        running = 0
-        for count in self._buckets:
-            running += count
-            cumulative.append(running)
-        return HistogramData(buckets=tuple(cumulative), total=self._sum)
+    def _overdue_in(self) -> float:
+        if self._dirty_since is None:
+            return PUBLISH_EVERY_SECONDS
+        return self._dirty_since + PUBLISH_EVERY_SECONDS - self._clock.monotonic()
+
+    async def run(self) -> None:
+        """Publish whenever asked or overdue, until cancelled."""
+        while True:
+            await self._clock.wait(self._now, max(0.0, self._overdue_in()))
+            if self._now.is_set() or (self._dirty_since is not None and self._overdue_in() <= 0):
+                self._now.clear()
+                await self.publish()
+
+    async def publish(self) -> None:
+        """Build a snapshot and hand it to the sink; a failing sink keeps the previous page."""
+        async with self._lock:
+            self._dirty_since = None
+            try:
+                await self._sink(self._build())
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a rendering bug must not stop polling; the last page stays up
+                log.exception("publishing metrics failed; still serving the previous ones")
 
 
-SnapshotSink = Callable[[Snapshot], Awaitable[None]]
+class CampaignList:
+    """The campaigns polled, by id; a new list keeps the state of the campaigns it keeps."""
+
+    def __init__(self, due: DueQueue, staleness: StalenessTracker) -> None:
+        self.states: dict[str, CampaignState] = {}
+        self.added = self.removed = 0  # by the latest replace
+        self._due = due
+        self._staleness = staleness
+
+    def replace(self, campaign_ids: Iterable[str], now: float) -> Iterator[None]:
+        """Switch to ``campaign_ids``, yielding between slices of RELOAD_SLICE campaigns.
+
+        New campaigns are due at ``now``; removed ones are marked so that the workers and the
+        queues let go of them, and the queues drop their entries at once (their memory too).
+        """
+        old = self.states
+        states: dict[str, CampaignState] = {}
+        added: list[CampaignState] = []
+        for count, cid in enumerate(dict.fromkeys(campaign_ids), start=1):
+            state = old.get(cid)
+            if state is None:
+                state = CampaignState(cid, next_due=now)
+                added.append(state)
+            states[cid] = state
+            if count % RELOAD_SLICE == 0:
+                yield
+        removed = [state for cid, state in old.items() if cid not in states]
+        for state in removed:
+            state.removed = True
+        self.states = states
+        self.added, self.removed = len(added), len(removed)
+        if removed:
+            self._due.compact()
+            self._staleness.compact()
+        for start in range(0, len(added), RELOAD_SLICE):
+            for state in added[start : start + RELOAD_SLICE]:
+                self._due.schedule(state)
+            yield
+
+
+class RoundRunner:
+    """A fixed pool of workers fetching, round by round, the campaigns the due queue hands out.
+
+    A round (a Batch) takes every campaign due by its horizon, queued DISPATCH_SLICE at a time;
+    it ends when the last of them is fetched, whatever order the workers finish in. A worker
+    puts each campaign back into the due queue once its fetch has set the next due time.
+    """
+
+    def __init__(
+        self,
+        due: DueQueue,
+        clock: Clock,
+        *,
+        concurrency: int,
+        coalesce_seconds: float,
+        fetch: Callable[[CampaignState, float], Awaitable[None]],
+        round_done: Callable[[Batch], None],
+    ) -> None:
+        self._due = due
+        self._clock = clock
+        self._concurrency = concurrency
+        self._coalesce_seconds = coalesce_seconds
+        self._fetch = fetch
+        self._round_done = round_done
+        self._queue: asyncio.Queue[tuple[CampaignState, Batch]] = asyncio.Queue()
+        self._workers: list[asyncio.Task[None]] = []
+
+    def start_workers(self) -> None:
+        """Start the worker pool (once)."""
+        if not self._workers:
+            self._workers = [
+                asyncio.create_task(self._worker(), name="dialnexa-fetch-worker")
+                for _ in range(self._concurrency)
+            ]
+
+    async def stop_workers(self) -> None:
+        """Cancel the workers and wait for them (in-flight fetches are abandoned)."""
+        workers, self._workers = self._workers, []
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+    def dispatch(self, *, first: bool) -> Batch | None:
+        """Start a round with the campaigns due now; None when none is (unless ``first``: an
+        empty first round still ends, so that an exporter without campaigns becomes ready)."""
+        now = self._clock.monotonic()
+        batch = Batch(started=now, horizon=now + self._coalesce_seconds)
+        self.fill(batch, finish_empty=first)
+        if batch.size == 0 and not first:
+            return None
+        return batch
+
+    async def seal(self, batch: Batch) -> None:
+        """Queue the rest of ``batch`` a slice at a time, letting the event loop run between."""
+        while not batch.sealed:
+            await asyncio.sleep(0)
+            self.fill(batch)
+
+    def fill(self, batch: Batch, finish_empty: bool = True) -> None:
+        """Queue up to DISPATCH_SLICE more campaigns of ``batch``; seal it when none is left."""
+        states, more = self._due.take(batch.horizon, self._clock.monotonic(), DISPATCH_SLICE)
+        for state in states:
+            state.queued = True
+            self._queue.put_nowait((state, batch))
+        batch.size += len(states)
+        batch.remaining += len(states)
+        batch.sealed = not more
+        if batch.sealed and batch.remaining == 0 and (batch.size or finish_empty):
+            self._end(batch)
+
+    async def _worker(self) -> None:
+        while True:
+            state, batch = await self._queue.get()
+            try:
+                if not state.removed:
+                    await self._fetch(state, batch.started)
+            finally:
+                state.queued = False
+                if not state.removed:
+                    self._due.schedule(state)
+                batch.remaining -= 1
+                if batch.remaining == 0 and batch.sealed:
+                    self._end(batch)
+
+    def _end(self, batch: Batch) -> None:
+        batch.done.set()
+        self._round_done(batch)
 
 
 class Poller:
-    """Schedules fetches (interval, jitter, backoff, Retry-After) and publishes snapshots."""
+    """Dispatches due campaigns to a fixed pool of workers, one round at a time, and applies
+    each outcome (reason, backoff, Retry-After, next fetch) to the campaign's state."""
 
     def __init__(
         self,
@@ -225,91 +252,88 @@ class Poller:
         sink: SnapshotSink,
         *,
         campaign_ids: Iterable[str],
-        stats: RequestStats | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
-        process_text: Callable[[], str] | None = None,
     ) -> None:
         self._settings = settings
         self._fetcher = fetcher
-        self._sink = sink
-        self._stats = stats or RequestStats()
         self._clock: Clock = clock or SystemClock()
         self._rng = rng or random.Random()
-        self._process_text = process_text or (lambda: "")
-        self._states: dict[str, _CampaignState] = {}
+        self._due = DueQueue()
+        self._staleness = StalenessTracker(lambda record: stale_limit(record, settings))
+        self._campaigns = CampaignList(self._due, self._staleness)
+        self._publisher = Publisher(self.build_snapshot, sink, self._clock)
+        self._rounds = RoundRunner(
+            self._due,
+            self._clock,
+            concurrency=settings.max_concurrency,
+            coalesce_seconds=COALESCE_FRACTION * settings.poll_interval_seconds,
+            fetch=self._fetch,
+            round_done=self._round_done,
+        )
         self._wake = asyncio.Event()
+        self._planned_wakeup = 0.0
+        self._first_batch: Batch | None = None
         self._ready = False
+        self._ready_at: float | None = None  # readiness given up waiting for at this time
         self._last_round_end: float | None = None
         self._last_round_duration: float | None = None
-        self._reload_success = True
-        self._reload_timestamp: float | None = self._clock.time()
-        self._publish_lock = asyncio.Lock()
-        self._publish_now = asyncio.Event()
-        self._dirty_since: float | None = None  # first result not yet published (monotonic)
-        self._queue: asyncio.Queue[tuple[_CampaignState, _Batch]] = asyncio.Queue()
-        self._workers: list[asyncio.Task[None]] = []
-        self._planned_wakeup = 0.0
-        self._first_batch: _Batch | None = None  # readiness: every campaign tried once
-        # Heaps with lazy deletion, so that nothing on the polling path walks every campaign:
-        # (when due, sequence, campaign) for campaigns waiting for their next fetch, and
-        # (when its data goes stale, sequence, campaign) for campaigns whose data is shown.
-        self._due: list[tuple[float, int, _CampaignState]] = []
-        self._stale: list[tuple[float, int, _CampaignState]] = []
-        self._seq = itertools.count()
         self.set_campaigns(campaign_ids)
 
     @property
     def campaign_ids(self) -> tuple[str, ...]:
         """Campaigns currently polled."""
-        return tuple(self._states)
+        return tuple(self._campaigns.states)
 
     def set_campaigns(self, campaign_ids: Iterable[str]) -> None:
         """Replace the campaign list; kept campaigns keep their state, new ones are due now."""
-        now = self._clock.monotonic()
-        wanted = list(dict.fromkeys(campaign_ids))
-        old = self._states
-        states: dict[str, _CampaignState] = {}
-        for cid in wanted:
-            state = old.get(cid)
-            if state is None:
-                state = _CampaignState(cid, next_due=now)
-                self._schedule(state)
-            states[cid] = state
-        self._states = states
-        self._publish_now.set()
+        for _ in self._campaigns.replace(campaign_ids, self._clock.monotonic()):
+            pass
+        self._listed()
+
+    async def replace_campaigns(self, campaign_ids: Iterable[str]) -> tuple[int, int]:
+        """set_campaigns in slices, yielding to the event loop between them (for reloads);
+        returns how many campaigns were added and removed."""
+        for _ in self._campaigns.replace(campaign_ids, self._clock.monotonic()):
+            await asyncio.sleep(0)
+        self._listed()
+        return self._campaigns.added, self._campaigns.removed
+
+    def _listed(self) -> None:
+        self._publisher.request()
         self._wake.set()
 
-    def note_reload(self, success: bool) -> None:
-        """Record the outcome of a configuration reload for the exporter's own metrics."""
-        self._reload_success = success
-        if success:
-            self._reload_timestamp = self._clock.time()
-        self._publish_now.set()
-        self._wake.set()
+    def next_fetch_in(self, campaign_id: str) -> float:
+        """Seconds until ``campaign_id`` is fetched again (negative when overdue)."""
+        return self._campaigns.states[campaign_id].next_due - self._clock.monotonic()
 
-    def _interval_for(self, state: _CampaignState) -> float:
-        if state.record is not None and state.record.is_terminal:
-            return self._settings.terminal_poll_interval_seconds
-        return self._settings.poll_interval_seconds
+    def build_snapshot(self) -> Snapshot:
+        """The current state as an immutable snapshot (stale data dropped first)."""
+        self._staleness.expire(self._clock.monotonic())
+        return Snapshot(
+            campaigns=tuple(state.current_view() for state in self._campaigns.states.values()),
+            last_poll_timestamp=self._last_round_end,
+            poll_duration=self._last_round_duration,
+            ready=self._ready,
+        )
 
     async def run(self) -> None:
         """Poll until cancelled: dispatch due campaigns to the workers, publish as results come."""
-        self._ensure_workers()
-        publisher = asyncio.create_task(self._publisher(), name="dialnexa-publisher")
+        self._rounds.start_workers()
+        publisher = asyncio.create_task(self._publisher.run(), name="dialnexa-publisher")
         try:
             while True:
                 self._wake.clear()
                 batch = self._dispatch()
-                while batch is not None and not batch.sealed:
-                    await asyncio.sleep(0)
-                    self._fill(batch)
-                if self._expire_stale():
-                    self._publish_now.set()
+                if batch is not None:
+                    await self._rounds.seal(batch)
+                now = self._clock.monotonic()
+                if self._staleness.expire(now) or self._give_up_waiting(now):
+                    self._publisher.request()
                 self._planned_wakeup = self._next_wakeup()
                 delay = self._planned_wakeup - self._clock.monotonic()
                 if delay > 0:
-                    await _wait_event(self._wake, delay)
+                    await self._clock.wait(self._wake, delay)
                 else:
                     await asyncio.sleep(0)  # never hog the loop, whatever the schedule says
         finally:
@@ -320,164 +344,65 @@ class Poller:
 
     async def poll_once(self) -> bool:
         """Fetch the campaigns that are due now, wait for them and publish; False if none were."""
-        self._ensure_workers()
+        self._rounds.start_workers()
         batch = self._dispatch()
         if batch is None:
             return False
-        while not batch.sealed:
-            await asyncio.sleep(0)
-            self._fill(batch)
+        await self._rounds.seal(batch)
         await batch.done.wait()
-        await self._publish()
+        await self._publisher.publish()
         return True
 
     async def stop_workers(self) -> None:
         """Cancel the fetch workers and wait for them (in-flight fetches are abandoned)."""
-        workers, self._workers = self._workers, []
-        for task in workers:
-            task.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        await self._rounds.stop_workers()
 
-    def _ensure_workers(self) -> None:
-        if not self._workers:
-            self._workers = [
-                asyncio.create_task(self._worker(), name="dialnexa-fetch-worker")
-                for _ in range(self._settings.max_concurrency)
-            ]
-
-    def _schedule(self, state: _CampaignState) -> None:
-        """(Re)enter a campaign in the due heap at its next fetch time."""
-        state.due_seq = seq = next(self._seq)
-        heapq.heappush(self._due, (max(state.next_due, state.not_before), seq, state))
-
-    def _live_due(self, entry: tuple[float, int, _CampaignState]) -> bool:
-        _, seq, state = entry
-        return (
-            state.due_seq == seq
-            and not state.queued
-            and self._states.get(state.campaign_id) is state  # not removed by a reload
-        )
-
-    def _dispatch(self) -> _Batch | None:
-        """Start a round with the campaigns due now; None when none is (after the first round).
-
-        Only the first DISPATCH_SLICE campaigns are queued here; ``_fill`` queues the rest.
-        """
-        now = self._clock.monotonic()
-        horizon = now + COALESCE_FRACTION * self._settings.poll_interval_seconds
-        batch = _Batch(started=now, horizon=horizon)
+    def _dispatch(self) -> Batch | None:
+        """Start a round with the campaigns due now (the first one arms the readiness limit)."""
         first = self._first_batch is None
+        batch = self._rounds.dispatch(first=first)
         if first:
-            self._first_batch = batch  # with no campaign at all, an empty round makes us ready
-        self._fill(batch, finish_empty=first)
-        if batch.size == 0 and not first:
-            return None
+            self._first_batch = batch
+            timeout = self._settings.request_timeout_seconds
+            self._ready_at = self._clock.monotonic() + timeout + min(1.0, timeout / 10)
         return batch
 
-    def _fill(self, batch: _Batch, finish_empty: bool = True) -> None:
-        """Queue up to DISPATCH_SLICE more campaigns of ``batch``; seal it when none is left."""
-        now = self._clock.monotonic()
-        heap = self._due
-        held: list[_CampaignState] = []
-        taken = 0
-        while heap and heap[0][0] <= batch.horizon and taken < DISPATCH_SLICE:
-            entry = heapq.heappop(heap)
-            if not self._live_due(entry):
-                continue
-            state = entry[2]
-            if state.not_before > now:  # a Retry-After deadline is never pulled forward
-                held.append(state)
-                continue
-            state.queued = True
-            self._queue.put_nowait((state, batch))
-            taken += 1
-        batch.size += taken
-        batch.remaining += taken
-        batch.sealed = not (heap and heap[0][0] <= batch.horizon)
-        for state in held:
-            self._schedule(state)
-        if batch.sealed and batch.remaining == 0 and (batch.size or finish_empty):
-            self._finish(batch)
-
-    async def _worker(self) -> None:
-        while True:
-            state, batch = await self._queue.get()
-            try:
-                if self._states.get(state.campaign_id) is state:  # not removed by a reload
-                    await self._fetch(state, batch.started)
-                    if self._dirty_since is None:
-                        self._dirty_since = time.monotonic()
-                    if state.next_due < self._planned_wakeup:
-                        self._wake.set()
-            finally:
-                state.queued = False
-                if self._states.get(state.campaign_id) is state:
-                    self._schedule(state)
-                batch.remaining -= 1
-                if batch.remaining == 0 and batch.sealed:
-                    self._finish(batch)
-
-    def _finish(self, batch: _Batch) -> None:
+    def _round_done(self, batch: Batch) -> None:
         self._last_round_duration = self._clock.monotonic() - batch.started
         self._last_round_end = self._clock.time()
-        if not self._ready and batch is self._first_batch:
+        if not self._ready and (self._first_batch is None or batch is self._first_batch):
             self._ready = True
-            log.info("first poll round done: %d campaigns", len(self._states))
-        batch.done.set()
-        self._publish_now.set()
+            log.info("first poll round done: %d campaigns", len(self._campaigns.states))
+        self._publisher.request()
         self._wake.set()
 
-    async def _publisher(self) -> None:
-        """Publish at once when a round ends; during a long round, PUBLISH_EVERY_SECONDS after
-        the first result not yet published (a short round is published once, at its end)."""
-        while True:
-            wait = PUBLISH_EVERY_SECONDS
-            if self._dirty_since is not None:
-                wait = max(0.0, self._dirty_since + PUBLISH_EVERY_SECONDS - time.monotonic())
-            await _wait_event(self._publish_now, wait)
-            overdue = (
-                self._dirty_since is not None
-                and time.monotonic() - self._dirty_since >= PUBLISH_EVERY_SECONDS
-            )
-            if self._publish_now.is_set() or overdue:
-                self._publish_now.clear()
-                await self._publish()
-
-    def next_fetch_in(self, campaign_id: str) -> float:
-        """Seconds until ``campaign_id`` is fetched again (negative when overdue)."""
-        return self._states[campaign_id].next_due - self._clock.monotonic()
-
-    def _stale_limit(self, state: _CampaignState) -> float:
-        """Seconds without a success after which a campaign's data is dropped.
-
-        A completed or cancelled campaign is only fetched every terminal interval, so its data
-        is kept that much longer: it is not stale merely because nobody asked.
-        """
-        stale_after = self._settings.stale_after_seconds
-        if state.record is not None and state.record.is_terminal:
-            return stale_after + self._settings.terminal_poll_interval_seconds
-        return stale_after
+    def _give_up_waiting(self, now: float) -> bool:
+        """Ready once a request timeout has passed, even if the first round is not done: what
+        the exporter shows then (fetches timing out, campaigns not fetched yet) is the news."""
+        if self._ready or self._ready_at is None or now < self._ready_at:
+            return False
+        self._ready = True
+        log.warning(
+            "first poll round still running after the request timeout; ready anyway "
+            "(campaigns not fetched yet show campaign_up 0 until their first fetch)"
+        )
+        return True
 
     def _next_wakeup(self) -> float:
-        """Earliest moment something is due: a fetch, or a campaign's data going stale."""
-        due, stale = self._due, self._stale
-        while due and not self._live_due(due[0]):
-            heapq.heappop(due)
-        while stale and stale[0][2].stale_at != stale[0][0]:
-            heapq.heappop(stale)
-        candidates = [heap[0][0] for heap in (due, stale) if heap]
-        return min(candidates, default=self._clock.monotonic() + 60.0)
+        """Earliest moment something is due: a fetch, data going stale, readiness given up."""
+        candidates = [self._due.next_due(), self._staleness.next_deadline()]
+        if not self._ready:
+            candidates.append(self._ready_at)
+        times = [when for when in candidates if when is not None]
+        return min(times, default=self._clock.monotonic() + 60.0)
 
-    def _track_staleness(self, state: _CampaignState) -> None:
-        """Make sure the stale heap holds this campaign no later than its data's deadline."""
-        if state.record is None or state.last_success_mono is None:
-            return
-        deadline = state.last_success_mono + self._stale_limit(state)
-        if state.stale_at is None or deadline < state.stale_at:
-            state.stale_at = deadline
-            heapq.heappush(self._stale, (deadline, next(self._seq), state))
+    async def _fetch(self, state: CampaignState, round_started: float) -> None:
+        await self._fetch_one(state, round_started)
+        self._publisher.note_result()
+        if state.next_due < self._planned_wakeup:
+            self._wake.set()
 
-    async def _fetch(self, state: _CampaignState, round_started: float) -> None:
+    async def _fetch_one(self, state: CampaignState, round_started: float) -> None:
         try:
             known = state.digest if state.record is not None else None
             fetched, digest = await self._fetcher.fetch_changed(state.campaign_id, known)
@@ -495,109 +420,36 @@ class Poller:
             assert record is not None  # without a record no digest was offered to match
             self._on_success(state, record, round_started)
 
-    def _on_success(self, state: _CampaignState, record: Campaign, round_started: float) -> None:
+    def _on_success(self, state: CampaignState, record: Campaign, round_started: float) -> None:
         if not state.up and state.failures:
             log.info(
                 "campaign %s recovered after %d failed fetches", state.campaign_id, state.failures
             )
-        if record is not state.record:
-            state.record = record  # a body unchanged since the last fetch keeps its record
-        state.up = True
-        state.failures = 0
-        state.last_success = self._clock.time()
-        state.last_success_mono = self._clock.monotonic()
-        # Counted from the round's start, not this fetch's: the campaigns of a round stay due
-        # together (within the coalescing window), so a round stays one round.
-        state.next_due = round_started + self._interval_for(state) * self._rng.uniform(0.9, 1.0)
-        self._track_staleness(state)
-        state.make_view()
+        state.succeeded(record, self._clock.time(), self._clock.monotonic())
+        interval = poll_interval(record, self._settings)
+        jitter = self._rng.uniform(*SUCCESS_JITTER)
+        state.next_due = next_due_after_success(round_started, interval, jitter)
+        self._staleness.track(state)
 
-    def _on_failure(self, state: _CampaignState, error: FetchError) -> None:
+    def _on_failure(self, state: CampaignState, error: FetchError) -> None:
         reason = error_reason(error)
-        counts = dict(state.errors)
-        counts[reason] = counts.get(reason, 0) + 1
-        state.errors = tuple(sorted(counts.items()))
-        state.failures += 1
         was_up = state.up
-        state.up = False
-        if reason == "not_found" and state.record is not None:
-            log.warning(
-                "campaign %s no longer exists (404): dropping its series", state.campaign_id
-            )
-            state.record = None
-        retry_after = error.retry_after if isinstance(error, HTTPStatusError) else None
-        if retry_after is not None and retry_after > 0:
-            delay = min(retry_after, MAX_RETRY_AFTER_SECONDS)
-            state.not_before = self._clock.monotonic() + delay
-        else:
-            delay = backoff_delay(state.failures, self._interval_for(state), self._rng)
-        state.next_due = self._clock.monotonic() + delay
-        level = logging.WARNING if was_up or state.failures == 1 else logging.DEBUG
+        if drops_data(reason) and state.record is not None:
+            log.warning("campaign %s is gone (404): dropping its series", state.campaign_id)
+        state.failed(reason.value, self._clock.time(), drop_data=drops_data(reason))
+        interval = poll_interval(state.record, self._settings)
+        retry = retry_after_failure(
+            error, state.failures, interval, self._rng.uniform(*FAILURE_JITTER)
+        )
+        now = self._clock.monotonic()
+        if retry.hard:
+            state.not_before = now + retry.delay
+        state.next_due = now + retry.delay
         log.log(
-            level,
+            logging.WARNING if was_up or state.failures == 1 else logging.DEBUG,
             "fetch of campaign %s failed (%s: %s); next try in %.1fs",
             state.campaign_id,
-            reason,
+            reason.value,
             error,
-            delay,
+            retry.delay,
         )
-        state.make_view()
-
-    def _expire_stale(self) -> bool:
-        """Drop the data of campaigns without a success for STALE_AFTER; True if any went."""
-        changed = False
-        now = self._clock.monotonic()
-        heap = self._stale
-        while heap and heap[0][0] <= now:
-            deadline, _, state = heapq.heappop(heap)
-            if state.stale_at != deadline:
-                continue  # superseded by an earlier entry
-            state.stale_at = None
-            if self._states.get(state.campaign_id) is not state:
-                continue  # removed by a reload
-            if state.record is None or state.last_success_mono is None:
-                continue  # already dropped (404)
-            if now - state.last_success_mono < self._stale_limit(state):
-                self._track_staleness(state)  # fetched since: a later deadline
-                continue
-            log.warning(
-                "campaign %s: no successful fetch for %.0fs, dropping its series",
-                state.campaign_id,
-                now - state.last_success_mono,
-            )
-            state.record = None
-            state.make_view()
-            changed = True
-        return changed
-
-    def build_snapshot(self) -> Snapshot:
-        """The current state as an immutable snapshot."""
-        self._expire_stale()
-        views = tuple(
-            state.view if state.view is not None else state.make_view()
-            for state in self._states.values()
-        )
-        return Snapshot(
-            campaigns=views,
-            requests_by_code=self._stats.requests_by_code(),
-            request_durations=self._stats.histogram(),
-            campaigns_configured=len(self._states),
-            last_poll_timestamp=self._last_round_end,
-            poll_duration=self._last_round_duration,
-            ready=self._ready,
-            shard_index=self._settings.effective_shard_index,
-            shard_count=self._settings.shard_count,
-            config_reload_success=self._reload_success,
-            config_reload_timestamp=self._reload_timestamp,
-            process_text=self._process_text(),
-        )
-
-    async def _publish(self) -> None:
-        async with self._publish_lock:
-            self._dirty_since = None
-            try:
-                await self._sink(self.build_snapshot())
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a rendering bug must not stop polling; the last page stays up
-                log.exception("publishing metrics failed; still serving the previous ones")

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from exporter.cli import JsonFormatter, build_parser, main, run_demo, run_simulator
-from tests.conftest import parse_samples, value, wait_for
+from tests.helpers import parse_samples, value, wait_for
 
 
 async def serve_until_sigterm(

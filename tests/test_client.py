@@ -22,12 +22,14 @@ from exporter.client import (
     DialNexaClient,
     HTTPStatusError,
     InvalidResponseError,
+    RequestStats,
     RequestTimeoutError,
+    TokenBucket,
     create_session,
     parse_retry_after,
 )
 from exporter.simulator import Fault, FaultKind, retry_after_date
-from tests.conftest import API_KEY, RunningSimulator, campaign
+from tests.helpers import API_KEY, FakeClock, RunningSimulator, campaign, serve, wait_for
 
 CID = "cmp_client"
 
@@ -135,10 +137,18 @@ async def test_rate_limit_carries_retry_after(
         ("soon", None),
         ("-5", None),
         (None, None),
+        ("9" * 309, 1e9),  # float() of it would overflow: read as "very long"
+        ("9" * 5000, 1e9),  # int() of it would hit Python's digit limit
+        ("12" * 5, 1e9),
+        ("²", None),  # a digit to Python, not to HTTP
+        ("3٣", None),  # an Arabic-Indic digit
+        ("Wed, 21 Oct 99999 07:28:00 GMT", None),  # a year past datetime's range
+        ("x" * 100_000, None),
     ],
 )
 def test_parse_retry_after(header: str | None, expected: float | None) -> None:
-    """Delta-seconds and HTTP dates are understood; past dates mean now; junk means none."""
+    """Delta-seconds and HTTP dates are understood; past dates mean now; junk means none;
+    absurd numbers are very long waits (capped by the poller), never an exception."""
     now = 1445412420.0  # Wed, 21 Oct 2015 07:27:00 GMT
     assert parse_retry_after(header, now) == expected
 
@@ -315,8 +325,7 @@ async def other_host() -> AsyncIterator[tuple[TestServer, list[str | None]]]:
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", handler)
-    server = TestServer(app, host="127.0.0.1", port=0)
-    await server.start_server()
+    server = await serve(app)
     yield server, seen
     await server.close()
 
@@ -373,11 +382,93 @@ async def test_compressed_body_is_capped_after_decompression(
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", handler)
-    server = TestServer(app, host="127.0.0.1", port=0)
-    await server.start_server()
+    server = await serve(app)
     try:
         assert len(bomb) < MAX_BODY_BYTES
         with pytest.raises(InvalidResponseError, match="cap"):
             await make_client(session, str(server.make_url("/v1"))).fetch_campaign(CID)
     finally:
         await server.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
+        (b'{"id": "cmp_client", "total_leads": 1' + b"0" * 400 + b"}", "total_leads"),
+        (b'{"id": "cmp_client", "total_leads": 9007199254740993}', "total_leads"),
+        (b'{"id": "cmp_client", "pending_calls": 1e400}', "pending_calls"),
+        (
+            b'{"id": "cmp_client", "retry_config": {"max_retries": 1' + b"0" * 400 + b"}}",
+            "max_retries",
+        ),
+        (
+            b'{"id": "cmp_client", "retry_config": {"retry_interval_minutes": 1'
+            + b"0" * 400
+            + b"}}",
+            "retry_interval_minutes",
+        ),
+        (
+            b'{"id": "cmp_client", "retry_config": {"retry_interval_minutes": 1e400}}',
+            "retry_interval_minutes",
+        ),
+        (b'{"id": "cmp_client", "total_leads": ' + b"1" * 5000 + b"}", "not valid JSON"),
+    ],
+    ids=[
+        "nested-200000",
+        "count-10^400",
+        "count-2^53+1",
+        "count-inf",
+        "retries-10^400",
+        "minutes-10^400",
+        "minutes-inf",
+        "5000-digits",
+    ],
+)
+async def test_absurd_bodies_are_invalid_responses(
+    session: aiohttp.ClientSession, sim: RunningSimulator, body: bytes, problem: str
+) -> None:
+    """Numbers a Prometheus sample cannot carry exactly, and JSON nested beyond the parser's
+    depth, are typed invalid responses naming the problem, never another exception."""
+    sim.sim.set_fault(Fault(FaultKind.BODY, body=body))
+    with pytest.raises(InvalidResponseError, match=problem):
+        await make_client(session, sim.api_url).fetch_campaign(CID)
+
+
+async def test_absurd_retry_after_still_rate_limits(
+    session: aiohttp.ClientSession, sim: RunningSimulator
+) -> None:
+    """A 429 whose Retry-After has hundreds of digits is a rate limit with a long delay."""
+    sim.sim.set_fault(Fault(FaultKind.RATE_LIMIT, retry_after="9" * 400))
+    with pytest.raises(HTTPStatusError) as info:
+        await make_client(session, sim.api_url).fetch_campaign(CID)
+    assert (info.value.status, info.value.retry_after) == (429, 1e9)
+
+
+def test_request_stats_count_codes_and_durations() -> None:
+    """Counts per code (sorted) and a cumulative histogram whose +Inf bucket is the count."""
+    stats = RequestStats()
+    for code, seconds in (("404", 0.02), ("200", 0.001), ("200", 99.0)):
+        stats.observe_request(code, seconds)
+    assert stats.requests_by_code() == (("200", 2), ("404", 1))
+    histogram = stats.histogram()
+    assert histogram.buckets[0] == 1  # <= 0.01
+    assert histogram.buckets[1] == 2  # <= 0.025
+    assert histogram.buckets[-2] == 2  # <= 10
+    assert histogram.count == histogram.buckets[-1] == 3
+    assert histogram.total == pytest.approx(99.021)
+
+
+async def test_token_bucket_spaces_requests_on_its_clock() -> None:
+    """With the burst spent, the next request waits 1/rate seconds of the injected clock."""
+    clock = FakeClock()
+    bucket = TokenBucket(rate=2.0, clock=clock, burst=2.0)
+    await bucket.acquire()
+    await bucket.acquire()
+    third = asyncio.create_task(bucket.acquire())
+    await wait_for(lambda: clock.waiting == 1, what="the bucket waiting on the clock")
+    clock.advance(0.4)
+    await asyncio.sleep(0)
+    assert not third.done()
+    clock.advance(0.1)  # 0.5 s = 1 / rate
+    await asyncio.wait_for(third, 2.0)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from exporter.outcome import ERROR_REASONS
 from exporter.simulator import Fault, FaultKind
-from exporter.state import ERROR_REASONS
 from tests import test_fault_matrix as fm
 from tests.test_exporter import FAILURES
 

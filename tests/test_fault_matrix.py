@@ -32,7 +32,7 @@ from exporter.config import load_settings
 from exporter.poller import Poller
 from exporter.server import POLLER, create_app
 from exporter.simulator import Fault, FaultKind, SimCampaign, Simulator, retry_after_date
-from tests.conftest import API_KEY, Samples, parse_samples
+from tests.helpers import API_KEY, OffsetClock, Samples, parse_samples, serve
 
 POLL = 0.1  # poll interval of every exporter in the scenario
 STALE_AFTER = 600.0  # reached by jumping the injected clock, never by waiting
@@ -428,21 +428,6 @@ CIDS = {
 # --- the scenario -----------------------------------------------------------------------
 
 
-class JumpClock:
-    """The real clock plus an offset the scenario moves forward (past STALE_AFTER)."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def time(self) -> float:
-        """Wall time, jumped."""
-        return time.time() + self.offset
-
-    def monotonic(self) -> float:
-        """Monotonic time, jumped."""
-        return time.monotonic() + self.offset
-
-
 @dataclass
 class Event:
     """A change seen by the sampler: a failure or a success, and the schedule set by it."""
@@ -491,7 +476,7 @@ def closed_port() -> int:
 class Sampler:
     """Watches pollers without awaiting between reading a change and its next fetch time."""
 
-    def __init__(self, clock: JumpClock, pollers: dict[str, Poller]) -> None:
+    def __init__(self, clock: OffsetClock, pollers: dict[str, Poller]) -> None:
         self._clock = clock
         self._pollers = pollers
         self.events: dict[str, list[Event]] = {cid: [] for cid in pollers}
@@ -550,8 +535,7 @@ def goal_reached(row: Row, events: list[Event]) -> bool:
 @asynccontextmanager
 async def serving(app: web.Application) -> AsyncIterator[TestServer]:
     """Serve ``app`` on a loopback port for the duration of the block."""
-    server = TestServer(app, host="127.0.0.1", port=0)
-    await server.start_server()
+    server = await serve(app)
     try:
         yield server
     finally:
@@ -561,7 +545,7 @@ async def serving(app: web.Application) -> AsyncIterator[TestServer]:
 async def run_scenario() -> Evidence:
     """Run every row at once and collect the evidence."""
     evidence = Evidence()
-    clock = JumpClock()
+    clock = OffsetClock()
     hits = evidence.other_host_hits
 
     async def other_handler(request: web.Request) -> web.Response:
@@ -588,8 +572,7 @@ async def run_scenario() -> Evidence:
         serving(sim.app()) as sim_server,
         aiohttp.ClientSession() as scraper,
     ):
-        down_server = TestServer(down_sim.app(), host="127.0.0.1", port=0)
-        await down_server.start_server()
+        down_server = await serve(down_sim.app())
         urls = {
             Scope.CAMPAIGN: str(sim_server.make_url("/v1")),
             Scope.API_STOPS: str(down_server.make_url("/v1")),
@@ -611,10 +594,7 @@ async def run_scenario() -> Evidence:
                         "listen_address": "127.0.0.1:0",
                     }
                 )
-                servers[scope] = TestServer(
-                    create_app(settings, clock=clock), host="127.0.0.1", port=0
-                )
-                await servers[scope].start_server()
+                servers[scope] = await serve(create_app(settings, clock=clock))
             await drive(
                 evidence, clock, sim, down_server, servers, scraper, other, sim_server, by_scope
             )
@@ -671,7 +651,7 @@ def campaign_up(samples: Samples, cid: str) -> float | None:
 
 async def drive(
     evidence: Evidence,
-    clock: JumpClock,
+    clock: OffsetClock,
     sim: Simulator,
     down_server: TestServer,
     servers: dict[Scope, TestServer],
@@ -977,8 +957,7 @@ async def test_lone_surrogate_in_a_text_field_neither_stops_polling_nor_freezes_
                 "listen_address": "127.0.0.1:0",
             }
         )
-        exporter = TestServer(create_app(settings), host="127.0.0.1", port=0)
-        await exporter.start_server()
+        exporter = await serve(create_app(settings))
         evidence = Evidence()
         try:
             healthy = await wait_scrapes(

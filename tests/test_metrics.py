@@ -1,151 +1,182 @@
-"""Rendering: exact exposition text, absent fields, escaping, and promtool's verdict."""
+"""The metric declarations: one per name, text-format spelling, and exporter-wide families read
+from their owners."""
 
 from __future__ import annotations
 
-import subprocess
+import re
+from operator import attrgetter
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from pydantic import SecretStr
 
 from exporter import metrics
+from exporter.client import RequestStats
+from exporter.config import load_settings
 from exporter.metrics import (
-    ExpositionRenderer,
+    BUILD_FAMILIES,
+    CAMPAIGN_FAMILIES,
+    RELOAD_FAMILIES,
+    REQUEST_FAMILIES,
+    SHARD_FAMILIES,
+    SNAPSHOT_FAMILIES,
+    ExporterFamily,
+    Family,
+    ProcessMetrics,
+    RecordFamily,
     escape_label_value,
     format_value,
-    render_campaign_data,
-    render_exposition,
 )
 from exporter.models import parse_campaign
-from exporter.state import BuildInfo, CampaignView, HistogramData, Snapshot
-from tests.conftest import parse_samples, value
-from tests.test_models import FIRST_EXAMPLE, SECOND_EXAMPLE
+from exporter.reloader import ReloadStatus
+from exporter.render import CampaignRenderer, render_exporter_families
+from exporter.state import BuildInfo, CampaignView, Snapshot
+from tests.helpers import SECOND_EXAMPLE, parse_samples, promtool_check, value
 
-BUILD = BuildInfo(version="1.2.3", python_version="3.11.7")
-
-
-def snapshot_of(*views: CampaignView, **extra: Any) -> Snapshot:
-    """A snapshot with a fixed build and the given campaigns."""
-    return Snapshot(campaigns=views, build=BUILD, campaigns_configured=len(views), **extra)
-
-
-def view_of(document: dict[str, Any], **extra: Any) -> CampaignView:
-    """A healthy view of one record."""
-    campaign_id = document["id"]
-    record = parse_campaign(document, campaign_id)
-    fields: dict[str, Any] = {"up": True, "last_success": 1700000000.5}
-    fields.update(extra)
-    return CampaignView(campaign_id=campaign_id, record=record, **fields)
+EXPORTER_FAMILY_TUPLES: tuple[tuple[ExporterFamily[Any], ...], ...] = (
+    SNAPSHOT_FAMILIES,
+    BUILD_FAMILIES,
+    REQUEST_FAMILIES,
+    SHARD_FAMILIES,
+    RELOAD_FAMILIES,
+)
 
 
-def test_second_example_renders_exactly() -> None:
-    """The campaign part of the exposition for the API page's second example, line for line."""
-    parts = render_campaign_data(
-        parse_campaign(SECOND_EXAMPLE, SECOND_EXAMPLE["id"]), SECOND_EXAMPLE["id"]
+def declared() -> list[Family]:
+    """Every family object the metrics module defines at top level."""
+    return [item for item in vars(metrics).values() if isinstance(item, Family)]
+
+
+def test_every_declared_family_is_served_exactly_once() -> None:
+    """Each declaration appears in exactly one served tuple, and no two share a name."""
+    served = [*CAMPAIGN_FAMILIES, *(f for group in EXPORTER_FAMILY_TUPLES for f in group)]
+    assert sorted(id(f) for f in declared()) == sorted(id(f) for f in served)
+    names = [family.name for family in served]
+    assert len(names) == len(set(names))
+
+
+def test_family_names_follow_the_conventions() -> None:
+    """Prefixes, snake case, counters end in _total, gauges never end like histogram parts."""
+    for family in declared():
+        assert re.fullmatch(r"dialnexa_(campaign|exporter)_[a-z0-9_]+", family.name), family
+        if family.kind == "counter":
+            assert family.name.endswith("_total"), family.name
+        if family.kind == "gauge":
+            assert not re.search(r"_(count|sum|bucket|total)$", family.name), family.name
+        assert family.help.endswith("."), family.name
+
+
+def test_a_new_campaign_gauge_is_one_declaration() -> None:
+    """A family declared with its extractor is rendered with no other change."""
+    remaining = RecordFamily(
+        "dialnexa_campaign_remaining_leads_test",
+        "gauge",
+        "Leads left (a test family).",
+        value=lambda record: None if record.total_leads is None else record.total_leads - 1,
     )
-    cid = 'campaign_id="cmp_5tw8vz2rnx1q"'
-    assert "".join(parts) == (
-        f'dialnexa_campaign_info{{{cid},name="Q2 Lead Re-engagement",agent_id="agt_k7m2nq9xw4p8",'
-        f'from_phone_number="+912234567890",organization_id=""}} 1\n'
-        f'dialnexa_campaign_status{{{cid},status="draft"}} 0\n'
-        f'dialnexa_campaign_status{{{cid},status="active"}} 1\n'
-        f'dialnexa_campaign_status{{{cid},status="running"}} 0\n'
-        f'dialnexa_campaign_status{{{cid},status="paused"}} 0\n'
-        f'dialnexa_campaign_status{{{cid},status="completed"}} 0\n'
-        f'dialnexa_campaign_status{{{cid},status="cancelled"}} 0\n'
-        f'dialnexa_campaign_status{{{cid},status="unknown"}} 0\n'
-        f"dialnexa_campaign_total_leads{{{cid}}} 1200\n"
-        f"dialnexa_campaign_completed_calls{{{cid}}} 438\n"
-        f"dialnexa_campaign_pending_calls{{{cid}}} 762\n"
-        f"dialnexa_campaign_max_concurrent_calls{{{cid}}} 5\n"
-        f"dialnexa_campaign_created_timestamp_seconds{{{cid}}} 1714554000\n"
-    )
-
-
-def test_first_example_has_retry_settings_and_no_counters() -> None:
-    """Absent counters give absent series (never 0); retry minutes become seconds."""
-    samples = parse_samples(render_exposition(snapshot_of(view_of(FIRST_EXAMPLE))).decode())
-    cid = FIRST_EXAMPLE["id"]
-    assert value(samples, "dialnexa_campaign_retry_max_retries", campaign_id=cid) == 3
-    assert value(samples, "dialnexa_campaign_retry_interval_seconds", campaign_id=cid) == 7200
-    for absent in (
-        "total_leads",
-        "completed_calls",
-        "pending_calls",
-        "scheduled_timestamp_seconds",
-    ):
-        assert value(samples, f"dialnexa_campaign_{absent}", campaign_id=cid) is None, absent
-    status = {
-        dict(labels)["status"]: v
-        for (name, labels), v in samples.items()
-        if name == "dialnexa_campaign_status"
-    }
-    assert status == {
-        "draft": 0,
-        "active": 0,
-        "running": 1,
-        "paused": 0,
-        "completed": 0,
-        "cancelled": 0,
-        "unknown": 0,
-    }
-
-
-def test_unknown_status_sets_only_unknown() -> None:
-    """A status outside the enum turns on `unknown` and nothing else."""
-    text = render_exposition(snapshot_of(view_of({"id": "c", "status": "archived"}))).decode()
+    record = parse_campaign(SECOND_EXAMPLE, SECOND_EXAMPLE["id"])
+    view = CampaignView(SECOND_EXAMPLE["id"], record, up=True, last_success=1.0)
+    text = CampaignRenderer((*CAMPAIGN_FAMILIES, remaining)).render(Snapshot((view,))).decode()
     samples = parse_samples(text)
-    ones = [
-        dict(labels)["status"]
-        for (name, labels), v in samples.items()
-        if name == "dialnexa_campaign_status" and v == 1
-    ]
-    assert ones == ["unknown"]
+    assert value(samples, remaining.name, campaign_id=SECOND_EXAMPLE["id"]) == 1199
+    assert promtool_check(text.encode()).returncode == 0
 
 
-def test_missing_status_renders_no_status_series() -> None:
-    """A record without a status has no status series rather than a made-up state."""
-    text = render_exposition(snapshot_of(view_of({"id": "c", "name": "n"}))).decode()
-    assert "dialnexa_campaign_status{" not in text
-    assert 'dialnexa_campaign_info{campaign_id="c",name="n"' in text
+def test_a_cached_family_is_made_again_when_its_field_changes() -> None:
+    """A family cached on a field shows the new value once that field changes, and the cached
+    lines meanwhile (a stand-in extractor counts its calls)."""
+    calls: list[str] = []
 
+    def name_value(record: Any) -> int:
+        calls.append(record.name)
+        return len(record.name)
 
-def test_down_campaign_without_data_keeps_health_series() -> None:
-    """A campaign with no data still reports campaign_up 0 and its error counts."""
-    down = CampaignView("c", None, up=False, last_success=None, errors=(("timeout", 3),))
-    samples = parse_samples(render_exposition(snapshot_of(down)).decode())
-    assert value(samples, "dialnexa_exporter_campaign_up", campaign_id="c") == 0
-    assert (
-        value(samples, "dialnexa_exporter_campaign_errors_total", campaign_id="c", reason="timeout")
-        == 3
+    family = RecordFamily(
+        "dialnexa_campaign_name_length_test",
+        "gauge",
+        "Length of the name (a test family).",
+        value=name_value,
+        cached_on=("name",),
     )
-    assert not [name for name, _ in samples if name.startswith("dialnexa_campaign_")]
-    assert value(samples, "dialnexa_exporter_campaign_last_success_timestamp_seconds") is None
+    renderer = CampaignRenderer((family,))
+
+    def render(document: dict[str, Any]) -> str:
+        record = parse_campaign(document, "c")
+        return renderer.render(Snapshot((CampaignView("c", record, True, 1.0),))).decode()
+
+    assert 'name_length_test{campaign_id="c"} 2' in render({"id": "c", "name": "ab"})
+    assert 'name_length_test{campaign_id="c"} 2' in render(
+        {"id": "c", "name": "ab", "total_leads": 5}
+    )
+    assert calls == ["ab"]  # another field changed: the cached line was reused
+    assert 'name_length_test{campaign_id="c"} 3' in render({"id": "c", "name": "abc"})
+    assert calls == ["ab", "abc"]
 
 
-def test_exporter_health_families() -> None:
-    """Build info, request counters, histogram, configured count and poll figures render."""
-    snapshot = snapshot_of(
-        requests_by_code=(("200", 5), ("error", 1)),
-        request_durations=HistogramData(buckets=(1, 2, 2, 3, 3, 3, 3, 4, 4, 4, 6), total=2.5),
-        last_poll_timestamp=1700000000.0,
-        poll_duration=0.25,
+def test_exporter_families_read_their_owners() -> None:
+    """Build info, request counters and histogram, shards and reload status render from the
+    objects that own them."""
+    stats = RequestStats()
+    for code, seconds in (("200", 0.005), ("200", 0.3), ("error", 20.0)):
+        stats.observe_request(code, seconds)
+    settings = load_settings(
+        {
+            "api_key": SecretStr("k"),
+            "campaign_ids": ["a"],
+            "shard_count": 3,
+            "shard_index": 2,
+        }
     )
-    samples = parse_samples(render_exposition(snapshot).decode())
-    assert (
-        value(samples, "dialnexa_exporter_build_info", version="1.2.3", python_version="3.11.7")
-        == 1
+    text = "".join(
+        [
+            render_exporter_families(BUILD_FAMILIES, BuildInfo("1.2.3", "3.11.7")),
+            render_exporter_families(REQUEST_FAMILIES, stats),
+            render_exporter_families(SHARD_FAMILIES, settings),
+            render_exporter_families(RELOAD_FAMILIES, ReloadStatus(1700000000.0, False)),
+        ]
     )
-    assert value(samples, "dialnexa_exporter_api_requests_total", code="200") == 5
+    samples = parse_samples(text)
+    build = {"version": "1.2.3", "python_version": "3.11.7"}
+    assert value(samples, "dialnexa_exporter_build_info", **build) == 1
+    assert value(samples, "dialnexa_exporter_api_requests_total", code="200") == 2
     assert value(samples, "dialnexa_exporter_api_requests_total", code="error") == 1
-    assert value(samples, "dialnexa_exporter_api_request_duration_seconds_bucket", le="+Inf") == 6
-    assert value(samples, "dialnexa_exporter_api_request_duration_seconds_bucket", le="0.01") == 1
-    assert value(samples, "dialnexa_exporter_api_request_duration_seconds_count") == 6
-    assert value(samples, "dialnexa_exporter_api_request_duration_seconds_sum") == 2.5
-    assert value(samples, "dialnexa_exporter_campaigns_configured") == 0
-    assert value(samples, "dialnexa_exporter_last_poll_timestamp_seconds") == 1700000000
-    assert value(samples, "dialnexa_exporter_poll_duration_seconds") == 0.25
+    duration = "dialnexa_exporter_api_request_duration_seconds"
+    assert value(samples, f"{duration}_bucket", le="0.01") == 1
+    assert value(samples, f"{duration}_bucket", le="0.5") == 2
+    assert value(samples, f"{duration}_bucket", le="10") == 2
+    assert value(samples, f"{duration}_bucket", le="+Inf") == 3
+    assert value(samples, f"{duration}_count") == 3
+    assert value(samples, f"{duration}_sum") == pytest.approx(20.305)
+    assert value(samples, "dialnexa_exporter_shard_index") == 2
+    assert value(samples, "dialnexa_exporter_shards") == 3
+    assert value(samples, "dialnexa_exporter_config_last_reload_successful") == 0
+    reload_time = "dialnexa_exporter_config_last_reload_success_timestamp_seconds"
+    assert value(samples, reload_time) == 1700000000
+    assert promtool_check(text.encode()).returncode == 0
+
+
+def test_a_family_without_samples_is_left_out_with_its_header() -> None:
+    """No request yet: no requests_total family at all (not a bare HELP/TYPE)."""
+    text = render_exporter_families(REQUEST_FAMILIES, RequestStats())
+    assert "dialnexa_exporter_api_requests_total" not in text
+    assert "dialnexa_exporter_api_request_duration_seconds_count 0" in text
+
+
+def test_process_metrics_are_measured_when_asked() -> None:
+    """Each call reads the process anew: CPU time spent between two calls shows."""
+    process = ProcessMetrics()
+
+    def cpu() -> float:
+        found = value(parse_samples(process.text()), "process_cpu_seconds_total")
+        assert found is not None
+        return found
+
+    before = cpu()
+    for _ in range(20_000):  # bounded: seconds of CPU at most, ticks come every 10 ms
+        if cpu() > before:
+            break
+        sum(range(10_000))
+    assert cpu() > before
 
 
 @pytest.mark.parametrize(
@@ -171,107 +202,9 @@ def test_value_formatting(number: float, text: str) -> None:
     assert format_value(number) == text
 
 
-label_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=40)
-
-
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(name=label_text, agent=label_text, phone=label_text, org=label_text)
-def test_any_label_string_round_trips(name: str, agent: str, phone: str, org: str) -> None:
-    """Whatever text the API sends in metadata comes back exactly through the parser."""
-    document = {
-        "id": "cmp_rt",
-        "name": name,
-        "agent_id": agent,
-        "from_phone_number": phone,
-        "organization_id": org,
-        "status": "active",
-    }
-    samples = parse_samples(render_exposition(snapshot_of(view_of(document))).decode())
-    info = [labels for (metric, labels) in samples if metric == "dialnexa_campaign_info"]
-    assert len(info) == 1
-    assert dict(info[0]) == {
-        "campaign_id": "cmp_rt",
-        "name": name,
-        "agent_id": agent,
-        "from_phone_number": phone,
-        "organization_id": org,
-    }
-
-
-def test_cached_rendering_equals_fresh_rendering() -> None:
-    """Reusing cached fragments gives byte-identical output to rendering from scratch."""
-    renderer = ExpositionRenderer()
-    first = snapshot_of(view_of(SECOND_EXAMPLE), view_of(FIRST_EXAMPLE))
-    assert renderer.render(first) == render_exposition(first)
-    changed = dict(SECOND_EXAMPLE, completed_calls=439, pending_calls=761)
-    second = snapshot_of(view_of(changed), first.campaigns[1])
-    assert renderer.render(second) == render_exposition(second)
-    assert b'dialnexa_campaign_completed_calls{campaign_id="cmp_5tw8vz2rnx1q"} 439' in (
-        renderer.render(second)
-    )
-    third = snapshot_of(first.campaigns[1])
-    assert renderer.render(third) == render_exposition(third)
-    assert b"cmp_5tw8vz2rnx1q" not in renderer.render(third)
-
-
-def test_slicing_does_not_change_the_exposition(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rendered in slices of a campaign or two, the exposition is byte for byte the same and
-    every family stays one contiguous group."""
-    views = [
-        view_of(dict(SECOND_EXAMPLE, id=f"cmp_{n}", completed_calls=n), errors=(("timeout", n),))
-        for n in range(7)
-    ]
-    views.append(CampaignView("cmp_gone", None, up=False, last_success=None))
-    views.append(view_of(dict(FIRST_EXAMPLE, scheduled_at="2024-06-01T10:00:00Z")))
-    snapshot = snapshot_of(*views)
-    whole = render_exposition(snapshot)
-    monkeypatch.setattr(metrics, "FAMILY_SLICE", 2)
-    monkeypatch.setattr(metrics, "RENDER_SLICE", 1)
-    chunks: list[bytes] = []
-    steps = sum(1 for _ in ExpositionRenderer().render_steps(snapshot, chunks.append))
-    sliced = b"".join(chunks)
-    assert steps > 20  # really rendered in many slices
-    assert sliced == whole
-    names = [line.split("{")[0].split(" ")[0] for line in whole.decode().splitlines()]
-    names = [name for name in names if name != "#"]
-    groups = [name for i, name in enumerate(names) if i == 0 or names[i - 1] != name]
-    assert len(groups) == len(set(groups))  # no family appears in two places
-    assert promtool_check(sliced).returncode == 0
-
-
-def promtool_check(text: bytes) -> subprocess.CompletedProcess[str]:
-    """Run `promtool check metrics` on an exposition."""
-    return subprocess.run(
-        ["promtool", "check", "metrics"],
-        input=text.decode("utf-8"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def test_promtool_accepts_a_full_exposition() -> None:
-    """promtool check metrics finds no problem in an exposition with every family present."""
-    scheduled = dict(FIRST_EXAMPLE, id="cmp_sched", scheduled_at="2024-06-01T10:00:00+02:00")
-    snapshot = snapshot_of(
-        view_of(SECOND_EXAMPLE, errors=(("server_error", 2),)),
-        view_of(FIRST_EXAMPLE),
-        view_of(scheduled),
-        CampaignView("cmp_gone", None, up=False, last_success=None, errors=(("not_found", 1),)),
-        requests_by_code=(("200", 3), ("404", 1)),
-        last_poll_timestamp=1700000000.0,
-        poll_duration=0.5,
-    )
-    result = promtool_check(render_exposition(snapshot))
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.strip() == ""
-
-
-@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(name=label_text, phone=label_text)
-def test_promtool_accepts_any_metadata(name: str, phone: str) -> None:
-    """Arbitrary Unicode in labels never produces an exposition promtool rejects."""
-    document = dict(SECOND_EXAMPLE, name=name, from_phone_number=phone)
-    result = promtool_check(render_exposition(snapshot_of(view_of(document))))
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_record_extractors_read_the_field_they_name() -> None:
+    """The plain count families read the record field of their name (no crossed wires)."""
+    for family in CAMPAIGN_FAMILIES:
+        if isinstance(family, RecordFamily) and isinstance(family.value, attrgetter):
+            field = family.name.removeprefix("dialnexa_campaign_")
+            assert repr(family.value) == f"operator.attrgetter('{field}')", family.name

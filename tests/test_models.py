@@ -8,32 +8,7 @@ from typing import Any
 import pytest
 
 from exporter.models import CampaignStatus, RecordError, parse_campaign
-
-# The two examples of the API page, verbatim in substance: they disagree on purpose.
-FIRST_EXAMPLE: dict[str, Any] = {
-    "id": "cmp_xyz789",
-    "organization_id": "org_xyz",
-    "name": "Q2 Lead Re-engagement",
-    "agent_id": "agt_abc123",
-    "from_phone_number": "+912234567890",
-    "status": "running",
-    "max_concurrent_calls": 5,
-    "scheduled_at": None,
-    "retry_config": {"max_retries": 3, "retry_interval_minutes": 120},
-    "created_at": "2024-03-01T09:00:00.000Z",
-}
-SECOND_EXAMPLE: dict[str, Any] = {
-    "id": "cmp_5tw8vz2rnx1q",
-    "name": "Q2 Lead Re-engagement",
-    "status": "active",
-    "agent_id": "agt_k7m2nq9xw4p8",
-    "from_phone_number": "+912234567890",
-    "max_concurrent_calls": 5,
-    "total_leads": 1200,
-    "completed_calls": 438,
-    "pending_calls": 762,
-    "created_at": "2024-05-01T09:00:00.000Z",
-}
+from tests.helpers import FIRST_EXAMPLE, SECOND_EXAMPLE
 
 
 def test_first_example_parses_without_counters() -> None:

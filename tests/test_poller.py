@@ -1,4 +1,5 @@
-"""Poller scheduling with an injected clock and a hand-written fetcher: no network, no sleeps."""
+"""The poller: rounds, workers, outcomes applied, publication, readiness; driven by a fake
+clock and a hand-written fetcher (no network, no sleeps)."""
 
 from __future__ import annotations
 
@@ -12,32 +13,13 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from exporter.client import (
-    ConnectionFailedError,
-    FetchError,
-    HTTPStatusError,
-    InvalidResponseError,
-    RequestTimeoutError,
-)
+from exporter import poller as poller_module
+from exporter.client import ConnectionFailedError, HTTPStatusError
 from exporter.config import Settings, load_settings
 from exporter.models import Campaign, parse_campaign
-from exporter.poller import Poller, RequestStats, TokenBucket, backoff_delay, error_reason
+from exporter.poller import Poller
 from exporter.state import Snapshot
-
-
-class FakeClock:
-    """A clock that moves only when told to."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def time(self) -> float:
-        """Wall time: a fixed epoch plus the monotonic offset."""
-        return 1_700_000_000.0 + self.now
-
-    def monotonic(self) -> float:
-        """Monotonic time."""
-        return self.now
+from tests.helpers import FakeClock, wait_for
 
 
 class ScriptedFetcher:
@@ -45,6 +27,7 @@ class ScriptedFetcher:
 
     def __init__(self) -> None:
         self.answers: dict[str, Any] = {}
+        self.after: dict[str, Any] = {}  # answers of the campaigns held by an Event
         self.calls: list[str] = []
 
     async def fetch_changed(
@@ -53,6 +36,9 @@ class ScriptedFetcher:
         """Return or raise what the table says; no record when the document is unchanged."""
         self.calls.append(campaign_id)
         answer = self.answers[campaign_id]
+        if isinstance(answer, asyncio.Event):  # hang until the test sets it, then answer
+            await answer.wait()
+            answer = self.after[campaign_id]
         if isinstance(answer, BaseException):
             raise answer
         body_digest = json.dumps(answer, sort_keys=True).encode()
@@ -76,12 +62,17 @@ def make_settings(**overrides: Any) -> Settings:
 
 
 _HARNESSES: list[Harness] = []
+_TASKS: list[asyncio.Task[None]] = []
 
 
 @pytest.fixture(autouse=True)
 async def _stop_pollers() -> AsyncIterator[None]:
-    """Stop the fetch workers of every harness a test made."""
+    """Stop the running pollers and the fetch workers of every harness a test made."""
     yield
+    while _TASKS:
+        task = _TASKS.pop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
     while _HARNESSES:
         await _HARNESSES.pop().poller.stop_workers()
 
@@ -99,7 +90,6 @@ class Harness:
             self.fetcher,
             self.sink,
             campaign_ids=campaigns,
-            stats=RequestStats(),
             clock=self.clock,
             rng=random.Random(7),
         )
@@ -108,6 +98,13 @@ class Harness:
         """Keep the snapshot."""
         self.published.append(snapshot)
 
+    async def running(self) -> asyncio.Task[None]:
+        """Start ``poller.run()`` (stopped by the fixture) and wait until it sleeps on the clock."""
+        task = asyncio.create_task(self.poller.run())
+        _TASKS.append(task)
+        await wait_for(lambda: self.clock.waiting >= 2, what="poller and publisher waiting")
+        return task
+
     def view(self, campaign_id: str) -> Any:
         """The campaign's view in a fresh snapshot."""
         snapshot = self.poller.build_snapshot()
@@ -115,40 +112,6 @@ class Harness:
 
 
 ACTIVE = {"id": "cmp_a", "status": "active", "total_leads": 10, "pending_calls": 4}
-
-
-@pytest.mark.parametrize(
-    ("error", "reason"),
-    [
-        (RequestTimeoutError("t"), "timeout"),
-        (ConnectionFailedError("c"), "connection"),
-        (HTTPStatusError(401), "unauthorized"),
-        (HTTPStatusError(403), "forbidden"),
-        (HTTPStatusError(404), "not_found"),
-        (HTTPStatusError(429), "rate_limited"),
-        (HTTPStatusError(500), "server_error"),
-        (HTTPStatusError(503), "server_error"),
-        (HTTPStatusError(400), "client_error"),
-        (HTTPStatusError(410), "client_error"),
-        (HTTPStatusError(304), "invalid_response"),
-        (InvalidResponseError("x"), "invalid_response"),
-        (FetchError("other"), "invalid_response"),
-    ],
-)
-def test_error_reasons_are_the_fixed_set(error: FetchError, reason: str) -> None:
-    """Each typed error maps to its documented reason label."""
-    assert error_reason(error) == reason
-
-
-def test_backoff_grows_exponentially_and_is_capped() -> None:
-    """Delays double per failure (plus up to 25% jitter), never below the interval, capped."""
-    rng = random.Random(1)
-    delays = [backoff_delay(n, 10.0, rng) for n in range(1, 10)]
-    for failures, delay in enumerate(delays, start=1):
-        base = min(100.0, 10.0 * 2 ** (failures - 1))
-        assert base <= delay <= min(100.0, base * 1.25)
-    assert delays[-1] == 100.0
-    assert backoff_delay(50, 30.0, rng) <= 300.0
 
 
 async def test_first_round_fetches_everything_and_marks_ready() -> None:
@@ -339,12 +302,96 @@ async def test_set_campaigns_keeps_state_of_kept_ones() -> None:
     assert snapshot.campaigns[0] is kept
 
 
-async def test_token_bucket_spaces_requests() -> None:
-    """With no burst left, the bucket makes a caller wait 1/rate seconds (real clock, tiny)."""
-    clock = FakeClock()
-    bucket = TokenBucket(rate=1000.0, clock=clock, burst=1.0)
-    await bucket.acquire()
-    # The fake clock never moves, so a second token can only come from time passing;
-    # the bucket must therefore keep waiting: prove it by racing it against a short deadline.
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(bucket.acquire(), timeout=0.05)
+async def test_views_say_when_and_why_a_campaign_is_failing() -> None:
+    """A failure records the attempt, the start of the failing run and its reason; a later
+    failure keeps the start; a success clears both."""
+    harness = Harness(["cmp_a"])
+    harness.fetcher.answers["cmp_a"] = HTTPStatusError(503)
+    await harness.poller.poll_once()
+    first = harness.view("cmp_a")
+    assert (first.last_error, first.failing_since, first.last_attempt) == (
+        "server_error",
+        harness.clock.time(),
+        harness.clock.time(),
+    )
+    harness.clock.advance(harness.poller.next_fetch_in("cmp_a"))
+    harness.fetcher.answers["cmp_a"] = HTTPStatusError(403)
+    await harness.poller.poll_once()
+    second = harness.view("cmp_a")
+    assert second.last_error == "forbidden"
+    assert second.failing_since == first.failing_since
+    assert second.last_attempt == harness.clock.time() > first.last_attempt
+    harness.clock.advance(harness.poller.next_fetch_in("cmp_a"))
+    harness.fetcher.answers["cmp_a"] = ACTIVE
+    await harness.poller.poll_once()
+    healed = harness.view("cmp_a")
+    assert (healed.up, healed.last_error, healed.failing_since) == (True, None, None)
+    assert healed.last_attempt == healed.last_success == harness.clock.time()
+
+
+async def test_the_fake_clock_drives_publication_during_a_long_round() -> None:
+    """While a round waits for a hanging fetch, a result that comes in is published once
+    PUBLISH_EVERY_SECONDS pass on the injected clock, not before."""
+    harness = Harness(["cmp_a", "cmp_b"])
+    slow, hang = asyncio.Event(), asyncio.Event()
+    harness.fetcher.answers = {"cmp_a": slow, "cmp_b": hang}
+    harness.fetcher.after = {"cmp_a": ACTIVE, "cmp_b": dict(ACTIVE, id="cmp_b")}
+    await harness.running()
+    await wait_for(lambda: bool(harness.published), what="the start-up publication")
+
+    def shows_a() -> bool:
+        return any(s.campaigns[0].up for s in harness.published)
+
+    slow.set()
+    await wait_for(lambda: harness.view("cmp_a").up, what="cmp_a fetched")
+    harness.clock.advance(poller_module.PUBLISH_EVERY_SECONDS - 0.5)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not shows_a()  # the round is not over, and not enough time has passed
+    harness.clock.advance(0.5)
+    await wait_for(shows_a, within=2.0, what="publication on the fake clock (not 5 real s)")
+    ups = {v.campaign_id: v.up for v in harness.published[-1].campaigns}
+    assert ups == {"cmp_a": True, "cmp_b": False}
+    assert not harness.published[-1].ready
+    hang.set()
+    await wait_for(lambda: harness.published[-1].ready, what="end of the round published")
+
+
+async def test_readiness_is_given_up_waiting_for_after_one_request_timeout() -> None:
+    """With every fetch hanging, the exporter turns ready one request timeout (plus its
+    resolution) after polling began, and not before."""
+    harness = Harness(["cmp_a"], request_timeout_seconds=10)
+    harness.fetcher.answers["cmp_a"] = asyncio.Event()
+    await harness.running()
+    harness.clock.advance(10.9)
+    await asyncio.sleep(0)
+    assert not any(s.ready for s in harness.published)
+    harness.clock.advance(0.1)  # 10 s + a tenth of it
+    await wait_for(lambda: any(s.ready for s in harness.published), what="ready published")
+
+
+async def test_a_reload_replaces_the_list_in_slices_and_reports_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """replace_campaigns yields to the loop between slices, counts what changed, and the
+    removed campaigns' queue entries are gone at once."""
+    monkeypatch.setattr(poller_module, "RELOAD_SLICE", 3)
+    ids = [f"cmp_{n}" for n in range(10)]
+    harness = Harness(ids)
+    others_ran = 0
+
+    async def other() -> None:
+        nonlocal others_ran
+        while True:
+            others_ran += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other())
+    try:
+        changes = await harness.poller.replace_campaigns([*ids[5:], "cmp_new1", "cmp_new2"])
+    finally:
+        task.cancel()
+    assert changes == (2, 5)
+    assert others_ran >= 3  # the event loop ran between slices
+    assert harness.poller.campaign_ids == (*ids[5:], "cmp_new1", "cmp_new2")
+    assert len(harness.poller._due) == 7

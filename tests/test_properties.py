@@ -18,18 +18,16 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from exporter.client import DialNexaClient, FetchError, InvalidResponseError, create_session
-from exporter.metrics import render_exposition
-from exporter.models import Campaign, parse_campaign
+from exporter.models import MAX_EXACT, MAX_RETRY_INTERVAL_MINUTES, Campaign, parse_campaign
+from exporter.render import CampaignRenderer
 from exporter.simulator import Fault, FaultKind, Simulator
 from exporter.state import CampaignView, Snapshot
-from tests.conftest import API_KEY, Samples, parse_samples
-from tests.test_metrics import promtool_check
+from tests.helpers import API_KEY, Samples, parse_samples, promtool_check, serve
 
 CID = "cmp_prop"
 STATES = ("draft", "active", "running", "paused", "completed", "cancelled")
@@ -66,8 +64,7 @@ def upstream() -> Iterator[Upstream]:
     """One simulator and one client session for every example of the module."""
     loop = asyncio.new_event_loop()
     sim = Simulator([], api_key=API_KEY)
-    server = TestServer(sim.app(), host="127.0.0.1", port=0)
-    loop.run_until_complete(server.start_server())
+    server = loop.run_until_complete(serve(sim.app()))
 
     async def open_session() -> aiohttp.ClientSession:
         return create_session(4)
@@ -82,6 +79,11 @@ def upstream() -> Iterator[Upstream]:
         loop.run_until_complete(session.close())
         loop.run_until_complete(server.close())
         loop.close()
+
+
+def render_exposition(snapshot: Snapshot) -> bytes:
+    """The snapshot's text from the production renderer."""
+    return CampaignRenderer().render(snapshot)
 
 
 # --- strategies -------------------------------------------------------------------------
@@ -110,8 +112,13 @@ iso_datetimes = st.datetimes(
     min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.none() | timezones
 ).map(lambda moment: moment.isoformat())
 counts = st.integers(min_value=0, max_value=2**63)
-count_like = counts | st.integers(-5, -1) | counts.map(float) | json_values
-number_like = st.floats(min_value=0, max_value=1e9) | counts | json_values
+exact_counts = st.integers(min_value=0, max_value=MAX_EXACT)
+# Numbers around and far beyond what a Prometheus sample carries exactly (2^53).
+huge = st.integers(MAX_EXACT - 2, 10**400) | st.sampled_from(
+    [float("inf"), 1e308, float(MAX_EXACT), float(MAX_EXACT) * 2, float(MAX_RETRY_INTERVAL_MINUTES)]
+)
+count_like = counts | huge | st.integers(-5, -1) | counts.map(float) | json_values
+number_like = st.floats(min_value=0, max_value=1e9) | counts | huge | json_values
 status_like = st.sampled_from([*STATES, "ARCHIVED", " Paused ", ""]) | json_values
 text_like = st.text() | json_values
 timestamp_like = (
@@ -171,8 +178,10 @@ def is_count(raw: Any) -> bool:
     if isinstance(raw, bool):
         return False
     if isinstance(raw, int):
-        return raw >= 0
-    return isinstance(raw, float) and math.isfinite(raw) and raw.is_integer() and raw >= 0
+        return 0 <= raw <= MAX_EXACT
+    return (
+        isinstance(raw, float) and math.isfinite(raw) and raw.is_integer() and 0 <= raw <= MAX_EXACT
+    )
 
 
 def assert_record_matches(document: Any, record: Campaign) -> None:
@@ -204,13 +213,13 @@ def assert_record_matches(document: Any, record: Campaign) -> None:
             assert isinstance(minutes, int | float)
             assert not isinstance(minutes, bool)
             assert math.isfinite(minutes)
-            assert minutes >= 0
+            assert 0 <= minutes <= MAX_RETRY_INTERVAL_MINUTES
             assert record.retry_config.retry_interval_minutes == minutes
 
 
 def render(*views: CampaignView) -> str:
     """The exposition of a snapshot holding ``views``."""
-    return render_exposition(Snapshot(campaigns=views, campaigns_configured=len(views))).decode()
+    return render_exposition(Snapshot(campaigns=views)).decode()
 
 
 def same_number(got: float | None, expected: float | None) -> bool:
@@ -278,7 +287,7 @@ def usable(document: Any) -> bool:
                 isinstance(minutes, int | float)
                 and not isinstance(minutes, bool)
                 and math.isfinite(minutes)
-                and minutes >= 0
+                and 0 <= minutes <= MAX_RETRY_INTERVAL_MINUTES
             )
         )
     return all(checks)
@@ -361,7 +370,7 @@ def campaign_records(draw: st.DrawFn, campaign_id: str) -> Campaign:
             document[field] = draw(any_text)
     for field in COUNT_FIELDS:
         if draw(st.booleans()):
-            document[field] = draw(counts)
+            document[field] = draw(exact_counts)
     if draw(st.booleans()):
         document["status"] = draw(st.sampled_from(STATES) | st.text(max_size=10))
     if draw(st.booleans()):
@@ -369,8 +378,8 @@ def campaign_records(draw: st.DrawFn, campaign_id: str) -> Campaign:
             st.fixed_dictionaries(
                 {},
                 optional={
-                    "max_retries": counts,
-                    "retry_interval_minutes": st.floats(min_value=0, max_value=1e12),
+                    "max_retries": exact_counts,
+                    "retry_interval_minutes": st.floats(0, MAX_RETRY_INTERVAL_MINUTES),
                 },
             )
         )
@@ -405,7 +414,7 @@ def snapshots(draw: st.DrawFn) -> tuple[Snapshot, dict[str, Campaign]]:
                 errors=tuple(sorted(errors.items())),
             )
         )
-    snapshot = Snapshot(campaigns=tuple(views), campaigns_configured=len(views))
+    snapshot = Snapshot(campaigns=tuple(views))
     return snapshot, records
 
 
@@ -456,3 +465,18 @@ def test_naive_and_offset_timestamps_are_the_same_instant() -> None:
     )
     assert record.created_at == datetime(2024, 5, 1, 9, tzinfo=UTC)
     assert record.scheduled_at == record.created_at
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(document=documents)
+def test_no_record_the_client_accepts_makes_promtool_reject_the_scrape(
+    upstream: Upstream, document: Any
+) -> None:
+    """Whatever the API sends (numbers far past 2^53 included), a record the client accepts
+    renders to an exposition promtool accepts: one bad record can never blind Prometheus."""
+    upstream.sim.set_raw(CID, document)
+    outcome = upstream.fetch()
+    if isinstance(outcome, Campaign):
+        view = CampaignView(CID, outcome, up=True, last_success=1700000000.0)
+        result = promtool_check(render_exposition(Snapshot(campaigns=(view,))))
+        assert result.returncode == 0, result.stdout + result.stderr

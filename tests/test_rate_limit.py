@@ -18,7 +18,7 @@ import pytest
 
 from exporter.config import ConfigError, load_settings
 from exporter.simulator import Fault, FaultKind
-from tests.conftest import (
+from tests.helpers import (
     API_KEY,
     RunningSimulator,
     StartExporter,

@@ -25,7 +25,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
 from exporter.cli import JsonFormatter
@@ -34,12 +33,13 @@ from exporter.config import ConfigError, Settings, load_settings
 from exporter.poller import Poller
 from exporter.server import SETTINGS
 from exporter.simulator import Fault, FaultKind
-from tests.conftest import (
+from tests.helpers import (
     RunningExporter,
     RunningSimulator,
     StartExporter,
     StartSim,
     campaign,
+    serve,
     spawn_exporter,
     wait_for,
 )
@@ -152,8 +152,7 @@ async def recording_host() -> AsyncIterator[tuple[str, list[str | None]]]:
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", handler)
-    server = TestServer(app, host="127.0.0.1", port=0)
-    await server.start_server()
+    server = await serve(app)
     try:
         yield str(server.make_url("/v1/campaigns/elsewhere")), seen
     finally:

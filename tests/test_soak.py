@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from exporter.simulator import Fault, FaultKind, SimCampaign, load_campaigns
-from tests.conftest import (
+from tests.helpers import (
     RunningExporter,
     RunningSimulator,
     StartExporter,
@@ -87,7 +87,7 @@ def fault_menu() -> list[Fault]:
 # Left out of the growth measure so that a round or a pool refill spanning the end window does
 # not read as a leak; they still count towards MAX_TASKS.
 TRANSIENT_TASKS = frozenset(
-    {"Poller._worker", "RequestHandler._handle_request", "RequestHandler.start"}
+    {"RoundRunner._worker", "RequestHandler._handle_request", "RequestHandler.start"}
 )
 
 

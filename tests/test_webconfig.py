@@ -10,7 +10,6 @@ import re
 import signal
 import socket
 import ssl
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,6 @@ import pytest
 import trustme
 import yaml
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 
 from exporter.config import ConfigError
@@ -37,11 +35,13 @@ from exporter.webconfig import (
     parse_basic_authorization,
     read_web_config,
 )
-from tests.conftest import (
+from tests.helpers import (
     API_KEY,
+    OffsetClock,
     StartSim,
     campaign,
     exporter_settings,
+    serve,
     spawn_exporter,
     wait_for,
 )
@@ -135,25 +135,6 @@ def tls_section(**extra: Any) -> dict[str, Any]:
     return {"cert_file": "server.crt", "key_file": "server.key", **extra}
 
 
-class SteppingClock:
-    """Real time plus an offset a test advances, so reload checks fall due without sleeping."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def time(self) -> float:
-        """Seconds since the Unix epoch."""
-        return time.time()
-
-    def monotonic(self) -> float:
-        """Monotonic seconds, shifted by everything advanced so far."""
-        return time.monotonic() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        """Move monotonic time forward."""
-        self.offset += seconds
-
-
 @dataclass
 class Reply:
     """One HTTPS exchange: the response and what the TLS layer showed."""
@@ -172,7 +153,7 @@ class TlsExporter:
 
     app: web.Application
     port: int
-    clock: SteppingClock
+    clock: OffsetClock
 
     def url(self, path: str, scheme: str = "https") -> str:
         """URL of ``path`` on this exporter."""
@@ -242,7 +223,7 @@ async def start_tls_exporter(start_simulator: StartSim) -> AsyncIterator[StartTl
     async def start(config_file: Path) -> TlsExporter:
         sim = await start_simulator([campaign("cmp_a")])
         settings = exporter_settings(sim, ["cmp_a"], web_config_file=str(config_file))
-        clock = SteppingClock()
+        clock = OffsetClock()
         app = create_app(settings, clock=clock)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
@@ -767,11 +748,10 @@ async def test_basic_auth_without_tls_follows_password_changes(
     """basic_auth_users alone protects plain HTTP; a new hash applies on a kept-alive connection."""
     path = write_config(tmp_path / "web.yml", {"basic_auth_users": {"alice": ALICE_HASH}})
     sim = await start_simulator([campaign("cmp_a")])
-    clock = SteppingClock()
+    clock = OffsetClock()
     app = create_app(exporter_settings(sim, ["cmp_a"], web_config_file=str(path)), clock=clock)
     assert listening_context(app) is None
-    server = TestServer(app, host="127.0.0.1", port=0)
-    await server.start_server()
+    server = await serve(app)
     old = {"Authorization": basic("alice", ALICE_PASSWORD)}
     new = {"Authorization": basic("alice", NEW_PASSWORD)}
     try:

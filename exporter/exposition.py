@@ -1,0 +1,121 @@
+"""The /metrics body: each snapshot rendered and gzipped once, finished at each scrape with the
+exporter-wide families measured then (request counts, process metrics, reload status...)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+
+from exporter.memory import MemoryTuning
+from exporter.render import CampaignRenderer
+from exporter.state import Snapshot
+
+# gzip level of the /metrics body: level 6 costs several times level 1 for a few percent
+# smaller output; rendered once per poll round, so the cheap level wins.
+GZIP_LEVEL = 1
+# Allocations (net, of objects the garbage collector tracks) between two young collections;
+# Python's default is 700. Each fetch makes and drops hundreds of short-lived objects, so at
+# 700 the collector runs every few fetches to find almost nothing; at this threshold most of
+# them are gone before it looks.
+GC_YOUNG_THRESHOLD = 10_000
+# Compressed bytes decompressed per chunk of a plain /metrics answer (a few hundred KiB out).
+PLAIN_CHUNK_INPUT = 16 * 1024
+
+ScrapePart = Callable[[], str]
+
+
+class Exposition:
+    """One published snapshot's text, kept gzipped only, open-ended: each scrape appends the
+    exporter-wide part it measures and closes the gzip stream on a copy of the compressor.
+
+    Prometheus always asks for gzip. The plain text, over ten times larger, is never held
+    whole: a client that wants it gets it decompressed chunk by chunk as it reads.
+    """
+
+    def __init__(
+        self, gzipped: bytes, compressor: zlib._Compress, plain_size: int, ready: bool
+    ) -> None:
+        self.gzipped = gzipped  # a gzip stream flushed to a byte boundary, not yet finished
+        self._compressor = compressor  # its state at that point (never used, only copied)
+        self.plain_size = plain_size
+        self.ready = ready
+
+    def gzip_body(self, tail: bytes) -> bytes:
+        """The whole body gzipped: the snapshot's part, then ``tail``, as one gzip member."""
+        finisher = self._compressor.copy()
+        return self.gzipped + finisher.compress(tail) + finisher.flush()
+
+    def plain_chunks(self, tail: bytes) -> Iterator[bytes]:
+        """The uncompressed body, in order, a chunk at a time, ``tail`` last."""
+        decompressor = zlib.decompressobj(wbits=31)  # the gzip container
+        data = memoryview(self.gzipped)
+        for start in range(0, len(data), PLAIN_CHUNK_INPUT):
+            chunk = decompressor.decompress(data[start : start + PLAIN_CHUNK_INPUT])
+            if chunk:
+                yield chunk
+        if tail:
+            yield tail
+
+
+def open_gzip() -> zlib._Compress:
+    """A compressor writing one gzip member."""
+    return zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: the gzip container
+
+
+class ExpositionCache:
+    """Turns each published snapshot into its gzipped text once; scrapes only finish it."""
+
+    def __init__(self, scrape_parts: Sequence[ScrapePart] = (), tune_memory: bool = False) -> None:
+        self._renderer = CampaignRenderer()
+        self._scrape_parts = tuple(scrape_parts)
+        self._memory = MemoryTuning() if tune_memory else None
+        if self._memory is not None:
+            self._memory.apply()
+            # Modules, settings and the campaign list live for good: out of the collector's
+            # sight before the first round, whose collections then only see new objects.
+            gc.collect()
+            gc.freeze()
+            _, older, oldest = gc.get_threshold()
+            gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+        compressor = open_gzip()
+        empty = self._renderer.render(Snapshot())
+        gzipped = compressor.compress(empty) + compressor.flush(zlib.Z_SYNC_FLUSH)
+        self._current = Exposition(gzipped, compressor, len(empty), ready=False)
+
+    @property
+    def current(self) -> Exposition:
+        """The latest rendered exposition."""
+        return self._current
+
+    def scrape_tail(self) -> bytes:
+        """The exporter-wide families, measured now, as the end of a /metrics body."""
+        return "".join([part() for part in self._scrape_parts]).encode()
+
+    async def update(self, snapshot: Snapshot) -> None:
+        """Render and compress ``snapshot`` in slices, so that the event loop keeps serving.
+
+        Each chunk is compressed as soon as it is made, so the whole text (over ten megabytes
+        at ten thousand campaigns) never exists in one piece, nor all its chunks at once.
+        """
+        compressor = open_gzip()
+        compressed: list[bytes] = []
+        size = 0
+
+        def write(chunk: bytes) -> None:
+            nonlocal size
+            size += len(chunk)
+            compressed.append(compressor.compress(chunk))
+
+        for _ in self._renderer.render_steps(snapshot, write):
+            await asyncio.sleep(0)
+        compressed.append(compressor.flush(zlib.Z_SYNC_FLUSH))
+        if self._memory is not None and snapshot.ready and not self._current.ready:
+            # What the first round made (campaign states, connections, caches) lives for
+            # good too: moving it out of the collector's sight shortens every later full
+            # collection, which at ten thousand campaigns otherwise stalls the loop.
+            gc.freeze()
+        self._current = Exposition(b"".join(compressed), compressor, size, ready=snapshot.ready)
+        if self._memory is not None:
+            self._memory.release_free_memory()
