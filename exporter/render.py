@@ -51,13 +51,9 @@ def campaign_label(campaign_id: str) -> str:
     return f'campaign_id="{escape_label_value(campaign_id)}"'
 
 
-class _Entry(NamedTuple):
-    """What the renderer keeps of one campaign between renders."""
-
-    label: str
-    record: Campaign | None
-    key: Any  # the record's values of every cached_on field
-    cached: tuple[str, ...] | None  # one text per cached family, in declaration order
+# The cached texts of a campaign (one per cached family, in declaration order), and the values
+# of the record fields they were made from.
+_Kept = tuple[Any, tuple[str, ...]]
 
 
 class _Rows(NamedTuple):
@@ -67,6 +63,10 @@ class _Rows(NamedTuple):
     records: list[Campaign | None]
     views: Sequence[CampaignView]
     cached: list[tuple[str, ...] | None]
+
+
+def _format(value: float) -> str:
+    return str(value) if value.__class__ is int else format_value(value)
 
 
 def _samples_text(prefix: str, label: str, samples: Iterable[tuple[str, float]]) -> str:
@@ -129,7 +129,9 @@ class CampaignRenderer:
         self._cached_index = {id(family): index for index, family in enumerate(self._cached)}
         fields = sorted({name for family in self._cached for name in family.cached_on})
         self._key: Callable[[Campaign], Any] = attrgetter(*fields) if fields else lambda _: ()
-        self._entries: dict[str, _Entry] = {}
+        self._labels: dict[str, str] = {}
+        self._records: dict[str, Campaign] = {}
+        self._kept: dict[str, _Kept] = {}
 
     def render(self, snapshot: Snapshot) -> bytes:
         """The whole text of ``snapshot`` as UTF-8 bytes, in one go."""
@@ -139,38 +141,52 @@ class CampaignRenderer:
         return b"".join(chunks)
 
     def _cached_texts(self, label: str, record: Campaign) -> tuple[str, ...]:
-        rows = _Rows([label], [record], (), [])
-        return tuple(_record_lines(family, rows, 0, 1) for family in self._cached)
+        texts: list[str] = []
+        for family in self._cached:
+            prefix = family.name + "{"
+            if family.value is not None:
+                v = family.value(record)
+                texts.append("" if v is None else f"{prefix}{label}}} {_format(v)}\n")
+            else:
+                assert family.samples is not None
+                texts.append(_samples_text(prefix, label, family.samples(record)))
+        return tuple(texts)
 
     def _rows(self, snapshot: Snapshot) -> Iterator[_Rows | None]:
-        """Label, record and cached texts of every campaign; yields None between slices."""
-        old, entries = self._entries, {}
+        """Label, record and cached texts of every campaign; yields None between slices.
+
+        What is kept lives in dicts of existing objects (labels, records, and the cached
+        texts reused as long as their key is equal): a render of unchanged metadata makes no
+        new long-lived object for the garbage collector to track.
+        """
+        old_labels, old_records, old_kept = self._labels, self._records, self._kept
+        labels: dict[str, str] = {}
+        records: dict[str, Campaign] = {}
+        kept_now: dict[str, _Kept] = {}
         rows = _Rows([], [], snapshot.campaigns, [])
         work = 0
         for view in snapshot.campaigns:
             cid, record = view.campaign_id, view.record
-            entry = old.get(cid)
-            label = entry.label if entry is not None else campaign_label(cid)
-            key, cached = None, None
+            label = old_labels.get(cid) or campaign_label(cid)
+            labels[cid] = label
+            kept = None
             if record is not None:
-                if entry is not None and entry.cached is not None and entry.record is record:
-                    key, cached = entry.key, entry.cached
-                else:
-                    key = self._key(record)
-                    if entry is not None and entry.cached is not None and entry.key == key:
-                        cached = entry.cached
-                    else:
-                        cached = self._cached_texts(label, record)
-                        work += _RERENDER_COST
-            entries[cid] = _Entry(label, record, key, cached)
+                kept = old_kept.get(cid)
+                if kept is None or (
+                    old_records.get(cid) is not record and kept[0] != self._key(record)
+                ):
+                    kept = (self._key(record), self._cached_texts(label, record))
+                    work += _RERENDER_COST
+                records[cid] = record
+                kept_now[cid] = kept
             rows.labels.append(label)
             rows.records.append(record)
-            rows.cached.append(cached)
+            rows.cached.append(None if kept is None else kept[1])
             work += 1
             if work >= RENDER_SLICE:
                 work = 0
                 yield None
-        self._entries = entries
+        self._labels, self._records, self._kept = labels, records, kept_now
         yield rows
 
     def _family_text(self, family: CampaignFamily, rows: _Rows, start: int, stop: int) -> str:
