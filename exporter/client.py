@@ -7,7 +7,7 @@ import bisect
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Protocol
@@ -163,6 +163,7 @@ class DialNexaClient:
         monotonic: Callable[[], float] = time.monotonic,
         wall_time: Callable[[], float] = time.time,
         before_request: Callable[[], Awaitable[None]] | None = None,
+        on_headers: Callable[[Mapping[str, str]], None] | None = None,
     ) -> None:
         self._session = session
         self._base = URL(api_url.rstrip("/"))
@@ -172,6 +173,7 @@ class DialNexaClient:
         self._monotonic = monotonic
         self._wall_time = wall_time
         self._before_request = before_request
+        self._on_headers = on_headers  # told every answer's headers (the rate-limit budget)
         self._api_key = api_key
         self._campaigns_path = f"{self._base.raw_path.rstrip('/')}/campaigns/"
         # URLs are kept: aiohttp's work on a URL is cached in it, which a fresh one redoes.
@@ -253,6 +255,8 @@ class DialNexaClient:
                     url, headers=headers, allow_redirects=False
                 ) as response:
                     code = str(response.status)
+                    if self._on_headers is not None:
+                        self._on_headers(response.headers)
                     if response.status in _REDIRECT_CODES:
                         url = self._redirect_target(url, response.headers.get("Location"))
                         continue

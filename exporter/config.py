@@ -30,6 +30,8 @@ DEFAULT_API_URL = "https://api.dialnexa.com/v1"
 DEFAULT_PORT = 10027
 CAMPAIGN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _POD_ORDINAL = re.compile(r"-(\d+)$")
+_TELEMETRY_PATH = re.compile(r"/[A-Za-z0-9_./-]{1,127}")
+_RESERVED_PATHS = frozenset({"/healthz", "/readyz"})
 
 # The YAML file names the campaign list `campaigns`; every other key is a setting name.
 _YAML_ALIASES = {"campaigns": "campaign_ids"}
@@ -161,8 +163,8 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="debug, info, warning, error"
     )
-    log_format: Literal["text", "json"] = Field(
-        default="text", description="text, or json for one JSON object per line"
+    log_format: Literal["text", "logfmt", "json"] = Field(
+        default="text", description="text, logfmt (key=value), or json (one object per line)"
     )
     web_config_file: Path | None = Field(
         default=None, description="TLS and basic auth for /metrics (exporter-toolkit format)"
@@ -175,6 +177,16 @@ class Settings(BaseSettings):
     )
     pod_name: str | None = Field(
         default=None, description="StatefulSet pod name; its -<ordinal> is the shard index"
+    )
+    telemetry_path: str = Field(default="/metrics", description="path of the metrics endpoint")
+    api_budget_pacing: bool = Field(
+        default=True, description="stretch polling so the API's rate-limit budget lasts"
+    )
+    api_budget_share: float = Field(
+        default=0.5, gt=0, le=1, description="most of the remaining budget polling may spend"
+    )
+    api_budget_reserve: float = Field(
+        default=0.1, ge=0, lt=1, description="share of the limit never spent (for other clients)"
     )
 
     @classmethod
@@ -223,6 +235,16 @@ class Settings(BaseSettings):
     @classmethod
     def _listen_address(cls, value: str) -> str:
         parse_listen_address(value)
+        return value
+
+    @field_validator("telemetry_path")
+    @classmethod
+    def _telemetry_path(cls, value: str) -> str:
+        if not _TELEMETRY_PATH.fullmatch(value) or value in _RESERVED_PATHS:
+            raise ValueError(
+                "must be a path like /metrics (letters, digits, '/', '-', '_', '.'), "
+                "not / or a probe path"
+            )
         return value
 
     @field_validator("pod_name")

@@ -327,6 +327,26 @@ class ReloadStatus(Protocol):
         """Unix time of the latest successful load."""
 
 
+class BudgetReading(Protocol):
+    """What the API budget tracker reports (exporter.budget.ApiBudget)."""
+
+    @property
+    def limit(self) -> int | None:
+        """Requests the API allows per window, as last announced."""
+
+    @property
+    def remaining(self) -> int | None:
+        """Requests left in the window, as last announced."""
+
+    @property
+    def reset_at(self) -> float | None:
+        """Unix time at which the window resets."""
+
+    @property
+    def stretch(self) -> float:
+        """How many times slower than its schedule polling runs (1: not stretched)."""
+
+
 def _histogram_samples(histogram: Histogram) -> list[Sample]:
     bounds = [format_value(bound) for bound in histogram.bounds] + ["+Inf"]
     samples: list[Sample] = [
@@ -386,10 +406,44 @@ RELOAD_TIME: ExporterFamily[ReloadStatus] = ExporterFamily(
     samples=lambda status: _one(status.last_success_timestamp),
 )
 
+API_LIMIT: ExporterFamily[BudgetReading] = ExporterFamily(
+    "dialnexa_exporter_api_requests_limit",
+    "gauge",
+    "Requests the DialNexa API allows the key per rate-limit window, as its headers last "
+    "said; absent while the API sends none.",
+    samples=lambda budget: _one(budget.limit),
+)
+API_REMAINING: ExporterFamily[BudgetReading] = ExporterFamily(
+    "dialnexa_exporter_api_requests_remaining",
+    "gauge",
+    "Requests left to the key until the rate-limit window resets, as the API's headers last "
+    "said (every client of the key spends them); absent while the API sends none.",
+    samples=lambda budget: _one(budget.remaining),
+)
+API_RESET: ExporterFamily[BudgetReading] = ExporterFamily(
+    "dialnexa_exporter_api_rate_limit_reset_timestamp_seconds",
+    "gauge",
+    "Unix time at which the API's rate-limit window resets; absent while the API sends none.",
+    samples=lambda budget: _one(budget.reset_at),
+)
+STRETCH: ExporterFamily[BudgetReading] = ExporterFamily(
+    "dialnexa_exporter_poll_stretch_factor",
+    "gauge",
+    "How many times slower than configured the exporter polls so that the API budget lasts "
+    "until its reset; 1 when not stretched.",
+    samples=lambda budget: _one(budget.stretch),
+)
+
 BUILD_FAMILIES: tuple[ExporterFamily[BuildInfo], ...] = (BUILD_INFO,)
 REQUEST_FAMILIES: tuple[ExporterFamily[RequestCounts], ...] = (REQUESTS, DURATION)
 SHARD_FAMILIES: tuple[ExporterFamily[Settings], ...] = (SHARD_INDEX, SHARDS)
 RELOAD_FAMILIES: tuple[ExporterFamily[ReloadStatus], ...] = (RELOAD_OK, RELOAD_TIME)
+BUDGET_FAMILIES: tuple[ExporterFamily[BudgetReading], ...] = (
+    API_LIMIT,
+    API_REMAINING,
+    API_RESET,
+    STRETCH,
+)
 
 
 class ProcessMetrics:

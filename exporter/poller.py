@@ -279,6 +279,13 @@ class Poller:
         self._last_round_end: float | None = None
         self._last_round_duration: float | None = None
         self.set_campaigns(campaign_ids)
+        self._planned_rate = len(self._campaigns.states) / settings.poll_interval_seconds
+
+    @property
+    def planned_rate(self) -> float:
+        """Requests per second the schedule plans: each campaign once per its interval (as of
+        the latest round; before the first, every campaign at the poll interval)."""
+        return self._planned_rate
 
     @property
     def campaign_ids(self) -> tuple[str, ...]:
@@ -370,6 +377,10 @@ class Poller:
     def _round_done(self, batch: Batch) -> None:
         self._last_round_duration = self._clock.monotonic() - batch.started
         self._last_round_end = self._clock.time()
+        settings = self._settings
+        self._planned_rate = sum(
+            1.0 / poll_interval(state.record, settings) for state in self._campaigns.states.values()
+        )
         if not self._ready and (self._first_batch is None or batch is self._first_batch):
             self._ready = True
             log.info("first poll round done: %d campaigns", len(self._campaigns.states))

@@ -13,12 +13,14 @@ from typing import Any
 from aiohttp import web
 
 from exporter import __version__
+from exporter.budget import ApiBudget
 from exporter.client import DialNexaClient, RequestStats, TokenBucket, create_session
 from exporter.clock import Clock, SystemClock
 from exporter.config import ConfigError, Settings, campaigns_for_shard
 from exporter.exposition import ExpositionCache
 from exporter.memory import MemoryTuning
 from exporter.metrics import (
+    BUDGET_FAMILIES,
     BUILD_FAMILIES,
     CONTENT_TYPE,
     RELOAD_FAMILIES,
@@ -42,6 +44,7 @@ RELOAD_STATUS = web.AppKey("reload_status", ReloadStatus)
 EXPOSITION = web.AppKey("exposition", ExpositionCache)
 POLLER = web.AppKey("poller", Poller)
 RELOADER = web.AppKey("reloader", ConfigReloader)
+BUDGET = web.AppKey("budget", ApiBudget)
 
 
 def accepts_gzip(header: str | None) -> bool:
@@ -113,7 +116,7 @@ async def handle_index(request: web.Request) -> web.Response:
 
 
 def _client(app: web.Application, session: Any) -> DialNexaClient:
-    settings, clock = app[SETTINGS], app[CLOCK]
+    settings, clock, budget = app[SETTINGS], app[CLOCK], app[BUDGET]
     if settings.api_key is None:
         raise ConfigError("DIALNEXA_API_KEY", "is required")
     limiter = (
@@ -121,6 +124,12 @@ def _client(app: web.Application, session: Any) -> DialNexaClient:
         if settings.max_requests_per_second
         else None
     )
+
+    async def before_request() -> None:
+        if limiter is not None:
+            await limiter.acquire()
+        await budget.acquire()
+
     return DialNexaClient(
         session,
         settings.api_url,
@@ -129,7 +138,8 @@ def _client(app: web.Application, session: Any) -> DialNexaClient:
         observer=app[STATS],
         monotonic=clock.monotonic,
         wall_time=clock.time,
-        before_request=limiter.acquire if limiter is not None else None,
+        before_request=before_request,
+        on_headers=budget.observe,
     )
 
 
@@ -204,16 +214,29 @@ def create_app(
     app[CLOCK] = clock = clock or SystemClock()
     app[STATS] = stats = RequestStats()
     app[RELOAD_STATUS] = reload_status = ReloadStatus(last_success_timestamp=clock.time())
+
+    def planned_rate() -> float:
+        poller = app.get(POLLER)
+        return poller.planned_rate if poller is not None else 0.0
+
+    app[BUDGET] = budget = ApiBudget(
+        clock,
+        planned_rate=planned_rate,
+        pacing=settings.api_budget_pacing,
+        share=settings.api_budget_share,
+        reserve=settings.api_budget_reserve,
+    )
     # The exporter-wide families, each read from its owner at every scrape.
     scrape_parts = (
         partial(render_exporter_families, BUILD_FAMILIES, BuildInfo()),
         partial(render_exporter_families, REQUEST_FAMILIES, stats),
         partial(render_exporter_families, SHARD_FAMILIES, settings),
         partial(render_exporter_families, RELOAD_FAMILIES, reload_status),
+        partial(render_exporter_families, BUDGET_FAMILIES, budget),
         ProcessMetrics().text,
     )
     app[EXPOSITION] = ExpositionCache(scrape_parts, tune_memory)
-    app.router.add_get("/metrics", handle_metrics)
+    app.router.add_get(settings.telemetry_path, handle_metrics)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/", handle_index)

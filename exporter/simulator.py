@@ -232,6 +232,65 @@ def load_campaigns(count: int, seed: int = 1) -> list[SimCampaign]:
 
 
 @dataclass
+class RateLimitPolicy:
+    """A request budget per window, announced in rate-limit headers on every API answer.
+
+    ``style``: ``x`` sends X-RateLimit-Limit/-Remaining/-Reset, ``ietf`` the draft's
+    RateLimit-Limit/-Remaining/-Reset, ``structured`` the draft's RateLimit field (with
+    RateLimit-Policy). ``reset``: ``delta`` (seconds from now) or ``epoch`` (Unix time).
+    Once the window's budget is spent, requests get 429 with Retry-After until it resets.
+    """
+
+    limit: int
+    window: float  # seconds of the simulator's clock
+    style: str = "x"
+    reset: str = "delta"
+    used: int = 0
+    window_start: float = 0.0
+    lowest_remaining: int | None = None  # the least budget ever left (tests read it)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RateLimitPolicy:
+        """Build a policy from the admin endpoint's JSON."""
+        policy = cls(
+            limit=int(data["limit"]),
+            window=float(data["window"]),
+            style=str(data.get("style", "x")),
+            reset=str(data.get("reset", "delta")),
+        )
+        if policy.style not in ("x", "ietf", "structured") or policy.reset not in (
+            "delta",
+            "epoch",
+        ):
+            raise ValueError("style must be x, ietf or structured; reset delta or epoch")
+        return policy
+
+    def roll(self, now: float) -> None:
+        """Start a new window when the current one is over."""
+        if now >= self.window_start + self.window:
+            elapsed = (now - self.window_start) // self.window
+            self.window_start += elapsed * self.window
+            self.used = 0
+
+    def headers(self, now: float, wall: float) -> dict[str, str]:
+        """The headers announcing the budget at ``now`` (monotonic) / ``wall`` (Unix time)."""
+        remaining = max(0, self.limit - self.used)
+        delta = max(0.0, self.window_start + self.window - now)
+        reset = str(int(wall + delta)) if self.reset == "epoch" else str(int(delta + 0.999))
+        if self.style == "structured":
+            return {
+                "RateLimit": f'"default";r={remaining};t={int(delta + 0.999)}',
+                "RateLimit-Policy": f'"default";q={self.limit};w={int(self.window)}',
+            }
+        prefix = "X-RateLimit-" if self.style == "x" else "RateLimit-"
+        return {
+            prefix + "Limit": str(self.limit),
+            prefix + "Remaining": str(remaining),
+            prefix + "Reset": reset,
+        }
+
+
+@dataclass
 class SimulatorStats:
     """What the simulator saw: for tests and the benchmark."""
 
@@ -261,6 +320,7 @@ class Simulator:
         self.campaigns: dict[str, SimCampaign] = {c.id: c for c in campaigns}
         self.raw_records: dict[str, Any] = {}
         self.faults: dict[str | None, Fault] = {}
+        self.rate_limit: RateLimitPolicy | None = None
         self.stats = SimulatorStats()
         self._monotonic = monotonic
         self._wall_time = wall_time
@@ -285,6 +345,24 @@ class Simulator:
     def clear_faults(self) -> None:
         """Answer normally again."""
         self.faults.clear()
+
+    def set_rate_limit(self, policy: RateLimitPolicy | None) -> None:
+        """Announce (and enforce) a request budget from now on; None: no rate limit."""
+        if policy is not None:
+            policy.window_start = self._monotonic()
+        self.rate_limit = policy
+
+    def spend(self, requests: int) -> None:
+        """Spend budget as another client of the same key would (the customer's dialer)."""
+        if self.rate_limit is not None:
+            self.rate_limit.roll(self._monotonic())
+            self.rate_limit.used += requests
+
+    def _budget_headers(self) -> dict[str, str]:
+        policy = self.rate_limit
+        if policy is None:
+            return {}
+        return policy.headers(self._monotonic(), self._wall_time())
 
     def set_raw(self, campaign_id: str, document: Any) -> None:
         """Serve ``document`` (any JSON value) for ``campaign_id`` instead of a moving campaign."""
@@ -312,7 +390,18 @@ class Simulator:
         app.router.add_post("/_simulator/faults", self._post_fault)
         app.router.add_delete("/_simulator/faults", self._delete_faults)
         app.router.add_get("/_simulator/stats", self._get_stats)
+        app.router.add_post("/_simulator/rate_limit", self._post_rate_limit)
+        app.on_response_prepare.append(self._announce_budget)
         return app
+
+    async def _announce_budget(self, request: web.Request, response: web.StreamResponse) -> None:
+        if request.path.startswith("/v1/"):
+            response.headers.update(self._budget_headers())
+
+    async def _post_rate_limit(self, request: web.Request) -> web.Response:
+        data = await request.json()
+        self.set_rate_limit(RateLimitPolicy.from_json(data) if data else None)
+        return web.json_response({"ok": True})
 
     async def _get_campaign(self, request: web.Request) -> web.StreamResponse:
         campaign_id = request.match_info["campaign_id"]
@@ -330,6 +419,18 @@ class Simulator:
     async def _answer(self, request: web.Request, campaign_id: str) -> web.StreamResponse:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return _error(401, "unauthorized", "Missing or invalid API key.")
+        policy = self.rate_limit
+        if policy is not None:
+            policy.roll(self._monotonic())
+            if policy.used >= policy.limit:
+                response = _error(429, "rate_limited", "Too many requests.")
+                wait = policy.window_start + policy.window - self._monotonic()
+                response.headers["Retry-After"] = str(max(1, int(wait + 0.999)))
+                return response
+            policy.used += 1
+            left = policy.limit - policy.used
+            if policy.lowest_remaining is None or left < policy.lowest_remaining:
+                policy.lowest_remaining = left
         fault = self.faults.get(campaign_id) or self.faults.get(None)
         if fault is not None:
             answer = await self._faulty(request, campaign_id, fault)

@@ -14,6 +14,7 @@ from exporter import metrics
 from exporter.client import RequestStats
 from exporter.config import load_settings
 from exporter.metrics import (
+    BUDGET_FAMILIES,
     BUILD_FAMILIES,
     CAMPAIGN_FAMILIES,
     RELOAD_FAMILIES,
@@ -39,6 +40,7 @@ EXPORTER_FAMILY_TUPLES: tuple[tuple[ExporterFamily[Any], ...], ...] = (
     REQUEST_FAMILIES,
     SHARD_FAMILIES,
     RELOAD_FAMILIES,
+    BUDGET_FAMILIES,
 )
 
 
