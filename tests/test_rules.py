@@ -17,9 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RULE_FILE = ROOT / "helm" / "dialnexa-exporter" / "files" / "dialnexa-exporter.rules.yml"
 RULE_TESTS_DIR = ROOT / "tests" / "rules"
 RULE_TEST_FILES = sorted(RULE_TESTS_DIR.glob("*.test.yml"))
-RUNBOOK_BASE = "https://github.com/dialnexa/dialnexa-exporter/blob/main/README.md"
+RUNBOOK_BASE = "https://github.com/dialnexa/dialnexa-exporter/blob/main/docs/alerts.md"
+DOCS = ROOT / "docs"
 
-# The metric names of the design contract (the README's metric tables): nothing else may be queried
+# The metric names of the design contract (docs/metrics.md's tables): nothing else may be queried
 # by the rules or the dashboard, apart from the recording rules themselves and Prometheus' `up`.
 CONTRACT_METRICS = frozenset(
     {
@@ -44,10 +45,12 @@ CONTRACT_METRICS = frozenset(
         "dialnexa_exporter_campaigns_configured",
         "dialnexa_exporter_last_poll_timestamp_seconds",
         "dialnexa_exporter_poll_duration_seconds",
+        "dialnexa_exporter_shard_index",
+        "dialnexa_exporter_shards",
     }
 )
 
-# The alerts issue #5 asks for, by the names the README's runbook and the chart's overrides use.
+# The alerts issues #5 and #10 ask for, by the names the runbook and the chart's overrides use.
 REQUIRED_ALERTS = frozenset(
     {
         "DialNexaCampaignPaused",
@@ -58,6 +61,8 @@ REQUIRED_ALERTS = frozenset(
         "DialNexaAPIRateLimited",
         "DialNexaExporterDown",
         "DialNexaExporterAbsent",
+        "DialNexaExporterShardMissing",
+        "DialNexaExporterShardsMismatch",
     }
 )
 # Only these may select a job; every other rule is job-agnostic.
@@ -213,6 +218,8 @@ def test_rule_test_files_exist() -> None:
         "campaign-alerts.test.yml",
         "fetch-alerts.test.yml",
         "exporter-alerts.test.yml",
+        "shard-alerts.test.yml",
+        "data-gaps.test.yml",
     } <= names
 
 
@@ -271,7 +278,7 @@ def test_key_rejected_and_exporter_loss_page() -> None:
 
 
 def test_runbook_urls_point_at_the_lowercased_alert_name() -> None:
-    """runbook_url is the README anchor GitHub derives from a `### <AlertName>` heading."""
+    """runbook_url is the docs/alerts.md anchor GitHub derives from a `### <AlertName>` heading."""
     urls = [rule["annotations"]["runbook_url"] for rule in alert_rules()]
     for rule, url in zip(alert_rules(), urls, strict=True):
         assert url == f"{RUNBOOK_BASE}#{rule['alert'].lower()}"
@@ -320,9 +327,11 @@ def test_rules_query_only_contract_metrics() -> None:
 
 
 def test_for_durations_and_windows_are_plain_literals() -> None:
-    """`for` and range windows are literal durations a chart or test can override by text."""
+    """`for`, `keep_firing_for` and range windows are literal durations a test can scale by text."""
     for rule in alert_rules():
         assert parse_duration(str(rule["for"])) > 0, rule["alert"]
+        if "keep_firing_for" in rule:
+            assert parse_duration(str(rule["keep_firing_for"])) > 0, rule["alert"]
     for rule in load_rules():
         for window in re.findall(r"\[([^\]]*)\]", rule["expr"]):
             assert parse_duration(window) > 0, f"{rule.get('alert') or rule['record']}: {window}"
@@ -372,32 +381,28 @@ def test_status_code_covers_every_status_once_as_documented() -> None:
     assert f"#   {documented}\n" in RULE_FILE.read_text(encoding="utf-8")
 
 
-def readme_section(title: str) -> str | None:
-    """The text of the README's `## <title>` section, or None when it has none."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", readme, re.M | re.S)
-    return match.group(1) if match else None
+def docs_text(page: str) -> str:
+    """The text of a docs/ page."""
+    return (DOCS / page).read_text(encoding="utf-8")
 
 
-def test_contract_metrics_are_the_readme_metrics() -> None:
-    """Every metric the rules and dashboard may read is documented in the README's tables."""
-    section = readme_section("Metrics")
-    assert section is not None
+def test_contract_metrics_are_the_documented_metrics() -> None:
+    """Every metric the rules and dashboard may read is documented in docs/metrics.md's tables."""
+    tables = "\n".join(
+        line for line in docs_text("metrics.md").splitlines() if line.startswith("|")
+    )
     for name in CONTRACT_METRICS:
         base = re.sub(r"_(?:bucket|sum|count)$", "", name)
-        assert f"`{base}`" in section or f"`{base}{{" in section, name
+        assert f"`{base}`" in tables or f"`{base}{{" in tables, name
         if base != name:
-            assert re.search(rf"`{base}` \| histogram", section), name
+            assert re.search(rf"`{base}` \| histogram", tables), name
 
 
-def test_readme_runbook_has_a_section_per_alert() -> None:
-    """Each runbook_url anchor is a `### <AlertName>` heading of the README's runbook section."""
-    section = readme_section("Alerts and runbook")
-    if section is None:
-        pytest.skip("README.md has no '## Alerts and runbook' section yet")
+def test_runbook_has_a_section_per_alert() -> None:
+    """Each runbook_url anchor is a `### <AlertName>` heading of docs/alerts.md."""
     anchors = {
         re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
-        for heading in re.findall(r"^### (.+)$", section, re.M)
+        for heading in re.findall(r"^### (.+)$", docs_text("alerts.md"), re.M)
     }
     for rule in alert_rules():
         assert rule["annotations"]["runbook_url"].split("#", 1)[1] in anchors, rule["alert"]
