@@ -1,24 +1,27 @@
-"""A local Prometheus for the demo: scrape config, time-scaled rule copy, process lifecycle."""
+"""A local Prometheus for the demo: scrape config, time-scaled rule copy, and the session that
+starts it with the demo's Alertmanager.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import yaml
 
 from exporter.config import parse_listen_address
+from exporter.demo_alertmanager import BINARIES, DemoAlertmanager, start_demo_alertmanager
+from exporter.demo_process import DemoProcess, ServerStartError, duration_seconds, launch
 
 DEFAULT_LISTEN_ADDRESS = "127.0.0.1:9090"
 JOB_NAME = "dialnexa-exporter"
@@ -28,36 +31,14 @@ RULES_FILE_NAME = "dialnexa-exporter.rules.yml"
 WINDOW_SCRAPES = 4
 
 _DURATION = r"(?:\d+(?:ms|[smhdwy]))+"
-_DURATION_PART = re.compile(r"(\d+)(ms|[smhdwy])")
-_UNIT_SECONDS = {
-    "ms": 0.001,
-    "s": 1,
-    "m": 60,
-    "h": 3600,
-    "d": 86400,
-    "w": 604800,
-    "y": 31536000,
-}
 _RANGE = re.compile(rf"\[(\s*)({_DURATION})(\s*)(?::(\s*)({_DURATION})?(\s*))?\]")
 _OFFSET = re.compile(rf"\b(offset\s+-?)({_DURATION})\b")
 _DURATION_KEYS = ("for", "keep_firing_for")
 
 
-class PrometheusStartError(Exception):
-    """Prometheus exited or did not become ready; the message says why."""
-
-
 def packaged_rules_text() -> str:
     """The canonical rule file as shipped inside the package."""
     return resources.files("exporter").joinpath("rules", RULES_FILE_NAME).read_text("utf-8")
-
-
-def duration_seconds(text: str) -> float:
-    """A Prometheus duration literal (``1h30m``, ``15m``, ``500ms``) in seconds."""
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(number + unit for number, unit in parts) != text:
-        raise ValueError(f"not a Prometheus duration: {text!r}")
-    return sum(int(number) * _UNIT_SECONDS[unit] for number, unit in parts)
 
 
 def _scaled(text: str, speed: float, minimum: int) -> str:
@@ -123,8 +104,11 @@ def render_config(
     evaluation_interval_seconds: float,
     job: str = JOB_NAME,
     scheme: str = "http",
+    alertmanagers: Sequence[str] = (),
 ) -> str:
-    """A prometheus.yml scraping ``targets`` as ``job`` and loading ``rule_files``."""
+    """A prometheus.yml scraping ``targets`` as ``job``, loading ``rule_files`` and sending its
+    alerts to ``alertmanagers`` (host:port each).
+    """
     scrape: dict[str, Any] = {
         "job_name": job,
         "scheme": scheme,
@@ -142,6 +126,10 @@ def render_config(
         "rule_files": [str(path) for path in rule_files],
         "scrape_configs": [scrape],
     }
+    if alertmanagers:
+        config["alerting"] = {
+            "alertmanagers": [{"static_configs": [{"targets": [*alertmanagers]}]}]
+        }
     return yaml.safe_dump(config, sort_keys=False)
 
 
@@ -169,74 +157,24 @@ def local_url(listen_address: str) -> str:
     return f"http://{shown}:{port}"
 
 
-def _last_log_line(path: Path) -> str:
-    with contextlib.suppress(OSError):
-        lines = [line for line in path.read_text("utf-8", "replace").splitlines() if line.strip()]
-        if lines:
-            return lines[-1]
-    return "no output"
+async def alerts_page(url: str) -> str:
+    """URL of a Prometheus' alerts page: /alerts, or /classic/alerts where only that UI ships."""
+    timeout = aiohttp.ClientTimeout(total=2.0)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for path in ("/alerts", "/classic/alerts"):
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(url + path) as response:
+                    if response.status == 200:
+                        return url + path
+    return url + "/"
 
 
-@dataclass
-class DemoPrometheus:
-    """A Prometheus process started for the demo and the temporary directory it owns."""
-
-    process: asyncio.subprocess.Process
-    workdir: Path
-    url: str
-    log_file: IO[bytes]
-
-    @property
-    def log_path(self) -> Path:
-        """Where Prometheus writes its log (inside the temporary directory)."""
-        return self.workdir / "prometheus.log"
-
-    async def wait_ready(self) -> None:
-        """Wait until /-/ready answers 200; PrometheusStartError if Prometheus exits first."""
-        client_timeout = aiohttp.ClientTimeout(total=1.0)
-        async with aiohttp.ClientSession(timeout=client_timeout) as session:
-            while True:
-                if self.process.returncode is not None:
-                    raise PrometheusStartError(
-                        f"prometheus exited with status {self.process.returncode}: "
-                        + _last_log_line(self.log_path)
-                    )
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with session.get(f"{self.url}/-/ready") as response:
-                        if response.status == 200:
-                            return
-                await asyncio.sleep(0.1)
-
-    async def alerts_page(self) -> str:
-        """URL of the alerts page: /alerts, or /classic/alerts where only the classic UI ships."""
-        timeout = aiohttp.ClientTimeout(total=2.0)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            for path in ("/alerts", "/classic/alerts"):
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with session.get(self.url + path) as response:
-                        if response.status == 200:
-                            return self.url + path
-        return self.url + "/"
-
-    async def stop(self, grace_seconds: float = 10.0) -> None:
-        """Terminate Prometheus (killed after ``grace_seconds``) and remove its directory."""
-        try:
-            if self.process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self.process.terminate()
-                try:
-                    await asyncio.wait_for(self.process.wait(), grace_seconds)
-                except TimeoutError:
-                    with contextlib.suppress(ProcessLookupError):
-                        self.process.kill()
-                    await self.process.wait()
-        finally:
-            # Also reached when cancelled mid-stop: never leave the process or the files behind.
-            if self.process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self.process.kill()
-            self.log_file.close()
-            shutil.rmtree(self.workdir, ignore_errors=True)
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (the server started on it may still lose a race)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 async def start_demo_prometheus(
@@ -245,15 +183,16 @@ async def start_demo_prometheus(
     listen_address: str,
     exporter_url: str,
     speed: float,
+    alertmanager_url: str | None = None,
     ready_seconds: float = 30.0,
-) -> DemoPrometheus:
-    """Start Prometheus in a new temporary directory, scraping the exporter with the rules loaded.
+) -> DemoProcess:
+    """Start Prometheus in a new temporary directory, scraping the exporter with the rules loaded
+    and, given ``alertmanager_url``, sending its alerts there.
 
     Rule durations are divided by the demo's ``speed`` so that the alerts judge simulated time.
     """
     target = urlsplit(exporter_url)
     workdir = Path(tempfile.mkdtemp(prefix="dialnexa-demo-prometheus-"))
-    log_file: IO[bytes] | None = None
     try:
         rules = scale_rule_durations(
             yaml.safe_load(packaged_rules_text()),
@@ -270,44 +209,23 @@ async def start_demo_prometheus(
                 scrape_interval_seconds=SCRAPE_INTERVAL_SECONDS,
                 evaluation_interval_seconds=SCRAPE_INTERVAL_SECONDS,
                 scheme=target.scheme or "http",
+                alertmanagers=[urlsplit(alertmanager_url).netloc] if alertmanager_url else [],
             ),
             encoding="utf-8",
         )
-        log_file = (workdir / "prometheus.log").open("wb")
-        argv = prometheus_command(binary, config_file, workdir / "data", listen_address)
-        # A session of its own: Ctrl+C reaches the demo only, which then stops Prometheus in order.
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=log_file,
-            start_new_session=True,
-        )
     except BaseException:
-        if log_file is not None:
-            log_file.close()
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    running = DemoPrometheus(process, workdir, local_url(listen_address), log_file)
-    try:
-        try:
-            async with asyncio.timeout(ready_seconds):
-                await running.wait_ready()
-        except TimeoutError:
-            raise PrometheusStartError(
-                f"prometheus not ready after {ready_seconds:g}s: "
-                + _last_log_line(running.log_path)
-            ) from None
-    except BaseException:
-        await running.stop()
-        raise
-    return running
+    argv = prometheus_command(binary, config_file, workdir / "data", listen_address)
+    # launch() removes the directory itself when the start fails.
+    return await launch("prometheus", argv, workdir, local_url(listen_address), ready_seconds)
 
 
 class DemoPrometheusSession:
-    """The demo's optional Prometheus: started once the demo handles signals, stopped on exit.
+    """The demo's optional Prometheus, with an Alertmanager when one is installed: started once
+    the demo handles signals, stopped on exit.
 
-    A missing binary or a failed start is one printed line; the demo goes on without Prometheus.
+    A missing binary or a failed start is one printed line; the demo goes on without it.
     """
 
     def __init__(
@@ -324,10 +242,11 @@ class DemoPrometheusSession:
         self.exporter_url = exporter_url
         self.speed = speed
         self._which = which
-        self.running: DemoPrometheus | None = None
+        self.running: DemoProcess | None = None
+        self.alertmanager: DemoAlertmanager | None = None
 
     async def start(self) -> None:
-        """Start Prometheus if enabled and installed, and print where it is (or why not)."""
+        """Start Alertmanager (if installed), then Prometheus, and print where they are."""
         if not self.enabled or self.running is not None:
             return
         binary = self._which("prometheus")
@@ -338,28 +257,57 @@ class DemoPrometheusSession:
                 flush=True,
             )
             return
+        # Alertmanager first: Prometheus' configuration names it.
+        alertmanager_line = await self._start_alertmanager()
         try:
             self.running = await start_demo_prometheus(
                 binary,
                 listen_address=self.listen_address,
                 exporter_url=self.exporter_url,
                 speed=self.speed,
+                alertmanager_url=self.alertmanager.url if self.alertmanager else None,
             )
-        except (PrometheusStartError, OSError) as exc:
+        except (ServerStartError, OSError) as exc:
             print(f"  Prometheus: not started ({exc}); the demo runs without it.", flush=True)
+            await self.close()
             return
-        page = await self.running.alerts_page()
+        page = await alerts_page(self.running.url)
         print(
             f"  Prometheus: {page} (scraping the exporter every {SCRAPE_INTERVAL_SECONDS}s; "
             f"rule durations divided by {self.speed:g} to follow simulated time)",
             flush=True,
         )
+        print(alertmanager_line, flush=True)
+
+    async def _start_alertmanager(self) -> str:
+        """Start the demo's Alertmanager if a binary is found; the line telling how it went."""
+        binary = next(filter(None, map(self._which, BINARIES)), None)
+        if binary is None:
+            return (
+                "  Alertmanager: not started, no `prometheus-alertmanager` on PATH (Debian/Ubuntu: "
+                "apt install prometheus-alertmanager); alerts show in Prometheus only."
+            )
+        try:
+            self.alertmanager = await start_demo_alertmanager(
+                binary, listen_address=f"127.0.0.1:{free_loopback_port()}", speed=self.speed
+            )
+        except (ServerStartError, OSError) as exc:
+            return f"  Alertmanager: not started ({exc}); alerts show in Prometheus only."
+        return (
+            f"  Alertmanager: {self.alertmanager.url} (the project's routing and inhibitions; "
+            "each notification prints here as it arrives, within a few minutes)"
+        )
 
     async def close(self) -> None:
-        """Stop Prometheus, if it runs, and remove its temporary directory."""
+        """Stop Prometheus, then Alertmanager, each if it runs, and remove their directories."""
         running, self.running = self.running, None
-        if running is not None:
-            await running.stop()
+        alertmanager, self.alertmanager = self.alertmanager, None
+        try:
+            if running is not None:
+                await running.stop()
+        finally:
+            if alertmanager is not None:
+                await alertmanager.stop()
 
 
 @contextlib.asynccontextmanager

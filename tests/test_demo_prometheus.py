@@ -1,10 +1,13 @@
-"""The demo's optional Prometheus: packaged rule file, scaled rules, config, process lifecycle."""
+"""The demo's optional Prometheus (and its Alertmanager): packaged rule file, scaled rules,
+config, process lifecycle.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -15,9 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from exporter.demo_alertmanager import BINARIES
+from exporter.demo_process import duration_seconds
 from exporter.demo_prometheus import (
     RULES_FILE_NAME,
-    duration_seconds,
     local_url,
     optional_demo_prometheus,
     packaged_rules_text,
@@ -25,11 +29,12 @@ from exporter.demo_prometheus import (
     scale_expression,
     scale_rule_durations,
 )
-from tests.conftest import (
+from tests.helpers import (
     StartExporter,
     StartSim,
     campaign,
     exporter_settings,
+    wait_for,
 )
 from tests.prometheus_server import PrometheusAPI, free_port, port_is_open
 from tests.test_rules import ROOT, RULE_FILE, recording_rule_names, run_promtool
@@ -148,6 +153,23 @@ def test_render_config_scrapes_the_target_with_the_rules() -> None:
     )
     assert secure["scrape_configs"][0]["scheme"] == "https"
     assert secure["scrape_configs"][0]["tls_config"] == {"insecure_skip_verify": True}
+    assert "alerting" not in config
+
+
+def test_render_config_sends_alerts_to_the_alertmanagers_given() -> None:
+    """With Alertmanager addresses, the config has one static alerting target list."""
+    config = yaml.safe_load(
+        render_config(
+            targets=["127.0.0.1:10027"],
+            rule_files=[],
+            scrape_interval_seconds=5,
+            evaluation_interval_seconds=5,
+            alertmanagers=["127.0.0.1:9093"],
+        )
+    )
+    assert config["alerting"] == {
+        "alertmanagers": [{"static_configs": [{"targets": ["127.0.0.1:9093"]}]}]
+    }
 
 
 def test_local_url_maps_wildcards_to_loopback() -> None:
@@ -233,7 +255,9 @@ async def test_started_prometheus_loads_the_rules_and_is_removed_on_exit(
     start_simulator: StartSim,
     start_exporter: StartExporter,
 ) -> None:
-    """In process: ready, every rule loaded, the alerts URL printed; process and dir gone after."""
+    """In process: ready, every rule loaded, alerts sent to the demo's Alertmanager, both URLs
+    printed; processes, directories and ports gone after.
+    """
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     sim = await start_simulator([campaign("cmp_a")])
     exporter = await start_exporter(exporter_settings(sim, ["cmp_a"]))
@@ -257,12 +281,65 @@ async def test_started_prometheus_loads_the_rules_and_is_removed_on_exit(
             for group in canonical["groups"]
             for rule in group["rules"]
         }
-        process = running.process
-    assert process.returncode is not None
+        alertmanager = session.alertmanager
+        assert alertmanager is not None
+        assert sorted(entries(tmp_path)) == sorted(
+            [running.workdir.name, alertmanager.server.workdir.name]
+        )
+        await wait_for(
+            lambda: asyncio.to_thread(lambda: bool(active_alertmanagers(api))),
+            within=30,
+            what="Prometheus to know the demo's Alertmanager",
+        )
+        assert active_alertmanagers(api) == [f"{alertmanager.url}/api/v2/alerts"]
+        processes = [running.process, alertmanager.server.process]
+        am_port = int(alertmanager.url.rsplit(":", 1)[1])
+    assert all(process.returncode is not None for process in processes)
     assert not port_is_open(port)
+    assert not port_is_open(am_port)
     assert entries(tmp_path) == []
     out = capsys.readouterr().out
     assert re.search(rf"Prometheus: http://127\.0\.0\.1:{port}/(classic/)?alerts ", out), out
+    assert f"  Alertmanager: http://127.0.0.1:{am_port} (" in out
+
+
+def active_alertmanagers(api: PrometheusAPI) -> list[str]:
+    """URLs of the Alertmanagers a Prometheus sends its alerts to."""
+    return [am["url"] for am in api.get("/api/v1/alertmanagers")["activeAlertmanagers"]]
+
+
+@pytest.mark.e2e
+async def test_missing_alertmanager_is_one_line_and_prometheus_runs_alone(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """No Alertmanager binary: one line says so, Prometheus runs without alerting targets."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    port = free_port()
+
+    def which(name: str) -> str | None:
+        return None if name in BINARIES else shutil.which(name)
+
+    async with optional_demo_prometheus(
+        True,
+        listen_address=f"127.0.0.1:{port}",
+        exporter_url="http://127.0.0.1:1",
+        speed=60,
+        which=which,
+    ) as session:
+        await session.start()
+        assert session.running is not None
+        assert session.alertmanager is None
+        assert len(entries(tmp_path)) == 1
+        assert active_alertmanagers(PrometheusAPI(session.running.url)) == []
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2
+    assert out[1] == (
+        "  Alertmanager: not started, no `prometheus-alertmanager` on PATH (Debian/Ubuntu: "
+        "apt install prometheus-alertmanager); alerts show in Prometheus only."
+    )
+    assert entries(tmp_path) == []
 
 
 # --- the demo command, as a process ----------------------------------------------------------
@@ -337,7 +414,8 @@ async def test_demo_with_prometheus_scrapes_and_stops_cleanly(
         assert "alerts" in prom_url
         api = PrometheusAPI(f"http://127.0.0.1:{port}")
         assert await asyncio.to_thread(api.is_ready)
-        assert len(entries(tmp_path)) == 1  # Prometheus' own directory
+        am_url = (await _read_until(process.stdout, r"Alertmanager: (http://\S+) ", seen))[1]
+        assert len(entries(tmp_path)) == 2  # Prometheus' and Alertmanager's own directories
         async with asyncio.timeout(30):  # scrapes every 5 s
             while True:
                 targets = await asyncio.to_thread(api.targets)
@@ -359,6 +437,7 @@ async def test_demo_with_prometheus_scrapes_and_stops_cleanly(
     assert code == 0
     assert entries(tmp_path) == []
     assert not port_is_open(port)
+    assert not port_is_open(int(am_url.rsplit(":", 1)[1]))
     assert _processes_mentioning(str(tmp_path)) == []
 
 

@@ -20,13 +20,10 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from exporter.demo_prometheus import (
-    duration_seconds,
-    render_config,
-    scale_rule_durations,
-)
+from exporter.demo_process import duration_seconds
+from exporter.demo_prometheus import render_config, scale_rule_durations
 from exporter.simulator import Fault, FaultKind, SimCampaign, demo_campaigns
-from tests.conftest import (
+from tests.helpers import (
     StartExporter,
     StartSim,
     campaign,
