@@ -3,7 +3,9 @@
 Every scenario is the chart's defaults or one of its ``ci/*-values.yaml`` files. Built-in kinds are
 validated with kubernetes-validate in strict mode (unknown fields rejected) against two Kubernetes
 versions; ServiceMonitor and PrometheusRule, which it has no schema for, against a hand-written
-subset of the Prometheus Operator CRD schemas that is just as strict about unknown fields.
+subset of the Prometheus Operator CRD schemas that is just as strict about unknown fields;
+AlertmanagerConfig through the operator's CRD models (cloudcoil), whose round trip must give the
+object back unchanged (the models drop unknown fields silently).
 """
 
 from __future__ import annotations
@@ -21,9 +23,19 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from cloudcoil.models.prometheus_operator.v1alpha1 import AlertmanagerConfig
 
 import exporter
 from exporter.config import Settings, env_name, read_yaml_settings
+from tests.test_alertmanager import (
+    DIALNEXA_MATCHER,
+    RECEIVER_BY_SEVERITY,
+    alert_labels,
+    dialnexa_route,
+    routed_receivers,
+    run_amtool,
+)
+from tests.test_rules import alert_rules
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART_DIR = ROOT / "helm" / "dialnexa-exporter"
@@ -41,7 +53,8 @@ FAKE_KEY = "dnxFAKE-7f3a9c51e0-not-a-real-key"
 KEY_FILE = "/etc/dialnexa-exporter/secret/api-key"
 TMP_MOUNT = "/tmp"  # noqa: S108 - the emptyDir mount path the chart sets, no file is made
 WORKLOAD_KINDS = {"Deployment", "StatefulSet"}
-CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "AlertmanagerConfig"}
+ALERTMANAGER_FILE = CHART_DIR / "files" / "alertmanager.yml"
 
 Manifest = dict[str, Any]
 
@@ -321,8 +334,19 @@ CUSTOM_SCHEMAS = {
 }
 
 
+def operator_model_round_trip(doc: Manifest) -> Manifest:
+    """An AlertmanagerConfig as the operator's CRD model reads it and writes it back."""
+    dumped: Manifest = AlertmanagerConfig.model_validate(doc).model_dump(
+        by_alias=True, exclude_none=True, mode="json"
+    )
+    return dumped
+
+
 def validate_manifest(doc: Manifest, version: str) -> None:
-    """Validate one object strictly: Kubernetes' schemas, or the CRD subset above."""
+    """Validate one object strictly: Kubernetes' schemas, the CRD subset above or CRD models."""
+    if doc["kind"] == "AlertmanagerConfig":
+        assert operator_model_round_trip(doc) == doc, "a field the CRD does not know"
+        return
     if doc["kind"] in CUSTOM_KINDS:
         jsonschema.Draft202012Validator(CUSTOM_SCHEMAS[doc["kind"]]).validate(doc)
         if doc["kind"] == "PrometheusRule":
@@ -351,6 +375,7 @@ def test_ci_values_cover_every_required_scenario() -> None:
     assert any(v.get("sharding", {}).get("enabled") for v in merged)
     assert any(v.get("dashboard", {}).get("enabled") for v in merged)
     assert any(v.get("networkPolicy", {}).get("enabled") for v in merged)
+    assert any(v.get("alertmanagerConfig", {}).get("enabled") for v in merged)
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -843,6 +868,174 @@ def test_prometheus_rule_can_disable_an_alert(chart: helm.Chart) -> None:
     assert set(rendered) == {alert["alert"] for alert in canonical_alerts()} - {target}
 
 
+# --- AlertmanagerConfig -------------------------------------------------------------------------
+
+AM_VALUES = "alertmanagerconfig"  # the ci/ scenario with one receiver of each common kind
+
+
+def alertmanager_config(docs: list[Manifest]) -> Manifest:
+    """The one rendered AlertmanagerConfig."""
+    return one(docs, "AlertmanagerConfig")
+
+
+def matcher_text(matcher: dict[str, str]) -> str:
+    """An AlertmanagerConfig matcher object in the canonical file's `name op "value"` form."""
+    return f'{matcher["name"]}{matcher["matchType"]}"{matcher["value"]}"'
+
+
+def plain_route(route: dict[str, Any]) -> dict[str, Any]:
+    """An AlertmanagerConfig route back in plain Alertmanager form, recursively."""
+    names = {
+        "receiver": "receiver",
+        "groupBy": "group_by",
+        "groupWait": "group_wait",
+        "groupInterval": "group_interval",
+        "repeatInterval": "repeat_interval",
+        "continue": "continue",
+    }
+    plain = {names[key]: value for key, value in route.items() if key in names}
+    if "matchers" in route:
+        plain["matchers"] = [matcher_text(m) for m in route["matchers"]]
+    if "routes" in route:
+        plain["routes"] = [plain_route(child) for child in route["routes"]]
+    unknown = set(route) - set(names) - {"matchers", "routes"}
+    assert not unknown, unknown
+    return plain
+
+
+def plain_inhibit_rules(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """AlertmanagerConfig inhibit rules back in plain Alertmanager form."""
+    return [
+        {
+            "source_matchers": [matcher_text(m) for m in rule["sourceMatch"]],
+            "target_matchers": [matcher_text(m) for m in rule["targetMatch"]],
+            "equal": rule["equal"],
+        }
+        for rule in rules
+    ]
+
+
+def as_the_operator_merges_it(doc: Manifest) -> dict[str, Any]:
+    """The plain configuration the operator generates from one AlertmanagerConfig: its route
+    under the root with a namespace matcher and `continue`, its receivers and inhibitions
+    prefixed and scoped to its namespace (the operator's default matcher strategy).
+    """
+    namespace, name = doc["metadata"]["namespace"], doc["metadata"]["name"]
+
+    def prefixed(route: dict[str, Any]) -> dict[str, Any]:
+        copy = dict(route)
+        if "receiver" in copy:
+            copy["receiver"] = f"{namespace}/{name}/{copy['receiver']}"
+        if "routes" in copy:
+            copy["routes"] = [prefixed(child) for child in copy["routes"]]
+        return copy
+
+    route = prefixed(plain_route(doc["spec"]["route"]))
+    route["matchers"] = [f'namespace="{namespace}"', *route.get("matchers", [])]
+    route["continue"] = True
+    scope = f'namespace="{namespace}"'
+    return {
+        "route": {"receiver": "null", "routes": [route]},
+        "receivers": [
+            {"name": "null"},
+            *({"name": f"{namespace}/{name}/{r['name']}"} for r in doc["spec"]["receivers"]),
+        ],
+        "inhibit_rules": [
+            {
+                **rule,
+                "source_matchers": [*rule["source_matchers"], scope],
+                "target_matchers": [*rule["target_matchers"], scope],
+            }
+            for rule in plain_inhibit_rules(doc["spec"]["inhibitRules"])
+        ],
+    }
+
+
+def test_alertmanager_config_is_off_by_default(chart: helm.Chart) -> None:
+    """No AlertmanagerConfig unless asked for, even with receivers set."""
+    values = {"alertmanagerConfig": {"receivers": {"pager": {"webhookConfigs": [{"url": "x"}]}}}}
+    assert by_kind(render(chart, values), "AlertmanagerConfig") == []
+
+
+def test_alertmanager_config_says_what_the_canonical_file_says(chart: helm.Chart) -> None:
+    """Route subtree and inhibit rules, translated back, equal the canonical file's exactly."""
+    canonical = yaml.safe_load(ALERTMANAGER_FILE.read_text(encoding="utf-8"))
+    doc = alertmanager_config(render(chart, {"alertmanagerConfig": {"enabled": True}}))
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1alpha1"
+    assert doc["metadata"]["namespace"] == NAMESPACE
+    assert plain_route(doc["spec"]["route"]) == dialnexa_route(canonical)
+    assert doc["spec"]["route"]["matchers"] == [
+        {"name": "alertname", "matchType": "=~", "value": "DialNexa.+"}
+    ]
+    assert matcher_text(doc["spec"]["route"]["matchers"][0]) == DIALNEXA_MATCHER
+    assert plain_inhibit_rules(doc["spec"]["inhibitRules"]) == canonical["inhibit_rules"]
+    assert [r["name"] for r in doc["spec"]["receivers"]] == [
+        r["name"] for r in canonical["receivers"] if r["name"].startswith("dialnexa-")
+    ]
+    assert operator_model_round_trip(doc) == doc
+
+
+def test_alertmanager_config_routes_every_alert_as_the_operator_merges_it(
+    chart: helm.Chart, tmp_path: Path
+) -> None:
+    """Merged the operator's way, amtool accepts it and routes every alert of the rule file to
+    the receiver of its severity, and alerts of other namespaces not at all.
+    """
+    doc = alertmanager_config(render(chart, scenario_values(AM_VALUES)))
+    config_file = tmp_path / "alertmanager.yml"
+    config_file.write_text(yaml.safe_dump(as_the_operator_merges_it(doc)), encoding="utf-8")
+    result = run_amtool("check-config", str(config_file))
+    assert result.returncode == 0, result.stdout + result.stderr
+    prefix = f"{NAMESPACE}/{doc['metadata']['name']}/"
+    for rule in alert_rules():
+        labels = {**alert_labels(rule), "namespace": NAMESPACE}
+        expected = prefix + RECEIVER_BY_SEVERITY[rule["labels"]["severity"]]
+        assert routed_receivers(config_file, labels) == [expected], rule["alert"]
+        elsewhere = {**labels, "namespace": "other-team"}
+        assert routed_receivers(config_file, elsewhere) == ["null"], rule["alert"]
+
+
+def test_alertmanager_config_passes_receivers_through(chart: helm.Chart) -> None:
+    """Each purpose's configs from values reach its receiver unchanged, and the CRD knows them."""
+    values = scenario_values(AM_VALUES)
+    doc = alertmanager_config(render(chart, values))
+    receivers = {r["name"]: r for r in doc["spec"]["receivers"]}
+    for purpose, configs in values["alertmanagerConfig"]["receivers"].items():
+        assert receivers[f"dialnexa-{purpose}"] == {"name": f"dialnexa-{purpose}", **configs}
+    assert doc["metadata"]["labels"]["alertmanagerConfig"] == "dialnexa"
+    assert operator_model_round_trip(doc) == doc
+
+
+def test_operator_model_round_trip_catches_a_misspelt_field(chart: helm.Chart) -> None:
+    """The round trip above really checks: a misspelt receiver field is dropped, so it differs."""
+    values = {"alertmanagerConfig": {"enabled": True}}
+    doc = alertmanager_config(render(chart, values))
+    doc["spec"]["receivers"][0]["slackConfig"] = [{"channel": "#x"}]
+    assert operator_model_round_trip(doc) != doc
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda c: c["route"]["routes"][0].update(mute_time_intervals=["nights"]), "no Alert"),
+        (lambda c: c["inhibit_rules"][0].update(source_matchers=["alertname=Down"]), "form"),
+        (lambda c: c["route"].update(routes=[]), "no route matching"),
+    ],
+    ids=["untranslated key", "unquoted matcher", "no DialNexa route"],
+)
+def test_alertmanager_config_refuses_what_it_cannot_translate(
+    tmp_path: Path, change: Any, message: str
+) -> None:
+    """A canonical file the template cannot say exactly fails the render, naming the problem."""
+    copy = tmp_path / CHART_DIR.name
+    shutil.copytree(CHART_DIR, copy)
+    config = yaml.safe_load(ALERTMANAGER_FILE.read_text(encoding="utf-8"))
+    change(config)
+    (copy / "files" / "alertmanager.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    with helm.Chart.load(copy) as scratch, pytest.raises(helm.HelmRenderError, match=message):
+        render(scratch, {"alertmanagerConfig": {"enabled": True}})
+
+
 # --- Grafana dashboard --------------------------------------------------------------------------
 
 
@@ -916,6 +1109,14 @@ BAD_VALUES = {
     "label value not a string": {"podLabels": {"tier": 3}},
     "alert override with an unknown field": {
         "prometheusRule": {"alertOverrides": {"A": {"fr": "5m"}}}
+    },
+    "alertmanagerConfig.enabled not a boolean": {"alertmanagerConfig": {"enabled": "yes"}},
+    "receiver of an unknown purpose": {"alertmanagerConfig": {"receivers": {"pagr": {}}}},
+    "receiver field that is not a list of configs": {
+        "alertmanagerConfig": {"receivers": {"pager": {"slackConfig": {"channel": "#x"}}}}
+    },
+    "receiver configs not a list": {
+        "alertmanagerConfig": {"receivers": {"tickets": {"slackConfigs": {"channel": "#x"}}}}
     },
 }
 
