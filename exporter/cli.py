@@ -5,20 +5,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
+import platform
+import re
 import secrets
 import signal
 import socket
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
+import aiohttp
 from aiohttp import web
 from pydantic import SecretStr
 
 from exporter import __version__
+from exporter.check import run_check
 from exporter.config import (
     ConfigError,
     Settings,
@@ -28,6 +31,7 @@ from exporter.config import (
 from exporter.demo_prometheus import DEFAULT_LISTEN_ADDRESS as PROMETHEUS_LISTEN_ADDRESS
 from exporter.demo_prometheus import optional_demo_prometheus
 from exporter.listen import bind_listen_address, close_all
+from exporter.logformat import formatter_for
 from exporter.server import RELOADER, create_app
 from exporter.simulator import Simulator, demo_campaigns, load_campaigns
 from exporter.webconfig import listening_context
@@ -39,12 +43,30 @@ DEMO_LISTEN_ADDRESS = "127.0.0.1:10027"
 DEMO_SPEED = 60.0
 LISTEN_SETTING = env_name("listen_address")
 
-# Every setting but the key itself (which would show in `ps`) has a flag named after it.
+# Every setting but the key itself (which would show in `ps`) has a flag. Those the Prometheus
+# exporter toolkit names have its spelling, with the earlier spelling kept as an alias.
 _FLAG_SETTINGS: tuple[str, ...] = tuple(name for name in Settings.model_fields if name != "api_key")
+TOOLKIT_FLAGS: dict[str, str] = {
+    "listen_address": "--web.listen-address",
+    "web_config_file": "--web.config.file",
+    "telemetry_path": "--web.telemetry-path",
+    "log_level": "--log.level",
+    "log_format": "--log.format",
+    "config_file": "--config.file",
+}
+_SECRET_FLAG = "--api-key"  # noqa: S105 - the name of a flag that is refused, not a key
 
 
 def _flag(field: str) -> str:
     return "--" + field.replace("_", "-")
+
+
+def flag_names(field: str) -> list[str]:
+    """The flags of a setting: the toolkit's name first when it has one, then the alias."""
+    names = [_flag(field)]
+    if field in TOOLKIT_FLAGS:
+        names.insert(0, TOOLKIT_FLAGS[field])
+    return names
 
 
 def _shown_default(value: object) -> str:
@@ -61,38 +83,86 @@ def _env_help() -> str:
     lines.append("")
     lines.append("commands:")
     lines.append("  demo        built-in simulator and exporter together, no API key needed")
+    lines.append("  check       validate the configuration (--online: fetch every campaign once)")
     lines.append("  simulator   the fake DialNexa API alone (for tests and benchmarks)")
     return "\n".join(lines)
 
 
-def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
-    for field in _FLAG_SETTINGS:
-        parser.add_argument(
-            _flag(field), default=None, help=Settings.model_fields[field].description
+class _Parser(argparse.ArgumentParser):
+    """argparse without abbreviated flags, and whose errors never repeat an argument's value
+    (a key pasted after a wrong flag must not reach the terminal or a CI log)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_abbrev=False, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        """Exit 2 with the usage and a message naming flags only."""
+        if message.startswith("unrecognized arguments:"):
+            names = [word.split("=", 1)[0] for word in message.split()[2:] if word[:1] == "-"]
+            message = "unrecognized arguments: " + (" ".join(names) or "(values not shown)")
+        else:  # "invalid float value: 'x'", "invalid choice: 'x' (choose from ...)"
+            message = re.sub(r"(value|choice): '[^']*'", r"\1 (not shown)", message)
+        super().error(message)
+
+
+class _RefuseSecretFlag(argparse.Action):
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        parser.error(
+            f"{_SECRET_FLAG} is not accepted: a key on the command line shows in `ps` and "
+            "shell history; set DIALNEXA_API_KEY or --api-key-file instead"
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser for all three commands."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Prometheus exporter for DialNexa outbound calling campaigns.",
-        epilog=_env_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def _add_setting_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] = ()) -> None:
+    for field in only or _FLAG_SETTINGS:
+        parser.add_argument(
+            *flag_names(field),
+            dest=field,
+            default=None,
+            help=Settings.model_fields[field].description,
+        )
+    parser.add_argument(_SECRET_FLAG, nargs="?", action=_RefuseSecretFlag, help=argparse.SUPPRESS)
+
+
+def version_text() -> str:
+    """What --version prints: name and version, Python, aiohttp, platform."""
+    return (
+        f"{PROG} {__version__}\n"
+        f"  python {platform.python_version()} ({platform.python_implementation()})\n"
+        f"  aiohttp {aiohttp.__version__}\n"
+        f"  platform {platform.platform()}"
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    _add_setting_flags(parser)
-    commands = parser.add_subparsers(dest="command", metavar="{demo,simulator}")
+
+
+def _add_demo_parser(commands: Any) -> None:
     demo = commands.add_parser(
         "demo", help="run the simulator and the exporter together (no API key needed)"
     )
     demo.add_argument(
         "--speed", type=float, default=DEMO_SPEED, help="simulated seconds per second"
     )
-    demo.add_argument("--log-level", default=None, help="debug, info, warning or error")
-    demo.add_argument("--log-format", default=None, help="text or json")
     demo.add_argument(
-        "--listen-address", default=DEMO_LISTEN_ADDRESS, help="where the exporter serves"
+        "--log.level",
+        "--log-level",
+        dest="log_level",
+        default=None,
+        help="debug, info, warning or error",
+    )
+    demo.add_argument(
+        "--log.format", "--log-format", dest="log_format", default=None, help="text, logfmt or json"
+    )
+    demo.add_argument(
+        "--web.listen-address",
+        "--listen-address",
+        dest="listen_address",
+        default=DEMO_LISTEN_ADDRESS,
+        help="where the exporter serves",
     )
     demo.add_argument(
         "--poll-interval-seconds", default="5", help="seconds between fetches (default 5)"
@@ -107,42 +177,78 @@ def build_parser() -> argparse.ArgumentParser:
         default=PROMETHEUS_LISTEN_ADDRESS,
         help=f"where that Prometheus serves (default {PROMETHEUS_LISTEN_ADDRESS})",
     )
+
+
+def _add_simulator_parser(commands: Any) -> None:
     sim = commands.add_parser("simulator", help="run the fake DialNexa API alone")
-    sim.add_argument("--listen-address", default="127.0.0.1:8080", help="where it serves")
+    sim.add_argument(
+        "--web.listen-address",
+        "--listen-address",
+        dest="listen_address",
+        default="127.0.0.1:8080",
+        help="where it serves",
+    )
     sim.add_argument(
         "--campaigns", type=int, default=0, help="generate N load campaigns (0 = the demo set)"
     )
     sim.add_argument("--speed", type=float, default=DEMO_SPEED, help="simulated s per second")
     sim.add_argument("--seed", type=int, default=1, help="seed for generated campaigns")
-    sim.add_argument("--api-key", default="demo-key", help="key the simulator accepts")
-    sim.add_argument("--log-level", default="info", help="debug, info, warning or error")
-    sim.add_argument("--log-format", default="text", help="text or json")
+    sim.add_argument(
+        "--api-key", default="demo-key", help="the fake key the simulator accepts (not a secret)"
+    )
+    sim.add_argument(
+        "--log.level",
+        "--log-level",
+        dest="log_level",
+        default="info",
+        help="debug, info, warning or error",
+    )
+    sim.add_argument(
+        "--log.format",
+        "--log-format",
+        dest="log_format",
+        default="text",
+        help="text, logfmt or json",
+    )
+
+
+def _add_check_parser(commands: Any) -> None:
+    check = commands.add_parser(
+        "check",
+        help="validate the configuration as start-up does; --online also fetches each campaign",
+    )
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="fetch every configured campaign once (exit 1 if any fails)",
+    )
+    _add_setting_flags(check)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser: the exporter's flags, and the demo, check and simulator commands."""
+    parser = _Parser(
+        prog=PROG,
+        usage="%(prog)s [flags] [{demo,check,simulator}] [command flags]  (--help: all flags)",
+        description="Prometheus exporter for DialNexa outbound calling campaigns.",
+        epilog=_env_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=version_text())
+    _add_setting_flags(parser)
+    commands = parser.add_subparsers(
+        dest="command", metavar="{demo,check,simulator}", parser_class=_Parser
+    )
+    _add_demo_parser(commands)
+    _add_check_parser(commands)
+    _add_simulator_parser(commands)
     return parser
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        """Render ``record`` as JSON."""
-        entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
 
 
 def setup_logging(level: str, fmt: str) -> None:
     """Configure the root logger once."""
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(formatter_for(fmt))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -335,6 +441,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         flags = _setting_flags(args)
         settings = load_settings(flags)
+        if command == "check":
+            return asyncio.run(run_check(settings, online=args.online, out=sys.stdout))
         setup_logging(settings.log_level, settings.log_format)
         asyncio.run(run_exporter(settings, flags))
         return 0

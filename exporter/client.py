@@ -19,6 +19,7 @@ from yarl import URL
 
 from exporter import __version__
 from exporter.clock import Clock
+from exporter.config import Settings
 from exporter.models import Campaign, RecordError, parse_campaign
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -35,7 +36,18 @@ _REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 
 
 class FetchError(Exception):
-    """A campaign could not be fetched; subclasses say why."""
+    """A campaign could not be fetched; subclasses say why.
+
+    ``status`` is the HTTP status of the answer the failure came with, None when there was
+    no answer (timeouts, connection failures).
+    """
+
+    status: int | None = None
+
+    def with_status(self, status: int) -> FetchError:
+        """This error, noting the status of the answer it came with."""
+        self.status = status
+        return self
 
 
 class RequestTimeoutError(FetchError):
@@ -52,6 +64,8 @@ class InvalidResponseError(FetchError):
 
 class HTTPStatusError(FetchError):
     """The API answered with a non-success status."""
+
+    status: int
 
     def __init__(self, status: int, retry_after: float | None = None) -> None:
         super().__init__(f"HTTP {status}")
@@ -218,7 +232,7 @@ class DialNexaClient:
             await self._before_request()
         task = self._deadlines.start(self._timeout_seconds)
         try:
-            body = await self._get(self.campaign_url(campaign_id))
+            status, body = await self._get(self.campaign_url(campaign_id))
         except BaseException:
             if self._deadlines.finish(task):  # cancelled by its deadline, and nothing else
                 limit = f"{self._timeout_seconds:g}s"
@@ -231,15 +245,16 @@ class DialNexaClient:
         try:
             document = json.loads(body)
         except (ValueError, UnicodeDecodeError):
-            raise InvalidResponseError("body is not valid JSON") from None
+            raise InvalidResponseError("body is not valid JSON").with_status(status) from None
         except RecursionError:  # arrays or objects nested thousands deep
-            raise InvalidResponseError("body is nested too deeply") from None
+            raise InvalidResponseError("body is nested too deeply").with_status(status) from None
         try:
             return parse_campaign(document, campaign_id), body_digest
         except RecordError as exc:
-            raise InvalidResponseError(str(exc)) from None
+            raise InvalidResponseError(str(exc)).with_status(status) from None
 
-    async def _get(self, url: URL) -> bytes:
+    async def _get(self, url: URL) -> tuple[int, bytes]:
+        """(status, body) of the answer for ``url``, same-origin redirects followed."""
         headers = {
             "Authorization": f"Bearer {self._api_key.get_secret_value()}",
             "Accept": "application/json",
@@ -265,7 +280,9 @@ class DialNexaClient:
                             response.headers.get("Retry-After"), self._wall_time()
                         )
                         raise HTTPStatusError(response.status, retry_after)
-                    return await self._read_capped(response)
+                    return response.status, await self._read_capped(response)
+            except InvalidResponseError as exc:  # a redirect refused, a body over the cap
+                raise exc.with_status(int(code)) from None
             except TimeoutError:
                 raise  # aiohttp's own timeout errors are ClientErrors too; keep them timeouts
             except aiohttp.ClientPayloadError:
@@ -283,7 +300,7 @@ class DialNexaClient:
                 raise ConnectionFailedError(type(exc).__name__) from None
             finally:
                 self._observer.observe_request(code, self._monotonic() - started)
-        raise InvalidResponseError(f"more than {MAX_REDIRECTS} redirects")
+        raise InvalidResponseError(f"more than {MAX_REDIRECTS} redirects").with_status(int(code))
 
     def _redirect_target(self, current: URL, location: str | None) -> URL:
         if not location:
@@ -392,3 +409,50 @@ class TokenBucket:
                 await self._clock.wait(self._never, (1.0 - self._tokens) / self._rate)
                 self._refill()
             self._tokens -= 1.0
+
+
+class Budget(Protocol):
+    """What the client needs of the API budget (exporter.budget.ApiBudget)."""
+
+    async def acquire(self) -> None:
+        """Wait until the budget allows the next request."""
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Read the budget from an answer's headers."""
+
+
+def client_for(
+    settings: Settings,
+    session: aiohttp.ClientSession,
+    clock: Clock,
+    *,
+    observer: RequestObserver | None = None,
+    budget: Budget | None = None,
+) -> DialNexaClient:
+    """The client as the settings configure it: key, URL, timeout, the request-rate cap and the
+    API budget's pacing before every request. The key must be set (load_settings checks it)."""
+    if settings.api_key is None:
+        raise ValueError("settings without an API key")
+    limiter = (
+        TokenBucket(settings.max_requests_per_second, clock)
+        if settings.max_requests_per_second
+        else None
+    )
+
+    async def before_request() -> None:
+        if limiter is not None:
+            await limiter.acquire()
+        if budget is not None:
+            await budget.acquire()
+
+    return DialNexaClient(
+        session,
+        settings.api_url,
+        settings.api_key,
+        timeout_seconds=settings.request_timeout_seconds,
+        observer=observer,
+        monotonic=clock.monotonic,
+        wall_time=clock.time,
+        before_request=before_request if limiter or budget else None,
+        on_headers=budget.observe if budget is not None else None,
+    )

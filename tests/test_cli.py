@@ -1,21 +1,30 @@
-"""The command line in-process: demo and simulator commands serve, then stop cleanly on SIGTERM."""
+"""The command line: flags as Prometheus exporters spell them, what it refuses, --version,
+binding before polling, and the demo and simulator commands serving until SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
 import os
+import platform
 import re
 import signal
-import sys
+import socket
 from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
 
-from exporter.cli import JsonFormatter, build_parser, main, run_demo, run_simulator
-from tests.helpers import parse_samples, value, wait_for
+import exporter
+from exporter.cli import TOOLKIT_FLAGS, build_parser, main, run_demo, run_simulator
+from tests.helpers import (
+    API_KEY,
+    StartSim,
+    campaign,
+    parse_samples,
+    spawn_exporter,
+    value,
+    wait_for,
+)
 
 
 async def serve_until_sigterm(
@@ -133,15 +142,96 @@ def test_flags_override_environment(
     assert "DIALNEXA_MAX_CONCURRENCY" in capsys.readouterr().err
 
 
-def test_json_log_lines_are_objects() -> None:
-    """The json log format writes one parseable object per record, exception included."""
-    formatter = JsonFormatter()
-    try:
-        raise ValueError("boom")
-    except ValueError:
-        record = logging.LogRecord("exporter", logging.ERROR, __file__, 1, "bad %s", ("x",), None)
-        record.exc_info = sys.exc_info()
-    entry = json.loads(formatter.format(record))
-    assert entry["message"] == "bad x"
-    assert entry["level"] == "error"
-    assert "ValueError: boom" in entry["exception"]
+@pytest.mark.parametrize(("field", "flag"), sorted(TOOLKIT_FLAGS.items()))
+def test_toolkit_flags_and_their_aliases_set_the_same_setting(field: str, flag: str) -> None:
+    """--web.listen-address and --listen-address (and the others) are one setting."""
+    alias = "--" + field.replace("_", "-")
+    parser = build_parser()
+    assert getattr(parser.parse_args([flag, "x"]), field) == "x"
+    assert getattr(parser.parse_args([alias, "y"]), field) == "y"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--poll-interval", "5"],
+        ["--web.listen", ":1"],
+        ["--log.lev", "debug"],
+        ["demo", "--spe", "2"],
+        ["check", "--onl"],
+    ],
+)
+def test_abbreviated_flags_are_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse's prefix matching is off: a shortened flag is an error, not a guess."""
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments" in err or "invalid choice" in err
+
+
+SECRET = "sk_live_do_not_print_me_0123456789"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--api-key", SECRET],
+        [f"--api-key={SECRET}"],
+        ["check", "--api-key", SECRET],
+        ["--api-keyy", SECRET],
+        [f"--apikey={SECRET}"],
+        [SECRET],
+        ["--max-concurrency", "5", SECRET],
+        ["demo", "--speed", SECRET],
+    ],
+)
+def test_a_key_on_the_command_line_is_refused_without_being_repeated(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--api-key VALUE (and a value after a mistyped flag) exits 2; the value is never shown."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert SECRET not in captured.err + captured.out
+    if argv[0] == "--api-key" or argv[0].startswith("--api-key="):
+        assert "DIALNEXA_API_KEY" in captured.err
+
+
+def test_version_names_the_versions_that_matter(capsys: pytest.CaptureFixture[str]) -> None:
+    """--version: name and version, Python, aiohttp and platform; exit 0."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"dialnexa-exporter {exporter.__version__}\n")
+    assert f"python {platform.python_version()}" in out
+    assert f"aiohttp {aiohttp.__version__}" in out
+    assert platform.platform() in out
+
+
+async def test_a_taken_port_stops_start_up_before_any_request(
+    start_simulator: StartSim,
+) -> None:
+    """The port is bound before polling: when it is taken, the process exits 2 naming the
+    listen address setting, and the API never saw a request."""
+    sim = await start_simulator([campaign("cmp_a")])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "DIALNEXA_API_KEY": API_KEY,
+            "DIALNEXA_API_URL": sim.api_url,
+            "DIALNEXA_CAMPAIGN_IDS": "cmp_a",
+        }
+        process = await spawn_exporter(env, "--web.listen-address", f"127.0.0.1:{port}")
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 2
+    lines = stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "DIALNEXA_LISTEN_ADDRESS" in lines[0]
+    assert f"127.0.0.1:{port}" in lines[0]
+    assert sim.sim.stats.requests == 0

@@ -1,0 +1,117 @@
+"""``dialnexa-exporter check``: the configuration as start-up reads it, and with ``--online``
+every campaign fetched once, with the exporter's own client, limits and timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import NamedTuple, TextIO
+
+from exporter.client import (
+    DialNexaClient,
+    FetchError,
+    client_for,
+    create_session,
+)
+from exporter.clock import SystemClock
+from exporter.config import Settings, campaigns_for_shard, env_name
+from exporter.models import Campaign
+from exporter.outcome import error_reason
+
+# Exit statuses: every campaign answered / some failed (a configuration error is 2, from main).
+OK = 0
+SOME_FAILED = 1
+
+
+def summary(settings: Settings) -> list[str]:
+    """What the exporter would run with, one fact per line; never the key itself."""
+    mine = campaigns_for_shard(settings)
+    key_source = (
+        f"file {settings.api_key_file}"
+        if settings.api_key_file is not None
+        else env_name("api_key")
+        if settings.api_key is not None
+        else "none"
+    )
+    return [
+        f"configuration OK: {len(settings.campaign_ids)} campaigns configured, "
+        f"{len(mine)} in shard {settings.effective_shard_index} of {settings.shard_count}",
+        f"  API {settings.api_url} (key from {key_source})",
+        f"  poll every {settings.poll_interval_seconds:g}s "
+        f"(completed/cancelled every {settings.terminal_poll_interval_seconds:g}s), "
+        f"request timeout {settings.request_timeout_seconds:g}s, "
+        f"{settings.max_concurrency} in flight at most",
+        f"  data dropped after {settings.stale_after_seconds:g}s without a success",
+        f"  serving {settings.telemetry_path} on {settings.listen_address}"
+        + (f" with {settings.web_config_file}" if settings.web_config_file else ""),
+    ]
+
+
+class Result(NamedTuple):
+    """One campaign's answer: its record, or why it could not be fetched."""
+
+    campaign_id: str
+    record: Campaign | None
+    reason: str | None = None
+    status: int | None = None
+    detail: str = ""
+
+
+def describe(result: Result) -> str:
+    """One line for a campaign: its status and counts, or the reason label and HTTP code."""
+    if result.record is None:
+        code = f"HTTP {result.status}" if result.status is not None else "no HTTP answer"
+        return f"{result.campaign_id}  FAILED  {result.reason} ({code}): {result.detail}"
+    record = result.record
+    status = record.status.value if record.status is not None else "no status"
+    if record.total_leads is not None and record.completed_calls is not None:
+        counts = f"{record.completed_calls} of {record.total_leads} calls completed"
+        if record.pending_calls is not None:
+            counts += f", {record.pending_calls} pending"
+    else:
+        counts = "no counters in the record"
+    name = f" {record.name!r}" if record.name else ""
+    return f"{result.campaign_id}  ok  {status}{name}: {counts}"
+
+
+async def _fetch_one(client: DialNexaClient, campaign_id: str) -> Result:
+    try:
+        record = await client.fetch_campaign(campaign_id)
+    except FetchError as exc:
+        return Result(campaign_id, None, error_reason(exc).value, exc.status, str(exc))
+    return Result(campaign_id, record)
+
+
+async def fetch_all(settings: Settings) -> list[Result]:
+    """Every campaign of this shard fetched once, at most max_concurrency at a time."""
+    session = create_session(settings.max_concurrency)
+    try:
+        client = client_for(settings, session, SystemClock())
+        gate = asyncio.Semaphore(settings.max_concurrency)
+
+        async def one(campaign_id: str) -> Result:
+            async with gate:
+                return await _fetch_one(client, campaign_id)
+
+        return list(await asyncio.gather(*(one(cid) for cid in campaigns_for_shard(settings))))
+    finally:
+        await session.close()
+
+
+async def run_check(settings: Settings, *, online: bool, out: TextIO) -> int:
+    """Print the summary (and with ``online`` a line per campaign); the exit status."""
+    for line in summary(settings):
+        print(line, file=out)
+    if not online:
+        return OK
+    results = await fetch_all(settings)
+    for result in results:
+        print(describe(result), file=out)
+    failed = Counter(r.reason for r in results if r.record is None)
+    answered = len(results) - sum(failed.values())
+    line = f"{len(results)} campaigns fetched: {answered} answered"
+    if failed:
+        reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(failed.items()))
+        line += f", {sum(failed.values())} failed ({reasons})"
+    print(line, file=out, flush=True)
+    return SOME_FAILED if failed else OK

@@ -1,0 +1,60 @@
+"""How log lines look: ``text`` for people, ``logfmt`` and ``json`` for log pipelines."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as JSON."""
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, TIME_FORMAT),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def logfmt_value(text: str) -> str:
+    """A logfmt value: bare when it is one plain word, else quoted with escapes."""
+    if text and all(ch.isprintable() and ch not in ' "=\\' for ch in text):
+        return text
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    escaped = escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    escaped = "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in escaped)
+    return f'"{escaped}"'
+
+
+class LogfmtFormatter(logging.Formatter):
+    """``time=… level=… logger=… msg="…"`` (the logfmt of Prometheus' own components)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as one logfmt line."""
+        pairs = [
+            ("time", self.formatTime(record, TIME_FORMAT)),
+            ("level", record.levelname.lower()),
+            ("logger", record.name),
+            ("msg", record.getMessage()),
+        ]
+        if record.exc_info:
+            pairs.append(("exception", self.formatException(record.exc_info)))
+        return " ".join(f"{key}={logfmt_value(value)}" for key, value in pairs)
+
+
+def formatter_for(log_format: str) -> logging.Formatter:
+    """The formatter of a ``log_format`` setting: text (the default), logfmt or json."""
+    if log_format == "json":
+        return JsonFormatter()
+    if log_format == "logfmt":
+        return LogfmtFormatter()
+    return logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
