@@ -76,10 +76,11 @@ class ConfigReloader:
         """Ask for a reload (the SIGHUP handler): cheap, and merged with any pending request."""
         self._requested.set()
 
-    async def run(self, check_every: float = CONFIG_CHECK_SECONDS) -> None:
-        """Reload when asked or when the file changed (checked every ``check_every`` seconds)."""
+    async def run(self, check_every: float | None = None) -> None:
+        """Reload when asked or when the file changed (checked every ``check_every`` seconds,
+        CONFIG_CHECK_SECONDS by default)."""
         while True:
-            await self._clock.wait(self._requested, check_every)
+            await self._clock.wait(self._requested, check_every or CONFIG_CHECK_SECONDS)
             if self._requested.is_set() or self.changed():
                 self._requested.clear()
                 await self.reload()
