@@ -121,6 +121,10 @@ class CampaignList:
         self._due = due
         self._staleness = staleness
 
+    def planned_rate(self, settings: Settings) -> float:
+        """Requests per second the schedule plans: each campaign once per its interval."""
+        return sum(1.0 / poll_interval(s.record, settings) for s in self.states.values())
+
     def replace(self, campaign_ids: Iterable[str], now: float) -> Iterator[None]:
         """Switch to ``campaign_ids``, yielding between slices of RELOAD_SLICE campaigns.
 
@@ -241,6 +245,41 @@ class RoundRunner:
         self._round_done(batch)
 
 
+class Readiness:
+    """When the exporter counts as ready (/readyz 200): once its first round is done, or once
+    one request timeout (plus the timeout's resolution) has passed since that round began,
+    whichever comes first. After a timeout the exporter has news to tell (fetches timing out,
+    campaigns not fetched yet), and a rollout should not wait for a hanging API."""
+
+    def __init__(self, request_timeout: float) -> None:
+        self._grace = request_timeout + min(1.0, request_timeout / 10)
+        self.ready = False
+        self.deadline: float | None = None  # set when the first round starts
+        self.first: Batch | None = None
+
+    def started(self, batch: Batch | None, now: float) -> None:
+        """The first round began at ``now``."""
+        self.first = batch
+        self.deadline = now + self._grace
+
+    def round_done(self, batch: Batch, campaigns: int) -> None:
+        """A round ended; the first one makes the exporter ready."""
+        if not self.ready and (self.first is None or batch is self.first):
+            self.ready = True
+            log.info("first poll round done: %d campaigns", campaigns)
+
+    def give_up_waiting(self, now: float) -> bool:
+        """True when the deadline passed just now, making the exporter ready."""
+        if self.ready or self.deadline is None or now < self.deadline:
+            return False
+        self.ready = True
+        log.warning(
+            "first poll round still running after the request timeout; ready anyway "
+            "(campaigns not fetched yet show campaign_up 0 until their first fetch)"
+        )
+        return True
+
+
 class Poller:
     """Dispatches due campaigns to a fixed pool of workers, one round at a time, and applies
     each outcome (reason, backoff, Retry-After, next fetch) to the campaign's state."""
@@ -273,9 +312,7 @@ class Poller:
         )
         self._wake = asyncio.Event()
         self._planned_wakeup = 0.0
-        self._first_batch: Batch | None = None
-        self._ready = False
-        self._ready_at: float | None = None  # readiness given up waiting for at this time
+        self._readiness = Readiness(settings.request_timeout_seconds)
         self._last_round_end: float | None = None
         self._last_round_duration: float | None = None
         self.set_campaigns(campaign_ids)
@@ -321,7 +358,7 @@ class Poller:
             campaigns=tuple(state.current_view() for state in self._campaigns.states.values()),
             last_poll_timestamp=self._last_round_end,
             poll_duration=self._last_round_duration,
-            ready=self._ready,
+            ready=self._readiness.ready,
         )
 
     async def run(self) -> None:
@@ -335,7 +372,7 @@ class Poller:
                 if batch is not None:
                     await self._rounds.seal(batch)
                 now = self._clock.monotonic()
-                if self._staleness.expire(now) or self._give_up_waiting(now):
+                if self._staleness.expire(now) or self._readiness.give_up_waiting(now):
                     self._publisher.request()
                 self._planned_wakeup = self._next_wakeup()
                 delay = self._planned_wakeup - self._clock.monotonic()
@@ -366,44 +403,25 @@ class Poller:
 
     def _dispatch(self) -> Batch | None:
         """Start a round with the campaigns due now (the first one arms the readiness limit)."""
-        first = self._first_batch is None
+        first = self._readiness.deadline is None
         batch = self._rounds.dispatch(first=first)
         if first:
-            self._first_batch = batch
-            timeout = self._settings.request_timeout_seconds
-            self._ready_at = self._clock.monotonic() + timeout + min(1.0, timeout / 10)
+            self._readiness.started(batch, self._clock.monotonic())
         return batch
 
     def _round_done(self, batch: Batch) -> None:
         self._last_round_duration = self._clock.monotonic() - batch.started
         self._last_round_end = self._clock.time()
-        settings = self._settings
-        self._planned_rate = sum(
-            1.0 / poll_interval(state.record, settings) for state in self._campaigns.states.values()
-        )
-        if not self._ready and (self._first_batch is None or batch is self._first_batch):
-            self._ready = True
-            log.info("first poll round done: %d campaigns", len(self._campaigns.states))
+        self._planned_rate = self._campaigns.planned_rate(self._settings)
+        self._readiness.round_done(batch, len(self._campaigns.states))
         self._publisher.request()
         self._wake.set()
-
-    def _give_up_waiting(self, now: float) -> bool:
-        """Ready once a request timeout has passed, even if the first round is not done: what
-        the exporter shows then (fetches timing out, campaigns not fetched yet) is the news."""
-        if self._ready or self._ready_at is None or now < self._ready_at:
-            return False
-        self._ready = True
-        log.warning(
-            "first poll round still running after the request timeout; ready anyway "
-            "(campaigns not fetched yet show campaign_up 0 until their first fetch)"
-        )
-        return True
 
     def _next_wakeup(self) -> float:
         """Earliest moment something is due: a fetch, data going stale, readiness given up."""
         candidates = [self._due.next_due(), self._staleness.next_deadline()]
-        if not self._ready:
-            candidates.append(self._ready_at)
+        if not self._readiness.ready:
+            candidates.append(self._readiness.deadline)
         times = [when for when in candidates if when is not None]
         return min(times, default=self._clock.monotonic() + 60.0)
 
