@@ -30,6 +30,9 @@ MAX_NOTIFICATION_BYTES = 1024 * 1024
 MAX_PRINTED_ALERTS = 20
 # Characters of one label or annotation shown; a runbook URL fits, a pasted essay does not.
 MAX_FIELD_CHARS = 200
+# Seconds the receiver waits, when the demo stops, for a request still being read: a client that
+# sent half a request must not hold Ctrl+C for aiohttp's default minute.
+RECEIVER_SHUTDOWN_SECONDS = 2.0
 
 
 def packaged_alertmanager_text() -> str:
@@ -224,7 +227,12 @@ async def start_demo_alertmanager(
     Every receiver of the canonical file posts to the demo's receiver, and the route timings are
     divided by the demo's ``speed``. ServerStartError or OSError when something cannot start.
     """
-    receiver = web.AppRunner(receiver_app(on_notification), access_log=None, handle_signals=False)
+    receiver = web.AppRunner(
+        receiver_app(on_notification),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=RECEIVER_SHUTDOWN_SECONDS,
+    )
     await receiver.setup()
     try:
         await web.TCPSite(receiver, "127.0.0.1", 0).start()

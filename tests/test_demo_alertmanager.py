@@ -4,6 +4,7 @@ input, and the process with its receiver started and stopped for real.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
@@ -335,6 +336,36 @@ async def test_demo_alertmanager_delivers_to_its_receiver_and_cleans_up(
     assert process.returncode is not None
     assert not port_is_open(port)
     assert not port_is_open(receiver_address[1])
+    assert entries(tmp_path) == []
+
+
+@pytest.mark.e2e
+async def test_half_sent_notification_does_not_hold_the_stop(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A client that sent headers and half a body to the receiver: stop still completes soon."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    received: list[Notification] = []
+    running = await start_demo_alertmanager(
+        alertmanager_binary(),
+        listen_address=f"127.0.0.1:{free_port()}",
+        speed=DEMO_SPEED,
+        on_notification=received.append,
+    )
+    host, port = running.receiver.addresses[0][:2]
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(
+            f"POST {NOTIFY_PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{{".encode()
+        )
+        await writer.drain()
+        # Well below aiohttp's default minute; RECEIVER_SHUTDOWN_SECONDS is 2.
+        async with asyncio.timeout(20):
+            await running.stop()
+        assert await reader.read() == b""  # the server hung up on the half request
+    finally:
+        writer.close()
+    assert received == []
     assert entries(tmp_path) == []
 
 

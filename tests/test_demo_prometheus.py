@@ -371,6 +371,21 @@ async def _read_until(stream: asyncio.StreamReader, pattern: str, seen: list[str
             return match
 
 
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    """End a demo a failed test leaves running: SIGTERM first, so that it stops the Prometheus
+    and Alertmanager it started (they run in sessions of their own and would outlive a SIGKILL).
+    """
+    if process.returncode is not None:
+        return
+    process.terminate()
+    try:
+        async with asyncio.timeout(20):
+            await process.wait()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+
+
 async def _start_demo(
     tmp: Path, *extra: str, path: str | None = None
 ) -> asyncio.subprocess.Process:
@@ -431,9 +446,7 @@ async def test_demo_with_prometheus_scrapes_and_stops_cleanly(
         async with asyncio.timeout(20):
             code = await process.wait()
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await _stop(process)
     assert code == 0
     assert entries(tmp_path) == []
     assert not port_is_open(port)
@@ -459,8 +472,6 @@ async def test_demo_without_prometheus_on_path_runs_anyway(tmp_path: Path) -> No
         async with asyncio.timeout(20):
             code = await process.wait()
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await _stop(process)
     assert code == 0
     assert entries(tmp_path) == [empty.name]
