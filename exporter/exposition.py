@@ -83,11 +83,17 @@ class ExpositionCache:
         empty = self._renderer.render(Snapshot())
         gzipped = compressor.compress(empty) + compressor.flush(zlib.Z_SYNC_FLUSH)
         self._current = Exposition(gzipped, compressor, len(empty), ready=False)
+        self._snapshot = Snapshot()
 
     @property
     def current(self) -> Exposition:
         """The latest rendered exposition."""
         return self._current
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The snapshot ``current`` was rendered from (the status page shows what /metrics does)."""
+        return self._snapshot
 
     def scrape_tail(self) -> bytes:
         """The exporter-wide families, measured now, as the end of a /metrics body."""
@@ -117,5 +123,6 @@ class ExpositionCache:
             # collection, which at ten thousand campaigns otherwise stalls the loop.
             gc.freeze()
         self._current = Exposition(b"".join(compressed), compressor, size, ready=snapshot.ready)
+        self._snapshot = snapshot
         if self._memory is not None:
             self._memory.release_free_memory()

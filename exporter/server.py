@@ -7,12 +7,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from functools import partial
-from html import escape
 from typing import Any
 
 from aiohttp import web
 
-from exporter import __version__
 from exporter.budget import ApiBudget
 from exporter.client import DialNexaClient, RequestStats, TokenBucket, create_session
 from exporter.clock import Clock, SystemClock
@@ -32,6 +30,14 @@ from exporter.poller import Poller
 from exporter.reloader import ConfigReloader, ReloadStatus
 from exporter.render import render_exporter_families
 from exporter.state import BuildInfo
+from exporter.status_page import (
+    PAGE_HEADERS,
+    BudgetFacts,
+    PageFacts,
+    QueryError,
+    StatusPages,
+    parse_query,
+)
 from exporter.webconfig import WebConfigWatcher, protect
 
 log = logging.getLogger(__name__)
@@ -45,6 +51,7 @@ EXPOSITION = web.AppKey("exposition", ExpositionCache)
 POLLER = web.AppKey("poller", Poller)
 RELOADER = web.AppKey("reloader", ConfigReloader)
 BUDGET = web.AppKey("budget", ApiBudget)
+STATUS_PAGES = web.AppKey("status_pages", StatusPages)
 
 
 def accepts_gzip(header: str | None) -> bool:
@@ -96,23 +103,28 @@ async def handle_readyz(request: web.Request) -> web.Response:
 
 
 async def handle_index(request: web.Request) -> web.Response:
-    """A small page linking to the other endpoints."""
-    settings = request.app[SETTINGS]
-    poller = request.app.get(POLLER)
-    count = len(poller.campaign_ids) if poller is not None else 0
-    page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>DialNexa exporter</title></head>
-<body>
-<h1>DialNexa exporter</h1>
-<p>Version {escape(__version__)}; polling {count} campaign(s) at {escape(settings.api_url)}.</p>
-<ul>
-<li><a href="metrics">metrics</a></li>
-<li><a href="healthz">healthz</a> (process alive)</li>
-<li><a href="readyz">readyz</a> (first poll round done)</li>
-</ul>
-</body></html>
-"""
-    return web.Response(text=page, content_type="text/html")
+    """The status page: every campaign of the published snapshot (never a poll), problems
+    first, with the exporter's health on top."""
+    try:
+        query = parse_query(request.query)
+    except QueryError as exc:
+        return web.Response(status=400, text=f"{exc}\n", headers=PAGE_HEADERS)
+    app = request.app
+    settings, budget = app[SETTINGS], app.get(BUDGET)
+    snapshot = app[EXPOSITION].snapshot
+    facts = PageFacts(
+        now=app[CLOCK].time(),
+        poll_interval_seconds=settings.poll_interval_seconds,
+        api_url=settings.api_url,
+        metrics_path=settings.telemetry_path,
+        budget=None
+        if budget is None
+        else BudgetFacts(budget.limit, budget.remaining, budget.reset_at, budget.stretch),
+        shard_index=settings.effective_shard_index,
+        shard_count=settings.shard_count,
+    )
+    page = await app[STATUS_PAGES].page(snapshot, facts, query)
+    return web.Response(text=page, content_type="text/html", headers=PAGE_HEADERS)
 
 
 def _client(app: web.Application, session: Any) -> DialNexaClient:
@@ -236,6 +248,7 @@ def create_app(
         ProcessMetrics().text,
     )
     app[EXPOSITION] = ExpositionCache(scrape_parts, tune_memory)
+    app[STATUS_PAGES] = StatusPages()
     app.router.add_get(settings.telemetry_path, handle_metrics)
     app.router.add_get("/healthz", handle_healthz)
     app.router.add_get("/readyz", handle_readyz)

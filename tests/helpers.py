@@ -12,7 +12,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -331,3 +332,76 @@ async def spawn_exporter(
         stdout=stdout,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+@dataclass
+class PageRow:
+    """One campaign row of the status page: its class and the text of each cell."""
+
+    css: str
+    cells: list[str] = field(default_factory=list)
+
+
+class StatusPageParser(HTMLParser):
+    """What a test reads of a status page, served or dumped by a browser: the campaign rows,
+    every element by tag, the visible text, the title, the stylesheet, the refresh and links."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: dict[str, int] = {}
+        self.rows: list[PageRow] = []
+        self.links: list[str] = []
+        self.title = ""
+        self.style = ""
+        self.refresh: str | None = None
+        self._texts: list[str] = []
+        self._raw: str | None = None  # inside <title> or <style>
+        self._in_tbody = False
+        self._cell: list[str] | None = None
+        self.feed(html)
+        self.close()
+
+    @property
+    def text(self) -> str:
+        """The page's text (without the title and the stylesheet)."""
+        return "".join(self._texts)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        """Count the element and note what the tests read of it."""
+        self.tags[tag] = self.tags.get(tag, 0) + 1
+        attributes = dict(attrs)
+        if tag == "tbody":
+            self._in_tbody = True
+        elif tag == "tr" and self._in_tbody:
+            self.rows.append(PageRow(attributes.get("class") or ""))
+        elif tag == "td" and self._in_tbody and self.rows:
+            self._cell = []
+        elif tag == "br" and self._cell is not None:
+            self._cell.append("\n")
+        elif tag == "a":
+            self.links.append(attributes.get("href") or "")
+        elif tag == "meta" and attributes.get("http-equiv") == "refresh":
+            self.refresh = attributes.get("content")
+        elif tag in ("title", "style"):
+            self._raw = tag
+
+    def handle_endtag(self, tag: str) -> None:
+        """Close a cell, the table body or a raw text element."""
+        if tag == "td" and self._cell is not None:
+            self.rows[-1].cells.append("".join(self._cell))
+            self._cell = None
+        elif tag == "tbody":
+            self._in_tbody = False
+        elif tag == self._raw:
+            self._raw = None
+
+    def handle_data(self, data: str) -> None:
+        """Text: to the title, the stylesheet, or the page's text and the current cell."""
+        if self._raw == "title":
+            self.title += data
+        elif self._raw == "style":
+            self.style += data
+        else:
+            self._texts.append(data)
+            if self._cell is not None:
+                self._cell.append(data)

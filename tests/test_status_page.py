@@ -1,0 +1,760 @@
+"""The status page at /: the pure renderer (order, bounds, escaping, every kind of row, health
+on top, query parameters) and the page served by a real exporter against the simulator
+(headers, hostile queries, basic auth, no poll triggered, the key never shown)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import random
+import string
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+import bcrypt
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from exporter import __version__
+from exporter.exposition import ExpositionCache
+from exporter.models import Campaign, CampaignStatus
+from exporter.outcome import ERROR_REASONS
+from exporter.server import EXPOSITION, create_app
+from exporter.simulator import Fault, FaultKind, RateLimitPolicy
+from exporter.state import CampaignView, Snapshot
+from exporter.status_page import (
+    CONTENT_SECURITY_POLICY,
+    MAX_TEXT_CHARS,
+    ORDER_SLICE,
+    REASON_HINTS,
+    ROW_SLICE,
+    ROWS_PER_PAGE,
+    BudgetFacts,
+    OrderCache,
+    PageFacts,
+    PageQuery,
+    Problem,
+    QueryError,
+    StatusPages,
+    duration,
+    order_campaigns,
+    parse_query,
+    problem_of,
+    refresh_seconds,
+    render_status_page,
+    status_page_parts,
+    utc,
+)
+from tests.helpers import (
+    API_KEY,
+    EPOCH,
+    StartExporter,
+    StartSim,
+    StatusPageParser,
+    campaign,
+    exporter_settings,
+    serve,
+    wait_for,
+)
+
+NOW = EPOCH + 10_000.0
+FACTS = PageFacts(now=NOW, poll_interval_seconds=30, api_url="https://api.example.test/v1")
+HOSTILE_NAME = "<script>alert(1)</script> \"quoted\" 'single' & </td></tr></table><b>bold"
+
+
+def record(
+    campaign_id: str,
+    name: str | None = None,
+    status: CampaignStatus | None = CampaignStatus.ACTIVE,
+    total: int | None = 1200,
+    completed: int | None = 438,
+    agent_id: str | None = "agt_k7m2nq9xw4p8",
+) -> Campaign:
+    """A campaign record with the given fields (pending = total - completed when both given)."""
+    pending = total - completed if total is not None and completed is not None else None
+    return Campaign(
+        campaign_id,
+        name=name if name is not None else f"Campaign {campaign_id}",
+        agent_id=agent_id,
+        status=status,
+        total_leads=total,
+        completed_calls=completed,
+        pending_calls=pending,
+    )
+
+
+def fine(
+    campaign_id: str,
+    name: str | None = None,
+    *,
+    status: CampaignStatus | None = CampaignStatus.ACTIVE,
+    total: int | None = 1200,
+    completed: int | None = 438,
+    agent_id: str | None = "agt_k7m2nq9xw4p8",
+) -> CampaignView:
+    """A campaign fetched a few seconds ago."""
+    fetched = record(campaign_id, name, status, total, completed, agent_id)
+    return CampaignView(campaign_id, fetched, True, NOW - 4)
+
+
+def failing(
+    campaign_id: str, name: str | None = None, reason: str = "timeout", keep_data: bool = True
+) -> CampaignView:
+    """A campaign failing for 5 minutes, last tried 3 s ago, last fetched 6 minutes ago."""
+    return CampaignView(
+        campaign_id,
+        record(campaign_id, name) if keep_data else None,
+        False,
+        NOW - 360,
+        ((reason, 7),),
+        NOW - 3,
+        NOW - 300,
+        reason,
+    )
+
+
+def unfetched(campaign_id: str) -> CampaignView:
+    """A campaign not fetched yet."""
+    return CampaignView(campaign_id, None, False, None)
+
+
+def page(
+    views: list[CampaignView], facts: PageFacts = FACTS, query: PageQuery | None = None
+) -> StatusPageParser:
+    """The page of a snapshot of ``views`` (its round ended 3 s ago), parsed."""
+    snapshot = Snapshot(tuple(views), NOW - 3, 1.25, True)
+    return StatusPageParser(render_status_page(snapshot, facts, query))
+
+
+def names(parsed: StatusPageParser) -> list[str]:
+    """The first line of each row's first cell: the campaign's name (or a dash)."""
+    return [row.cells[0].split("\n")[0] for row in parsed.rows]
+
+
+# -- order
+
+
+def test_problems_come_first_each_group_by_name_then_id() -> None:
+    """Failing, paused, unknown status, no data, then the rest; by name (case-insensitive),
+    unnamed campaigns after named ones, ties by id."""
+    views = [
+        fine("c1", "beta"),
+        fine("c2", "Alpha"),
+        failing("c3", "zulu"),
+        fine("c4", "mike", status=CampaignStatus.PAUSED),
+        unfetched("c5"),
+        fine("c6", "kilo", status=CampaignStatus.UNKNOWN),
+        failing("c7", "Echo"),
+        fine("c9", "alpha"),
+        fine("c8", "alpha"),
+        CampaignView("c0", Campaign("c0", name=None, status=CampaignStatus.ACTIVE), True, NOW),
+        fine("c10", "lima", status=None),
+    ]
+    random.Random(4).shuffle(views)
+    ordering = order_campaigns(Snapshot(tuple(views)))
+    assert [view.campaign_id for view in ordering.rows] == [
+        "c7",
+        "c3",
+        "c4",
+        "c6",
+        "c10",
+        "c5",
+        "c2",
+        "c8",
+        "c9",
+        "c1",
+        "c0",
+    ]
+    assert ordering.counts == {
+        Problem.FAILING: 2,
+        Problem.PAUSED: 1,
+        Problem.UNKNOWN_STATUS: 2,
+        Problem.NO_DATA: 1,
+        Problem.NONE: 5,
+    }
+    assert ordering.problems == 6
+    classes = [row.css for row in page(views).rows]
+    assert classes == ["failing"] * 2 + ["paused"] + ["unknown"] * 2 + ["nodata"] + ["ok"] * 5
+
+
+_ids = st.sampled_from([f"cmp_{n}" for n in range(12)])
+_names = st.one_of(st.none(), st.sampled_from(["a", "A", "b", "Émile", "émile", "z", ""]))
+
+
+@st.composite
+def views(draw: st.DrawFn) -> CampaignView:
+    """Any combination of the fields the order depends on."""
+    campaign_id = draw(_ids)
+    data = draw(st.booleans())
+    status = draw(st.one_of(st.none(), st.sampled_from(CampaignStatus)))
+    rec = Campaign(campaign_id, name=draw(_names), status=status) if data else None
+    attempted = draw(st.booleans())
+    return CampaignView(
+        campaign_id, rec, draw(st.booleans()), None, (), NOW if attempted else None, None, None
+    )
+
+
+def reference_order(snapshot: Snapshot) -> list[CampaignView]:
+    """The order the page promises, spelled out the slow way."""
+
+    def key(view: CampaignView) -> tuple[int, bool, str, str]:
+        name = view.record.name if view.record is not None else None
+        return (problem_of(view), name is None, (name or "").casefold(), view.campaign_id)
+
+    return sorted(snapshot.campaigns, key=key)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(views(), max_size=15), min_size=1, max_size=5))
+def test_order_and_its_cache_match_the_reference(snapshots: list[list[CampaignView]]) -> None:
+    """Grouping by list comprehensions and reusing the name order across snapshots give what
+    sorting by (problem, name, id) gives, for any sequence of snapshots."""
+    cache = OrderCache()
+    for listed in snapshots:
+        snapshot = Snapshot(tuple(listed))
+        expected = reference_order(snapshot)
+        ordering = cache.of(snapshot)
+        assert list(ordering.rows) == expected
+        assert list(order_campaigns(snapshot).rows) == expected
+        expected_counts = Counter(map(problem_of, listed))
+        assert ordering.counts == {problem: expected_counts[problem] for problem in Problem}
+        assert cache.of(snapshot) is ordering  # the same snapshot is not ordered twice
+
+
+def test_interleaved_orderings_stay_right() -> None:
+    """Two snapshots ordered step by step at the same time (as two requests would without the
+    page's lock) each get their own order, whichever finishes first."""
+    cache = OrderCache()
+    first = Snapshot(tuple(fine(f"c{n}", f"n{n % 7}") for n in range(5000)))
+    second = Snapshot(tuple(fine(f"d{n}", f"m{n % 5}") for n in range(3000)))
+    for snapshot in (first, second):
+        slow = cache.steps(snapshot)
+        next(slow)
+        next(slow)
+        assert list(cache.of(second).rows) == reference_order(second)
+        for _ in slow:
+            pass
+        assert list(cache.of(snapshot).rows) == reference_order(snapshot)
+    # The name order of ``first`` is cached; a new snapshot with the same names reuses it,
+    # even when another list is ordered while it is being grouped.
+    cache.of(first)
+    again = Snapshot(first.campaigns)
+    slow = cache.steps(again)
+    for _ in range(-(-len(first.campaigns) // ORDER_SLICE) + 1):
+        next(slow)  # past the name comparison, into the grouping
+    assert list(cache.of(second).rows) == reference_order(second)
+    for _ in slow:
+        pass
+    assert list(cache.of(again).rows) == reference_order(again)
+
+
+def test_a_renamed_campaign_moves_in_the_cached_order() -> None:
+    """The cached name order is made anew when a name changes, not only the campaign list."""
+    cache = OrderCache()
+    first = Snapshot((fine("c1", "a"), fine("c2", "b")))
+    assert [v.campaign_id for v in cache.of(first).rows] == ["c1", "c2"]
+    renamed = Snapshot((fine("c1", "c"), fine("c2", "b")))
+    assert [v.campaign_id for v in cache.of(renamed).rows] == ["c2", "c1"]
+
+
+async def test_pages_are_made_once_per_snapshot_second_and_query() -> None:
+    """A flood of requests for one page makes it once; another query, another second or
+    another snapshot makes it anew."""
+    pages = StatusPages()
+    snapshot = Snapshot(tuple(fine(f"c{n}") for n in range(1200)), NOW, 1.0, True)
+    made = await asyncio.gather(*[pages.page(snapshot, FACTS, PageQuery()) for _ in range(50)])
+    assert all(page is made[0] for page in made)
+    assert made[0] == render_status_page(snapshot, FACTS)
+    other_query = await pages.page(snapshot, FACTS, PageQuery(page=2))
+    assert other_query != made[0]
+    assert await pages.page(snapshot, FACTS, PageQuery()) is made[0]
+    later = PageFacts(now=NOW + 1, poll_interval_seconds=30, api_url=FACTS.api_url)
+    next_second = await pages.page(snapshot, later, PageQuery())
+    assert next_second is not made[0]
+    assert "Generated 2023-11-15 01:00:01 UTC" in next_second
+    republished = Snapshot(snapshot.campaigns, NOW, 1.0, True)
+    assert await pages.page(republished, later, PageQuery()) is not next_second
+
+
+def test_work_is_cut_into_steps() -> None:
+    """Ordering and rendering yield to the event loop every ORDER_SLICE campaigns and every
+    ROW_SLICE rows, and the parts make the same page as the whole."""
+    snapshot = Snapshot(tuple(fine(f"c{n:05d}", f"n{n % 97}") for n in range(5 * ORDER_SLICE)))
+    cache = OrderCache()
+    assert sum(1 for _ in cache.steps(snapshot)) >= 3 * 5
+    assert sum(1 for _ in cache.steps(snapshot)) == 0  # ordered already
+    ordering = cache.of(snapshot)
+    parts = list(status_page_parts(snapshot, FACTS, PageQuery(), ordering))
+    assert len(parts) >= ROWS_PER_PAGE // ROW_SLICE
+    assert "".join(parts) == render_status_page(snapshot, FACTS)
+
+
+# -- bounds and query
+
+
+def test_rows_are_paged_with_a_count_of_the_rest() -> None:
+    """At most ROWS_PER_PAGE rows; the rest is counted and a page away; a page beyond the last
+    shows the last; problems only keeps the problems."""
+    views = [fine(f"c{n:05d}") for n in range(2 * ROWS_PER_PAGE + 234)]
+    views[700:710] = [failing(f"f{n}") for n in range(10)]
+    first = page(views)
+    assert len(first.rows) == ROWS_PER_PAGE
+    assert [row.css for row in first.rows[:10]] == ["failing"] * 10
+    assert f"{ROWS_PER_PAGE + 234:,} more on the next pages" in first.text
+    assert f"rows 1\u2013{ROWS_PER_PAGE} of {len(views):,}" in first.text
+    assert "?page=2" in first.links
+    last = page(views, query=PageQuery(page=3))
+    assert len(last.rows) == 234
+    assert "more on the next pages" not in last.text
+    assert "?page=2" in last.links
+    beyond = page(views, query=PageQuery(page=10**9))
+    assert [row.cells for row in beyond.rows] == [row.cells for row in last.rows]
+    problems = page(views, query=PageQuery(problems_only=True))
+    assert [row.css for row in problems.rows] == ["failing"] * 10
+    assert "Problems only (10)" in problems.text
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({}, PageQuery(1, False)),
+        ({"page": "3"}, PageQuery(3, False)),
+        ({"page": "0"}, PageQuery(1, False)),
+        ({"page": "007", "problems": "1"}, PageQuery(7, True)),
+        ({"page": "1" + "0" * 100}, PageQuery(10**9, False)),
+        ({"page": "9" * 5000}, PageQuery(10**9, False)),  # beyond int()'s digit limit
+        ({"problems": "yes"}, PageQuery(1, True)),
+        ({"problems": "0", "other": "<x>"}, PageQuery(1, False)),
+    ],
+)
+def test_query_parameters(query: dict[str, str], expected: PageQuery) -> None:
+    """Page numbers are clamped (huge ones unread), flags take yes and no, others are ignored."""
+    assert parse_query(query) == expected
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"page": "-1"},
+        {"page": "abc"},
+        {"page": "1.5"},
+        {"page": "1e9"},
+        {"page": ""},
+        {"page": "٣"},  # a digit, but not an ASCII one
+        {"page": "1\x00"},
+        {"problems": "maybe"},
+        {"problems": "<script>"},
+    ],
+)
+def test_bad_query_parameters_are_refused_without_echo(query: dict[str, str]) -> None:
+    """A page that is not a whole number or a flag that is not yes or no is a QueryError
+    naming the parameter, never quoting the value."""
+    with pytest.raises(QueryError) as raised:
+        parse_query(query)
+    assert str(raised.value) in (
+        "page: expected a whole number from 1",
+        "problems: expected 1 or 0",
+    )
+    assert str(raised.value).startswith(next(iter(query)))
+
+
+# -- escaping
+
+
+def test_hostile_texts_are_inert() -> None:
+    """Names, agent ids, ids and reasons from anywhere are text: no element of theirs reaches
+    the page, and they read back exactly."""
+    hostile = fine("cmp_x", HOSTILE_NAME, agent_id='agt"><img src=x onerror=alert(1)>')
+    reason = failing("cmp_y", "ok", reason="<i>boom</i>")
+    parsed = page([hostile, reason, fine("cmp_z")])
+    assert "script" not in parsed.tags
+    assert "img" not in parsed.tags
+    assert "i" not in parsed.tags
+    assert parsed.tags.get("b", 0) == 0
+    assert parsed.tags["tr"] == 4  # the header row and three campaigns
+    hostile_row = next(row for row in parsed.rows if "cmp_x" in row.cells[0])
+    assert hostile_row.cells[0].split("\n")[0] == HOSTILE_NAME
+    assert 'agent agt"><img src=x onerror=alert(1)>' in hostile_row.cells[0]
+    assert "<i>boom</i>" in parsed.rows[0].cells[5]
+    assert all(len(row.cells) == 6 for row in parsed.rows)
+
+
+def test_controls_and_bidi_overrides_are_neutralised_and_long_names_cut() -> None:
+    """Control characters show as U+FFFD, a right-to-left override stays inside its <bdi>,
+    and a name longer than MAX_TEXT_CHARS is cut with an ellipsis."""
+    parsed = page(
+        [
+            fine("c1", "a\x00b\x1bc\x7fd\x85e\nf"),
+            fine("c2", "\u202egnp.exe"),
+            fine("c3", "x" * 10_000),
+        ]
+    )
+    shown = dict(
+        zip(
+            [row.cells[0].split("\n")[1].split(" ")[0] for row in parsed.rows],
+            names(parsed),
+            strict=True,
+        )
+    )
+    assert shown["c1"] == "a\ufffdb\ufffdc\ufffdd\ufffde\ufffdf"
+    assert parsed.tags["bdi"] == 3
+    assert shown["c2"] == "\u202egnp.exe"
+    assert shown["c3"] == "x" * (MAX_TEXT_CHARS - 1) + "…"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_any_name_reads_back_and_adds_no_element(name: str) -> None:
+    """Whatever the API calls a campaign, the page has the same elements and shows the name
+    (controls as U+FFFD, cut to MAX_TEXT_CHARS)."""
+    plain = page([fine("c1", "plain")])
+    parsed = page([fine("c1", name)])
+    if name:  # an empty name shows as a dash
+        assert parsed.tags == plain.tags
+    shown = "".join("\ufffd" if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 else c for c in name)
+    if len(name) > MAX_TEXT_CHARS:
+        shown = shown[: MAX_TEXT_CHARS - 1] + "…"
+    assert names(parsed) == [shown or "—"]
+
+
+# -- rows
+
+
+def test_progress_figures() -> None:
+    """The bar carries the share as text too, rounded down; over-complete records are shown as
+    sent with the bar full; zero leads and missing counters have no bar."""
+    parsed = page(
+        [
+            fine("c1", "a", total=1200, completed=438),
+            fine("c2", "b", total=2000, completed=1999),
+            fine("c3", "c", total=1200, completed=1300),
+            fine("c4", "d", total=0, completed=0),
+            fine("c5", "e", total=None, completed=None),
+            fine("c6", "f", total=5000, completed=None),
+        ]
+    )
+    progress = [row.cells[2].strip() for row in parsed.rows]
+    assert progress[0] == "36.5% 438 of 1,200"
+    assert progress[1] == "99.9% 1,999 of 2,000"
+    assert progress[2] == "108.3% 1,300 of 1,200"
+    assert progress[3] == "0 of 0 leads (no leads)"
+    assert progress[4] == progress[5] == "—"
+    assert parsed.tags["progress"] == 3
+    html = render_status_page(Snapshot((fine("c3", "c", total=1200, completed=1300),)), FACTS)
+    assert '<progress value="1200" max="1200">' in html
+    assert [row.cells[3] for row in parsed.rows][:2] == ["762", "1"]
+
+
+def test_legacy_record_without_counters() -> None:
+    """The API page's older shape ("running", no counters): status shown, dashes, no bar."""
+    parsed = page([fine("cmp_legacy", "Legacy", status=CampaignStatus.RUNNING, total=None)])
+    row = parsed.rows[0]
+    assert row.css == "ok"
+    assert row.cells[1:4] == ["running", "—", "—"]
+    assert "progress" not in parsed.tags
+
+
+def test_failing_rows_say_why_and_since_when() -> None:
+    """A failing row names the reason and what it means, for how long (relative) and since when
+    (absolute UTC), and when it was last tried; with its data dropped, says so."""
+    parsed = page([failing("c1", "kept"), failing("c2", reason="not_found", keep_data=False)])
+    kept, dropped = parsed.rows
+    assert kept.cells[5] == (
+        "timeout: the API did not answer in time\n"
+        f"for 5 min, since {utc(NOW - 300)}\n"
+        "last try 3 s ago"
+    )
+    assert utc(NOW - 300) == "2023-11-15 00:55:00 UTC"
+    assert kept.cells[4] == "6 min ago"
+    assert kept.cells[1] == "active"  # the last data is still shown until STALE_AFTER
+    assert dropped.cells[0] == "—\nc2"
+    assert "not_found: the API does not know this campaign (404)" in dropped.cells[5]
+    assert dropped.cells[5].endswith("; no data shown")
+
+
+def test_every_failure_reason_has_a_hint() -> None:
+    """Each reason the poller can give is explained on the page, and only those."""
+    assert set(REASON_HINTS) == set(ERROR_REASONS)
+
+
+def test_not_yet_fetched_rows() -> None:
+    """Before its first fetch a campaign is listed with dashes, never fetched, and waiting."""
+    parsed = page([unfetched("cmp_new")])
+    assert parsed.rows[0].css == "nodata"
+    assert parsed.rows[0].cells == [
+        "—\ncmp_new",
+        *["—"] * 3,
+        "never",
+        "waiting for the first fetch",
+    ]
+
+
+def test_empty_states() -> None:
+    """No campaigns, or no problems when only problems are asked for: a sentence, no table."""
+    nothing = page([])
+    assert "No campaigns configured." in nothing.text
+    assert "table" not in nothing.tags
+    starting = StatusPageParser(render_status_page(Snapshot(), FACTS))
+    assert "The exporter is starting: no campaign list published yet." in starting.text
+    healthy = page([fine("c1")], query=PageQuery(problems_only=True))
+    assert "No problems: every campaign was fetched and none is paused." in healthy.text
+    assert "table" not in healthy.tags
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (-5, "0 s"),
+        (0.9, "0 s"),
+        (59, "59 s"),
+        (60, "1 min"),
+        (3599, "59 min"),
+        (3600, "1 h"),
+        (3660, "1 h 1 min"),
+        (86400, "1 d"),
+        (90000, "1 d 1 h"),
+    ],
+)
+def test_durations(seconds: float, text: str) -> None:
+    """Spans of time read the way an operator says them."""
+    assert duration(seconds) == text
+
+
+def test_absurd_times_do_not_break_the_page() -> None:
+    """A time beyond what a date can hold shows as a dash."""
+    assert utc(1e20) == "—"
+    assert utc(float("nan")) == "—"
+
+
+# -- health and page frame
+
+
+def test_health_on_top() -> None:
+    """Version, campaigns configured (and the shard), failing and paused counts, the budget,
+    the last round and readiness are on top."""
+    facts = PageFacts(
+        now=NOW,
+        poll_interval_seconds=12,
+        budget=BudgetFacts(limit=1000, remaining=80, reset_at=NOW + 240, stretch=2.5),
+        shard_index=1,
+        shard_count=3,
+    )
+    parsed = page([failing("c1"), fine("c2", status=CampaignStatus.PAUSED), fine("c3")], facts)
+    text = parsed.text
+    assert f"Version{__version__}" in text
+    assert "Campaigns configured3 (shard 1 of 3)" in text
+    assert "Failing1" in text
+    assert "Paused1" in text
+    assert "API budget80 of 1,000 requests left, resets in 4 min; polling 2.5x slower" in text
+    assert "Last poll roundfinished 3 s ago, took 1.2 s" in text
+    quick = Snapshot((fine("c1"),), NOW - 3, 0.0425, True)
+    assert "took 42 ms" in StatusPageParser(render_status_page(quick, FACTS)).text
+    assert "Readyyes" in text
+    assert parsed.title == "1 failing · DialNexa exporter"
+    assert parsed.refresh == "12"
+
+
+@pytest.mark.parametrize(
+    "budget",
+    [None, BudgetFacts(limit=None, remaining=None, reset_at=None)],
+)
+def test_budget_not_reported(budget: BudgetFacts | None) -> None:
+    """Without rate-limit headers from the API the budget says so."""
+    facts = PageFacts(now=NOW, poll_interval_seconds=30, budget=budget)
+    assert "API budgetnot reported by the API" in page([fine("c1")], facts).text
+
+
+def test_first_round_in_progress() -> None:
+    """Before the first round ends the page says so instead of a time."""
+    snapshot = Snapshot((unfetched("c1"),))
+    parsed = StatusPageParser(render_status_page(snapshot, FACTS))
+    assert "Last poll roundfirst round in progress" in parsed.text
+    assert "Readyno, first round not done" in parsed.text
+
+
+@pytest.mark.parametrize(("interval", "seconds"), [(0.05, 5), (12.4, 12), (30, 30), (3600, 30)])
+def test_refresh_follows_the_poll_interval_within_bounds(interval: float, seconds: int) -> None:
+    """The page reloads at the poll interval, never more often than 5 s nor less than 30 s."""
+    assert refresh_seconds(interval) == seconds
+
+
+def test_links_stay_relative() -> None:
+    """The endpoint links are relative (a proxy's path prefix holds), the metrics one follows
+    the telemetry path."""
+    plain = page([fine("c1")])
+    assert plain.links[:3] == ["metrics", "healthz", "readyz"]
+    moved = page([fine("c1")], PageFacts(now=NOW, poll_interval_seconds=30, metrics_path="/x/m"))
+    assert moved.links[0] == "x/m"
+    odd = page([fine("c1")], PageFacts(now=NOW, poll_interval_seconds=30, metrics_path="/a:b"))
+    assert odd.links[0] == "./a:b"
+
+
+def test_the_policy_allows_exactly_the_stylesheet() -> None:
+    """The Content-Security-Policy's style hash is the hash of the page's <style>, and the
+    policy allows nothing else."""
+    html = render_status_page(Snapshot((fine("c1"),)), FACTS)
+    style = html.split("<style>", 1)[1].split("</style>", 1)[0]
+    digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+    assert f"style-src 'sha256-{digest}'" in CONTENT_SECURITY_POLICY
+    assert CONTENT_SECURITY_POLICY.startswith("default-src 'none';")
+    assert "unsafe" not in CONTENT_SECURITY_POLICY
+    assert "style=" not in html  # inline style attributes would need 'unsafe-inline'
+    assert "<script" not in html
+
+
+async def test_exposition_cache_keeps_the_snapshot_it_rendered() -> None:
+    """The page reads the snapshot /metrics was rendered from: the empty one at first, then
+    each published one."""
+    cache = ExpositionCache()
+    assert cache.snapshot.campaigns == ()
+    snapshot = Snapshot((fine("c1"),), NOW, 1.0, True)
+    await cache.update(snapshot)
+    assert cache.snapshot is snapshot
+
+
+# -- served
+
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+async def test_served_page_shows_what_metrics_show_and_never_polls(
+    start_simulator: StartSim, start_exporter: StartExporter
+) -> None:
+    """Against the simulator: a failing campaign first with its reason, the hostile name inert,
+    the budget the API announced, the security headers; asking for the page (many times, at
+    once) fetches nothing from the API, and the key is nowhere."""
+    sim = await start_simulator(
+        [
+            campaign("cmp_ok", name="Steady"),
+            campaign("cmp_bad", name="Broken"),
+            campaign("cmp_evil", name=HOSTILE_NAME),
+            campaign("cmp_paused", name="Held", status="paused"),
+        ]
+    )
+    sim.sim.set_rate_limit(RateLimitPolicy(limit=5000, window=3600))
+    sim.sim.set_fault(Fault(FaultKind.STATUS, status=500), "cmp_bad")
+    ids = ["cmp_ok", "cmp_bad", "cmp_evil", "cmp_paused"]
+    exporter = await start_exporter(exporter_settings(sim, ids, poll_interval_seconds=3600))
+    await exporter.wait_ready()
+    requests = sim.sim.stats.requests
+
+    status, headers, body = await exporter.get("/")
+    assert status == 200
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    for name, value in SECURITY_HEADERS.items():
+        assert headers[name] == value
+    parsed = StatusPageParser(body.decode())
+    assert [row.css for row in parsed.rows] == ["failing", "paused", "ok", "ok"]
+    assert names(parsed) == ["—", "Held", HOSTILE_NAME, "Steady"]  # cmp_bad never answered
+    assert parsed.rows[0].cells[0] == "—\ncmp_bad"
+    assert parsed.rows[0].cells[5].startswith("server_error: the API failed (5xx)")
+    assert "script" not in parsed.tags
+    assert "requests left" in parsed.text
+    assert "of 5,000 requests left" in parsed.text
+    assert API_KEY.encode() not in body
+    assert API_KEY[:8].encode() not in body
+
+    async def one() -> int:
+        status, _, _ = await exporter.get("/?problems=1")
+        return status
+
+    assert await asyncio.gather(*[one() for _ in range(50)]) == [200] * 50
+    assert sim.sim.stats.requests == requests
+    assert exporter.app[EXPOSITION].snapshot.campaigns_configured == 4
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/?page=-1",
+        "/?page=abc",
+        "/?page=%00",
+        "/?page=1%0d%0aX-Injected:%201",
+        "/?problems=%3Cscript%3E",
+    ],
+)
+async def test_bad_queries_get_a_one_line_400(
+    start_simulator: StartSim, start_exporter: StartExporter, path: str
+) -> None:
+    """Unusable parameters: 400 with one line naming the parameter, the page's headers, no echo."""
+    sim = await start_simulator([campaign("cmp_a")])
+    exporter = await start_exporter(exporter_settings(sim, ["cmp_a"], poll_interval_seconds=3600))
+    status, headers, body = await exporter.get(path)
+    assert status == 400
+    assert body.count(b"\n") == 1
+    assert body.split(b":")[0] in (b"page", b"problems")
+    assert b"script" not in body
+    assert b"Injected" not in body
+    assert "X-Injected" not in headers
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+
+
+async def test_absurd_queries_do_not_stall_or_break_the_server(
+    start_simulator: StartSim, start_exporter: StartExporter
+) -> None:
+    """A 10^100 page shows the last page; a thousand repeated parameters and unknown ones are
+    fine; a query longer than a request line may be is refused by the server, which keeps
+    serving."""
+    sim = await start_simulator([campaign("cmp_a")])
+    exporter = await start_exporter(exporter_settings(sim, ["cmp_a"], poll_interval_seconds=3600))
+    await exporter.wait_ready()
+    status, _, body = await exporter.get("/?page=1" + "0" * 100)
+    assert status == 200
+    assert len(StatusPageParser(body.decode()).rows) == 1
+    repeated = "&".join(["page=1"] * 1000)
+    assert (await exporter.get(f"/?{repeated}"))[0] == 200
+    rng = random.Random(7)
+    junk = "&".join(f"{''.join(rng.choices(string.ascii_letters, k=8))}=1" for _ in range(200))
+    assert (await exporter.get(f"/?{junk}"))[0] == 200
+    status, _, _ = await exporter.get("/?page=" + "9" * 100_000)
+    assert 400 <= status < 500
+    assert (await exporter.get("/"))[0] == 200
+    async with exporter.session.head(exporter.server.make_url("/")) as response:
+        assert response.status == 200
+
+
+async def test_page_needs_basic_auth_like_metrics(
+    tmp_path: Path, start_simulator: StartSim
+) -> None:
+    """With basic_auth_users in the web config, / answers 401 without the right user, like
+    /metrics, and the page with it."""
+    password = "page-password-9f2c"
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+    config = tmp_path / "web.yml"
+    config.write_text(yaml.safe_dump({"basic_auth_users": {"alice": hashed}}))
+    sim = await start_simulator([campaign("cmp_a", name="Guarded")])
+    settings_ = exporter_settings(sim, ["cmp_a"], web_config_file=str(config))
+    server = await serve(create_app(settings_))
+    url = server.make_url("/")
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def get(user: str | None, secret: str = "") -> tuple[int, str]:
+                headers = {}
+                if user is not None:
+                    token = base64.b64encode(f"{user}:{secret}".encode()).decode()
+                    headers["Authorization"] = f"Basic {token}"
+                async with session.get(url, headers=headers) as response:
+                    return response.status, await response.text()
+
+            for user, secret in ((None, ""), ("alice", "wrong"), ("bob", password)):
+                status, text = await get(user, secret)
+                assert status == 401
+                assert "Guarded" not in text
+            await wait_for(lambda: server.app[EXPOSITION].snapshot.ready, what="first poll round")
+            status, text = await get("alice", password)
+            assert status == 200
+            assert "Guarded" in text
+    finally:
+        await server.close()
