@@ -139,8 +139,7 @@ def names(parsed: StatusPageParser) -> list[str]:
 
 
 def test_problems_come_first_each_group_by_name_then_id() -> None:
-    """Failing, paused, unknown status, no data, then the rest; by name (case-insensitive),
-    unnamed campaigns after named ones, ties by id."""
+    """Failing, paused, unknown, no data, then the rest; each by name, unnamed last, then id."""
     views = [
         fine("c1", "beta"),
         fine("c2", "Alpha"),
@@ -211,8 +210,7 @@ def reference_order(snapshot: Snapshot) -> list[CampaignView]:
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.lists(views(), max_size=15), min_size=1, max_size=5))
 def test_order_and_its_cache_match_the_reference(snapshots: list[list[CampaignView]]) -> None:
-    """Grouping by list comprehensions and reusing the name order across snapshots give what
-    sorting by (problem, name, id) gives, for any sequence of snapshots."""
+    """Any snapshots, cached or not, are ordered as sorting by (problem, name, id) orders them."""
     cache = OrderCache()
     for listed in snapshots:
         snapshot = Snapshot(tuple(listed))
@@ -226,8 +224,7 @@ def test_order_and_its_cache_match_the_reference(snapshots: list[list[CampaignVi
 
 
 def test_interleaved_orderings_stay_right() -> None:
-    """Two snapshots ordered step by step at the same time (as two requests would without the
-    page's lock) each get their own order, whichever finishes first."""
+    """Two snapshots ordered step by step at the same time each get their own order."""
     cache = OrderCache()
     first = Snapshot(tuple(fine(f"c{n}", f"n{n % 7}") for n in range(5000)))
     second = Snapshot(tuple(fine(f"d{n}", f"m{n % 5}") for n in range(3000)))
@@ -262,8 +259,7 @@ def test_a_renamed_campaign_moves_in_the_cached_order() -> None:
 
 
 async def test_pages_are_made_once_per_snapshot_second_and_query() -> None:
-    """A flood of requests for one page makes it once; another query, another second or
-    another snapshot makes it anew."""
+    """A flood makes a page once; a new query, second or snapshot makes it anew."""
     pages = StatusPages()
     snapshot = Snapshot(tuple(fine(f"c{n}") for n in range(1200)), NOW, 1.0, True)
     made = await asyncio.gather(*[pages.page(snapshot, FACTS, PageQuery()) for _ in range(50)])
@@ -281,8 +277,7 @@ async def test_pages_are_made_once_per_snapshot_second_and_query() -> None:
 
 
 def test_work_is_cut_into_steps() -> None:
-    """Ordering and rendering yield to the event loop every ORDER_SLICE campaigns and every
-    ROW_SLICE rows, and the parts make the same page as the whole."""
+    """Ordering and rendering yield every slice, and the parts make the whole page."""
     snapshot = Snapshot(tuple(fine(f"c{n:05d}", f"n{n % 97}") for n in range(5 * ORDER_SLICE)))
     cache = OrderCache()
     assert sum(1 for _ in cache.steps(snapshot)) >= 3 * 5
@@ -297,8 +292,7 @@ def test_work_is_cut_into_steps() -> None:
 
 
 def test_rows_are_paged_with_a_count_of_the_rest() -> None:
-    """At most ROWS_PER_PAGE rows; the rest is counted and a page away; a page beyond the last
-    shows the last; problems only keeps the problems."""
+    """ROWS_PER_PAGE rows a page, the rest counted; too far shows the last; problems filter."""
     views = [fine(f"c{n:05d}") for n in range(2 * ROWS_PER_PAGE + 234)]
     views[700:710] = [failing(f"f{n}") for n in range(10)]
     first = page(views)
@@ -351,8 +345,7 @@ def test_query_parameters(query: dict[str, str], expected: PageQuery) -> None:
     ],
 )
 def test_bad_query_parameters_are_refused_without_echo(query: dict[str, str]) -> None:
-    """A page that is not a whole number or a flag that is not yes or no is a QueryError
-    naming the parameter, never quoting the value."""
+    """Unusable page or problems values: a QueryError naming the parameter, not the value."""
     with pytest.raises(QueryError) as raised:
         parse_query(query)
     assert str(raised.value) in (
@@ -366,8 +359,7 @@ def test_bad_query_parameters_are_refused_without_echo(query: dict[str, str]) ->
 
 
 def test_hostile_texts_are_inert() -> None:
-    """Names, agent ids, ids and reasons from anywhere are text: no element of theirs reaches
-    the page, and they read back exactly."""
+    """Hostile names, agent ids and reasons add no element and read back exactly."""
     hostile = fine("cmp_x", HOSTILE_NAME, agent_id='agt"><img src=x onerror=alert(1)>')
     reason = failing("cmp_y", "ok", reason="<i>boom</i>")
     parsed = page([hostile, reason, fine("cmp_z")])
@@ -384,8 +376,7 @@ def test_hostile_texts_are_inert() -> None:
 
 
 def test_controls_and_bidi_overrides_are_neutralised_and_long_names_cut() -> None:
-    """Control characters show as U+FFFD, a right-to-left override stays inside its <bdi>,
-    and a name longer than MAX_TEXT_CHARS is cut with an ellipsis."""
+    """Controls show as U+FFFD, overrides stay in <bdi>, long names are cut."""
     parsed = page(
         [
             fine("c1", "a\x00b\x1bc\x7fd\x85e\nf"),
@@ -409,8 +400,7 @@ def test_controls_and_bidi_overrides_are_neutralised_and_long_names_cut() -> Non
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=200))
 def test_any_name_reads_back_and_adds_no_element(name: str) -> None:
-    """Whatever the API calls a campaign, the page has the same elements and shows the name
-    (controls as U+FFFD, cut to MAX_TEXT_CHARS)."""
+    """Any name reads back (controls as U+FFFD, cut) and adds no element."""
     plain = page([fine("c1", "plain")])
     parsed = page([fine("c1", name)])
     if name:  # an empty name shows as a dash
@@ -425,8 +415,7 @@ def test_any_name_reads_back_and_adds_no_element(name: str) -> None:
 
 
 def test_progress_figures() -> None:
-    """The bar carries the share as text too, rounded down; over-complete records are shown as
-    sent with the bar full; zero leads and missing counters have no bar."""
+    """Share as text rounded down; over-complete as sent, bar full; no bar without counters."""
     parsed = page(
         [
             fine("c1", "a", total=1200, completed=438),
@@ -459,8 +448,7 @@ def test_legacy_record_without_counters() -> None:
 
 
 def test_failing_rows_say_why_and_since_when() -> None:
-    """A failing row names the reason and what it means, for how long (relative) and since when
-    (absolute UTC), and when it was last tried; with its data dropped, says so."""
+    """Failing rows: reason, meaning, for how long, since when (UTC), last try, dropped data."""
     parsed = page([failing("c1", "kept"), failing("c2", reason="not_found", keep_data=False)])
     kept, dropped = parsed.rows
     assert kept.cells[5] == (
@@ -534,8 +522,7 @@ def test_absurd_times_do_not_break_the_page() -> None:
 
 
 def test_health_on_top() -> None:
-    """Version, campaigns configured (and the shard), failing and paused counts, the budget,
-    the last round and readiness are on top."""
+    """Version, campaigns and shard, problem counts, budget, last round and readiness on top."""
     facts = PageFacts(
         now=NOW,
         poll_interval_seconds=12,
@@ -583,8 +570,7 @@ def test_refresh_follows_the_poll_interval_within_bounds(interval: float, second
 
 
 def test_links_stay_relative() -> None:
-    """The endpoint links are relative (a proxy's path prefix holds), the metrics one follows
-    the telemetry path."""
+    """Endpoint links are relative; the metrics link follows the telemetry path."""
     plain = page([fine("c1")])
     assert plain.links[:3] == ["metrics", "healthz", "readyz"]
     moved = page([fine("c1")], PageFacts(now=NOW, poll_interval_seconds=30, metrics_path="/x/m"))
@@ -594,8 +580,7 @@ def test_links_stay_relative() -> None:
 
 
 def test_the_policy_allows_exactly_the_stylesheet() -> None:
-    """The Content-Security-Policy's style hash is the hash of the page's <style>, and the
-    policy allows nothing else."""
+    """The policy allows the page's <style> by its hash, and nothing else."""
     html = render_status_page(Snapshot((fine("c1"),)), FACTS)
     style = html.split("<style>", 1)[1].split("</style>", 1)[0]
     digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
@@ -607,8 +592,7 @@ def test_the_policy_allows_exactly_the_stylesheet() -> None:
 
 
 async def test_exposition_cache_keeps_the_snapshot_it_rendered() -> None:
-    """The page reads the snapshot /metrics was rendered from: the empty one at first, then
-    each published one."""
+    """The exposition cache keeps the snapshot it rendered: empty first, then each published."""
     cache = ExpositionCache()
     assert cache.snapshot.campaigns == ()
     snapshot = Snapshot((fine("c1"),), NOW, 1.0, True)
@@ -630,9 +614,7 @@ SECURITY_HEADERS = {
 async def test_served_page_shows_what_metrics_show_and_never_polls(
     start_simulator: StartSim, start_exporter: StartExporter
 ) -> None:
-    """Against the simulator: a failing campaign first with its reason, the hostile name inert,
-    the budget the API announced, the security headers; asking for the page (many times, at
-    once) fetches nothing from the API, and the key is nowhere."""
+    """Served: problems first, inert names, budget, headers; a flood fetches nothing; no key."""
     sim = await start_simulator(
         [
             campaign("cmp_ok", name="Steady"),
@@ -703,9 +685,7 @@ async def test_bad_queries_get_a_one_line_400(
 async def test_absurd_queries_do_not_stall_or_break_the_server(
     start_simulator: StartSim, start_exporter: StartExporter
 ) -> None:
-    """A 10^100 page shows the last page; a thousand repeated parameters and unknown ones are
-    fine; a query longer than a request line may be is refused by the server, which keeps
-    serving."""
+    """Huge pages clamp, repeated or unknown parameters pass, an overlong query is refused."""
     sim = await start_simulator([campaign("cmp_a")])
     exporter = await start_exporter(exporter_settings(sim, ["cmp_a"], poll_interval_seconds=3600))
     await exporter.wait_ready()
@@ -727,8 +707,7 @@ async def test_absurd_queries_do_not_stall_or_break_the_server(
 async def test_page_needs_basic_auth_like_metrics(
     tmp_path: Path, start_simulator: StartSim
 ) -> None:
-    """With basic_auth_users in the web config, / answers 401 without the right user, like
-    /metrics, and the page with it."""
+    """With basic auth users, / answers 401 without the right user and the page with it."""
     password = "page-password-9f2c"
     hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
     config = tmp_path / "web.yml"

@@ -134,9 +134,7 @@ async def test_chromium_renders_the_page_problems_first_and_inert(
     start_exporter: StartExporter,
     record_property: pytest.RecordProperty,
 ) -> None:
-    """Chromium shows the failing campaign first with its reason, then paused and unknown, the
-    hostile name as text (no element of its own, title untouched), the policy blocks nothing,
-    and the screenshot is a 1280x900 PNG of a drawn page."""
+    """Chromium: problems first, hostile name as text, nothing blocked, a 1280x900 screenshot."""
     exporter = await demo_like_exporter(start_simulator, start_exporter)
     dom, log = await chromium(tmp_path / "chromium", exporter.url, "--dump-dom")
     parsed = StatusPageParser(dom)
@@ -174,8 +172,7 @@ async def test_chromium_renders_the_page_problems_first_and_inert(
 async def test_chromium_reports_a_blocked_stylesheet(
     tmp_path: Path, start_simulator: StartSim, start_exporter: StartExporter
 ) -> None:
-    """The check above can fail: the same page served with a policy of another hash makes
-    Chromium log the blocked stylesheet."""
+    """The check can fail: Chromium logs a stylesheet blocked by a policy of another hash."""
     exporter = await demo_like_exporter(start_simulator, start_exporter)
     _, _, body = await exporter.get("/")
     wrong = {

@@ -66,8 +66,7 @@ def load_snapshot(count: int = CAMPAIGNS, seed: int = 1, fetched_at: float = NOW
 
 
 def test_ten_thousand_campaigns_make_a_bounded_page_problems_first() -> None:
-    """Page 1 holds ROWS_PER_PAGE rows starting with every problem, within MAX_PAGE_BYTES; the
-    pages together hold each campaign once; problems only holds exactly the problems."""
+    """At 10,000 campaigns: bounded pages, problems first, each campaign on one page once."""
     snapshot = load_snapshot()
     ordering = order_campaigns(snapshot)
     problems = ordering.problems
@@ -91,8 +90,7 @@ def test_ten_thousand_campaigns_make_a_bounded_page_problems_first() -> None:
 
 
 def test_each_snapshot_is_ordered_once() -> None:
-    """Asking for the page again with the same snapshot reuses its ordering; the next snapshot
-    of the same campaigns (new views, same names) is ordered as a fresh sort orders it."""
+    """The same snapshot reuses its ordering; the next one (same names) orders like a fresh sort."""
     cache = OrderCache()
     first = load_snapshot()
     ordering = cache.of(first)
