@@ -362,7 +362,14 @@ BUILD_INFO: ExporterFamily[BuildInfo] = ExporterFamily(
     "gauge",
     "Exporter build information; always 1.",
     samples=lambda build: _one(
-        1, labels_text((("version", build.version), ("python_version", build.python_version)))
+        1,
+        labels_text(
+            (
+                ("version", build.version),
+                ("python_version", build.python_version),
+                ("event_loop", build.event_loop),
+            )
+        ),
     ),
 )
 REQUESTS: ExporterFamily[RequestCounts] = ExporterFamily(

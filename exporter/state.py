@@ -98,10 +98,11 @@ class CampaignState:
 
 @dataclass(frozen=True, slots=True)
 class BuildInfo:
-    """Versions of the exporter and of the Python running it."""
+    """Versions of the exporter and of the Python running it, and the event loop it runs on."""
 
     version: str = __version__
     python_version: str = field(default_factory=platform.python_version)
+    event_loop: str = "asyncio"
 
 
 @dataclass(frozen=True, slots=True)

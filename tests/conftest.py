@@ -5,13 +5,15 @@ Everything else a test needs (clocks, parsing, promtool, starting servers) is in
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from exporter import loops
 from exporter.config import Settings
 from exporter.server import create_app
 from exporter.simulator import SimCampaign, Simulator
@@ -23,6 +25,25 @@ from tests.helpers import (
     StartSim,
     serve,
 )
+
+# Modules whose async tests also run on asyncio's own loop, not only on the exporter's default
+# (uvloop): TLS, shutdown, and the fault matrix.
+BOTH_LOOPS = frozenset(
+    {"test_webconfig", "test_fault_matrix", "test_exporter", "test_cli", "test_connections"}
+)
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every async test runs on the exporter's default loop; some modules on asyncio's too."""
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+        "uvloop": loops.loop_factory("auto")
+    }
+    module = getattr(item, "module", None)
+    if module is not None and module.__name__.rsplit(".", 1)[-1] in BOTH_LOOPS:
+        factories["asyncio"] = asyncio.new_event_loop
+    return factories
 
 
 @pytest.fixture(autouse=True)

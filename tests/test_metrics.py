@@ -131,14 +131,14 @@ def test_exporter_families_read_their_owners() -> None:
     )
     text = "".join(
         [
-            render_exporter_families(BUILD_FAMILIES, BuildInfo("1.2.3", "3.11.7")),
+            render_exporter_families(BUILD_FAMILIES, BuildInfo("1.2.3", "3.11.7", "uvloop")),
             render_exporter_families(REQUEST_FAMILIES, stats),
             render_exporter_families(SHARD_FAMILIES, settings),
             render_exporter_families(RELOAD_FAMILIES, ReloadStatus(1700000000.0, False)),
         ]
     )
     samples = parse_samples(text)
-    build = {"version": "1.2.3", "python_version": "3.11.7"}
+    build = {"version": "1.2.3", "python_version": "3.11.7", "event_loop": "uvloop"}
     assert value(samples, "dialnexa_exporter_build_info", **build) == 1
     assert value(samples, "dialnexa_exporter_api_requests_total", code="200") == 2
     assert value(samples, "dialnexa_exporter_api_requests_total", code="error") == 1

@@ -17,7 +17,7 @@ from exporter.render import CampaignRenderer, render_exporter_families
 from exporter.state import BuildInfo, CampaignView, Snapshot
 from tests.helpers import FIRST_EXAMPLE, SECOND_EXAMPLE, parse_samples, promtool_check, value
 
-BUILD = BuildInfo(version="1.2.3", python_version="3.11.7")
+BUILD = BuildInfo(version="1.2.3", python_version="3.11.7", event_loop="uvloop")
 
 
 def snapshot_of(*views: CampaignView, **extra: Any) -> Snapshot:
@@ -107,7 +107,8 @@ async def test_second_example_renders_exactly() -> None:
         "dialnexa_exporter_poll_duration_seconds 0.25\n"
         "# HELP dialnexa_exporter_build_info Exporter build information; always 1.\n"
         "# TYPE dialnexa_exporter_build_info gauge\n"
-        'dialnexa_exporter_build_info{version="1.2.3",python_version="3.11.7"} 1\n'
+        'dialnexa_exporter_build_info{version="1.2.3",python_version="3.11.7",event_loop="uvloop"}'
+        " 1\n"
     )
 
 

@@ -27,9 +27,9 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from exporter.cli import JsonFormatter
 from exporter.client import DialNexaClient, FetchError, create_session
 from exporter.config import ConfigError, Settings, load_settings
+from exporter.logformat import JsonFormatter
 from exporter.poller import Poller
 from exporter.server import SETTINGS
 from exporter.simulator import Fault, FaultKind
