@@ -22,13 +22,11 @@ from tests.container_host import AptSource, PipForBuild, ulimit_flags
 _SYSTEM_CACHE = Path("/var/lib/containers")
 # Debian packages of the base image: the interpreter, its venv module, and `python` itself.
 BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3")
-# Nothing in the image reads documentation or translations; leaving them out makes the tarball a
-# third smaller and its import faster.
-_DPKG_EXCLUDES = (
-    "/usr/share/doc/*",
-    "/usr/share/man/*",
-    "/usr/share/locale/*",
-    "/usr/share/info/*",
+# Nothing in the image reads documentation or translations: removed once everything is installed,
+# which makes the tarball a fifth smaller. (dpkg path-exclude options would do the same, but make
+# mmdebstrap pipe every package through a filter: extraction then takes three times as long.)
+_DROP_DOCS = (
+    'rm -rf "$1"/usr/share/doc/* "$1"/usr/share/man/* "$1"/usr/share/info/* "$1"/usr/share/locale/*'
 )
 TOOLS = ("podman", "runc", "mmdebstrap")
 
@@ -151,10 +149,11 @@ def debian_rootfs(
     argv = [
         "mmdebstrap",
         "--quiet",
-        # Essential packages, apt and what the image needs; no recommends (mmdebstrap's default).
-        "--variant=apt",
+        # Essential packages and what the image needs, without apt (nothing installs at run time)
+        # and without recommends (mmdebstrap's default): a quarter faster than --variant=apt.
+        "--variant=essential",
         f"--include={','.join(BASE_PACKAGES)}",
-        *(f"--dpkgopt=path-exclude={pattern}" for pattern in _DPKG_EXCLUDES),
+        f"--customize-hook={_DROP_DOCS}",
         codename,
         str(out),
         *(source.line() for source in sources),
@@ -194,6 +193,8 @@ def build_image(
         "build",
         # The base exists only in this storage: never ask a registry.
         "--pull=never",
+        # Nothing is cached between runs: committing every step as a layer only costs time.
+        "--layers=false",
         # Host networking needs no bridge plugin (netavark or CNI) on the machine.
         "--network=host",
         *ulimit_flags(),

@@ -511,7 +511,10 @@ def test_demo_in_the_image_serves_metrics_and_exits_0_on_sigterm(image: BuiltIma
     assert "dialnexa-exporter" in Path(f"/proc/{pid}/cmdline").read_bytes().decode()
 
     image.podman.run("kill", "--signal=TERM", container)
-    waited = image.podman.run("wait", container, timeout=60)
+    try:
+        waited = image.podman.run("wait", container, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running 30 s after SIGTERM:\n{logs()[-3000:]}")
     assert waited.stdout.strip() == "0", logs()
     assert "Traceback" not in logs()
     image.podman.run("rm", container)
