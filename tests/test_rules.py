@@ -47,6 +47,10 @@ CONTRACT_METRICS = frozenset(
         "dialnexa_exporter_poll_duration_seconds",
         "dialnexa_exporter_shard_index",
         "dialnexa_exporter_shards",
+        "dialnexa_exporter_api_requests_limit",
+        "dialnexa_exporter_api_requests_remaining",
+        "dialnexa_exporter_api_rate_limit_reset_timestamp_seconds",
+        "dialnexa_exporter_poll_stretch_factor",
     }
 )
 
