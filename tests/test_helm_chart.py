@@ -1170,3 +1170,34 @@ def test_every_default_value_is_documented() -> None:
         if not (documented or inherited):
             undocumented.append(key)
     assert undocumented == []
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_check_on_start_runs_the_check_with_the_exporters_settings(
+    chart: helm.Chart, sharded: bool
+) -> None:
+    """checkOnStart adds an init container running `check --online` with exactly the
+    exporter's environment and mounts (key file, config file, shard), hardened the same way;
+    off by default."""
+    assert "initContainers" not in pod_spec(render(chart, {"existingSecret": "k"}))
+    values: dict[str, Any] = {
+        "existingSecret": "k",
+        "checkOnStart": {"enabled": True},
+        "sharding": {"enabled": sharded, "shards": 2},
+        "extraEnv": [{"name": "DIALNEXA_LOG_LEVEL", "value": "debug"}],
+    }
+    docs = render(chart, values)
+    spec = pod_spec(docs)
+    [check] = spec["initContainers"]
+    exporter = exporter_container(docs)
+    assert check["args"] == ["check", "--online"]
+    assert check["image"] == exporter["image"]
+    assert check["env"] == exporter["env"]
+    assert check["volumeMounts"] == exporter["volumeMounts"]
+    assert check["securityContext"] == exporter["securityContext"]
+    assert "DIALNEXA_API_KEY_FILE" in env_of(check)
+    values["checkOnStart"]["online"] = False
+    [offline] = pod_spec(render(chart, values))["initContainers"]
+    assert offline["args"] == ["check"]
+    for doc in docs:
+        validate_manifest(doc, "1.30.0")

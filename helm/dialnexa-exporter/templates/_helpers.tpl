@@ -137,6 +137,62 @@ The configuration file: campaigns plus every non-null setting of .Values.config.
 {{- end }}
 
 {{/*
+The exporter's environment, shared by its container and the check-on-start init container.
+*/}}
+{{- define "dialnexa-exporter.env" -}}
+env:
+  - name: DIALNEXA_LISTEN_ADDRESS
+    value: {{ printf ":%d" (int .Values.containerPort) | quote }}
+  - name: DIALNEXA_CONFIG_FILE
+    value: /etc/dialnexa-exporter/config/config.yaml
+  {{- if include "dialnexa-exporter.hasApiKey" . }}
+  - name: DIALNEXA_API_KEY_FILE
+    value: /etc/dialnexa-exporter/secret/api-key
+  {{- end }}
+  {{- if include "dialnexa-exporter.webConfigSecretName" . }}
+  - name: DIALNEXA_WEB_CONFIG_FILE
+    value: /etc/dialnexa-exporter/web/web-config.yml
+  {{- end }}
+  {{- if .Values.sharding.enabled }}
+  - name: DIALNEXA_SHARD_COUNT
+    value: {{ .Values.sharding.shards | int | toString | quote }}
+  - name: DIALNEXA_POD_NAME
+    valueFrom:
+      fieldRef:
+        apiVersion: v1
+        fieldPath: metadata.name
+  {{- end }}
+  {{- with .Values.extraEnv }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
+
+{{/*
+The exporter's volume mounts, shared by its container and the check-on-start init container.
+*/}}
+{{- define "dialnexa-exporter.volumeMounts" -}}
+volumeMounts:
+  - name: tmp
+    mountPath: /tmp
+  - name: config
+    mountPath: /etc/dialnexa-exporter/config
+    readOnly: true
+  {{- if include "dialnexa-exporter.hasApiKey" . }}
+  - name: api-key
+    mountPath: /etc/dialnexa-exporter/secret
+    readOnly: true
+  {{- end }}
+  {{- if include "dialnexa-exporter.webConfigSecretName" . }}
+  - name: web-config
+    mountPath: /etc/dialnexa-exporter/web
+    readOnly: true
+  {{- end }}
+  {{- with .Values.extraVolumeMounts }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
+
+{{/*
 Pod template shared by the Deployment and the sharded StatefulSet.
 */}}
 {{- define "dialnexa-exporter.podTemplate" -}}
@@ -172,6 +228,33 @@ spec:
   securityContext:
     {{- toYaml . | nindent 4 }}
   {{- end }}
+  {{- if .Values.checkOnStart.enabled }}
+  initContainers:
+    # `dialnexa-exporter check` before the exporter starts: a pod with a configuration error
+    # (or, online, a key the API refuses or a campaign it does not know) never goes live.
+    - name: check
+      image: {{ include "dialnexa-exporter.image" . }}
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      args:
+        - check
+        {{- if .Values.checkOnStart.online }}
+        - --online
+        {{- end }}
+      {{- include "dialnexa-exporter.env" . | nindent 6 }}
+      {{- with .Values.extraEnvFrom }}
+      envFrom:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with .Values.resources }}
+      resources:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with .Values.securityContext }}
+      securityContext:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- include "dialnexa-exporter.volumeMounts" . | nindent 6 }}
+  {{- end }}
   containers:
     - name: exporter
       image: {{ include "dialnexa-exporter.image" . }}
@@ -180,31 +263,7 @@ spec:
       args:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      env:
-        - name: DIALNEXA_LISTEN_ADDRESS
-          value: {{ printf ":%d" (int .Values.containerPort) | quote }}
-        - name: DIALNEXA_CONFIG_FILE
-          value: /etc/dialnexa-exporter/config/config.yaml
-        {{- if include "dialnexa-exporter.hasApiKey" . }}
-        - name: DIALNEXA_API_KEY_FILE
-          value: /etc/dialnexa-exporter/secret/api-key
-        {{- end }}
-        {{- if include "dialnexa-exporter.webConfigSecretName" . }}
-        - name: DIALNEXA_WEB_CONFIG_FILE
-          value: /etc/dialnexa-exporter/web/web-config.yml
-        {{- end }}
-        {{- if .Values.sharding.enabled }}
-        - name: DIALNEXA_SHARD_COUNT
-          value: {{ .Values.sharding.shards | int | toString | quote }}
-        - name: DIALNEXA_POD_NAME
-          valueFrom:
-            fieldRef:
-              apiVersion: v1
-              fieldPath: metadata.name
-        {{- end }}
-        {{- with .Values.extraEnv }}
-        {{- toYaml . | nindent 8 }}
-        {{- end }}
+      {{- include "dialnexa-exporter.env" . | nindent 6 }}
       {{- with .Values.extraEnvFrom }}
       envFrom:
         {{- toYaml . | nindent 8 }}
@@ -229,25 +288,7 @@ spec:
       securityContext:
         {{- toYaml . | nindent 8 }}
       {{- end }}
-      volumeMounts:
-        - name: tmp
-          mountPath: /tmp
-        - name: config
-          mountPath: /etc/dialnexa-exporter/config
-          readOnly: true
-        {{- if include "dialnexa-exporter.hasApiKey" . }}
-        - name: api-key
-          mountPath: /etc/dialnexa-exporter/secret
-          readOnly: true
-        {{- end }}
-        {{- if include "dialnexa-exporter.webConfigSecretName" . }}
-        - name: web-config
-          mountPath: /etc/dialnexa-exporter/web
-          readOnly: true
-        {{- end }}
-        {{- with .Values.extraVolumeMounts }}
-        {{- toYaml . | nindent 8 }}
-        {{- end }}
+      {{- include "dialnexa-exporter.volumeMounts" . | nindent 6 }}
   volumes:
     - name: tmp
       emptyDir:
