@@ -15,6 +15,7 @@ import configparser
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -274,8 +275,6 @@ def test_pip_settings_cannot_inject_into_the_build_pip_conf(tmp_path: Path) -> N
 
 def test_ulimit_flags_never_ask_for_more_than_this_process_has() -> None:
     """nofile and nproc are set explicitly, at most the process's own hard limits."""
-    import resource
-
     flags = ulimit_flags()
     assert [flag.split("=")[1] for flag in flags] == ["nofile", "nproc"]
     for flag, which in zip(flags, (resource.RLIMIT_NOFILE, resource.RLIMIT_NPROC), strict=True):
@@ -294,7 +293,6 @@ class BuiltImage:
 
     podman: Podman
     name: str
-    pip: PipForBuild
 
 
 def _require_container_tools() -> None:
@@ -341,12 +339,13 @@ def image() -> Iterator[BuiltImage]:
         secrets = state / "secrets"
         secrets.mkdir(mode=0o700)
         build_image(podman, ROOT, BASE_IMAGE, IMAGE, pip, secrets)
-        yield BuiltImage(podman, IMAGE, pip)
+        yield BuiltImage(podman, IMAGE)
     finally:
         podman.remove_everything()
 
 
 def _inspect(built: BuiltImage) -> dict[str, Any]:
+    """`podman image inspect` of the built image."""
     config: dict[str, Any] = json.loads(built.podman.run("image", "inspect", built.name).stdout)[0]
     return config
 
