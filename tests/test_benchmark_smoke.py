@@ -50,6 +50,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
         check_terminal=60.0,
         check_window=4.0,
         workdir=workdir,
+        loops=("uvloop", "asyncio"),
     )
     return SmokeRun(results[0], check, bench.build_report(results, check))
 
@@ -145,3 +146,20 @@ def test_percentile_is_nearest_rank() -> None:
     values = [float(v) for v in range(100, 0, -1)]
     assert bench.percentile(values, 0.5) == 50.0
     assert bench.percentile(values, 0.99) == 99.0
+
+
+def test_both_event_loops_are_measured_side_by_side(smoke: SmokeRun) -> None:
+    """The exporter ran on uvloop and on asyncio's loop, each beside the bare-client floor of
+    its own loop and of asyncio's, and the report has one row per loop."""
+    result = smoke.result
+    assert list(result.by_loop) == ["uvloop", "asyncio"]
+    assert result.exporter is result.by_loop["uvloop"]
+    for loop, figures in result.by_loop.items():
+        assert figures.loop == loop
+        assert figures.exported_campaigns == SIZE
+        assert _positive(figures.steady_round.cpu)
+        assert _positive(result.floors[loop].cpu)
+        assert result.floors[loop].fetches == SIZE
+    table = smoke.report.split("Event loops side by side", 1)[1]
+    assert table.count(f"| {SIZE} | uvloop |") == 1
+    assert table.count(f"| {SIZE} | asyncio |") == 1

@@ -33,7 +33,13 @@ benchmark process is only the client. What it measures:
   mix: computed from the intervals, and checked by counting the simulator's requests over a
   short window with short intervals.
 
-The result is one markdown table with the targets of issue 4 beside the figures.
+- the same exporter figures under each event loop (``--loops``, by default uvloop, the
+  exporter's default, and asyncio's own), and the bare-client floor (GET + read, median of three
+  rounds) under each loop, so that each loop's CPU per round reads against the floor of its own
+  loop and against asyncio's.
+
+The result is one markdown table with the targets of issue 4 beside the figures (for the first
+loop given), and a table of the loops side by side.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ from typing import Any
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from exporter import loops as event_loops
 from exporter.simulator import load_campaigns
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -260,6 +267,7 @@ def start_exporter(
     *,
     poll: float,
     terminal: float,
+    loop: str = "auto",
     on_listen: Callable[[str], None] | None = None,
 ) -> ExporterProcess:
     """Start ``python -m exporter`` for ``ids`` (YAML config file) on a free loopback port."""
@@ -277,6 +285,7 @@ def start_exporter(
             "DIALNEXA_STALE_AFTER_SECONDS": "3600",
             "DIALNEXA_LISTEN_ADDRESS": "127.0.0.1:0",
             "DIALNEXA_LOG_LEVEL": "info",
+            "DIALNEXA_EVENT_LOOP": loop,
         }
     )
     child = Child([sys.executable, "-m", "exporter"], workdir / f"exporter-{tag}.log", env)
@@ -442,6 +451,7 @@ class ExporterFigures:
     campaigns_up: int
     load_average: tuple[float, float]
     notes: list[str] = field(default_factory=list)
+    loop: str = "auto"
 
     @property
     def steady_round(self) -> RoundFigures:
@@ -601,16 +611,17 @@ def wait_ready(exporter: ExporterProcess, timeout: float) -> float:
 
 
 def run_exporter(
-    sim: SimulatorProcess, n: int, workdir: Path, poll: float, scrapes: int
+    sim: SimulatorProcess, n: int, workdir: Path, poll: float, scrapes: int, loop: str = "auto"
 ) -> ExporterFigures:
-    """Every exporter figure for ``n`` campaigns (two exporter starts, one after the other)."""
+    """Every exporter figure for ``n`` campaigns (two exporter starts, one after the other),
+    the exporter running on ``loop``."""
     ids = campaign_ids(n)
     round_timeout = 3 * poll + 60
     notes: list[str] = []
     with contextlib.ExitStack() as stack:
         sim_cpu0 = cpu_seconds(sim.child.pid)
         base = sim.requests()
-        exporter = start_exporter(stack, sim, ids, workdir, poll=poll, terminal=poll)
+        exporter = start_exporter(stack, sim, ids, workdir, poll=poll, terminal=poll, loop=loop)
         ready_at = wait_ready(exporter, round_timeout)
         _, idle_cpu = wait_idle(exporter.pid, round_timeout)
         first = RoundFigures(
@@ -650,7 +661,7 @@ def run_exporter(
             probes.append(StallProbe.for_url(url, max_seconds=round_timeout).start())
 
         second = start_exporter(
-            stack, sim, ids, workdir, poll=poll, terminal=poll, on_listen=probe_from
+            stack, sim, ids, workdir, poll=poll, terminal=poll, loop=loop, on_listen=probe_from
         )
         try:
             wait_ready(second, round_timeout)  # the round's last publication makes it ready
@@ -678,6 +689,7 @@ def run_exporter(
         campaigns_up=int(min(after_first["up"], final["up"])),
         load_average=(load_before, load_after),
         notes=notes,
+        loop=loop,
     )
 
 
@@ -820,6 +832,17 @@ async def _fetch_all(
                 )
             )
     return figures
+
+
+def measure_floor(sim: SimulatorProcess, n: int, loop: str) -> RoundFigures:
+    """The bare aiohttp client floor (GET + read, nothing else) on ``loop``: the round of
+    median CPU out of three, each fetching every campaign once at the exporter's concurrency."""
+    ids = campaign_ids(n)
+    rounds = event_loops.run(
+        _fetch_all(sim.api_url, ids, lambda _cid, _body: None, rounds=3, sim_pid=sim.child.pid),
+        loop,  # type: ignore[arg-type]  # "uvloop" or "asyncio", checked by the parser
+    )
+    return sorted(rounds, key=lambda r: r.cpu)[1]
 
 
 def run_naive(sim: SimulatorProcess, n: int, budget: float) -> NaiveFigures:
@@ -968,9 +991,11 @@ class Result:
     """Both sides for one N, and the poll interval the exporter ran with."""
 
     n: int
-    exporter: ExporterFigures
+    exporter: ExporterFigures  # on the first loop asked for (by default uvloop)
     naive: NaiveFigures
     poll: float
+    by_loop: dict[str, ExporterFigures] = field(default_factory=dict)
+    floors: dict[str, RoundFigures] = field(default_factory=dict)
 
 
 def default_poll_interval(n: int) -> float:
@@ -997,7 +1022,7 @@ ROW_NAMES = (
     "first full round, spawn → /readyz 200",
     "first round, poll_duration_seconds (naive: same fetches in-process)",
     "CPU per poll round, steady state (N fetches; median of 3)",
-    "CPU per poll round vs bare aiohttp floor (GET+read)",
+    "CPU per poll round vs bare aiohttp floor (GET+read, asyncio loop)",
     "CPU of the first round",
     "scrape p50, gzip",
     "scrape p50 gzip, times faster than naive",
@@ -1054,6 +1079,7 @@ def result_rows(
         return Row(ROW_NAMES[index], n, target, ours, naive, ratio, result)
 
     steady, first = e.steady_round, e.first_round
+    floor = result.floors.get("asyncio", v.floor_round)  # asyncio's, as the target was set
     cpu_target = 1.3 * result.n / TARGET_N
     all_cpu = ", ".join(_s(r.cpu) for r in e.steady_rounds)
     gz, plain = e.gzip_scrapes, e.plain_scrapes
@@ -1098,9 +1124,9 @@ def result_rows(
             3,
             "≤ 1.5x floor",
             _s(steady.cpu),
-            f"floor {_s(v.floor_round.cpu)}",
-            _ratio(steady.cpu, v.floor_round.cpu),
-            verdict(steady.cpu <= 1.5 * v.floor_round.cpu),
+            f"floor {_s(floor.cpu)}",
+            _ratio(steady.cpu, floor.cpu),
+            verdict(steady.cpu <= 1.5 * floor.cpu),
         ),
         row(
             4,
@@ -1265,26 +1291,66 @@ def run(
     check_window: float,
     workdir: Path,
     progress: Callable[[str], None] = lambda _: None,
+    loops: Sequence[str] = ("uvloop", "asyncio"),
 ) -> tuple[list[Result], StatusAwareFigures]:
-    """Measure every size, then the status-aware check; every process is stopped on return."""
+    """Measure every size on every loop, then the status-aware check; every process is stopped
+    on return."""
     results: list[Result] = []
     for n in sizes:
         with contextlib.ExitStack() as stack:
             progress(f"N={n}: starting the simulator")
             sim = start_simulator(stack, n, workdir)
             interval = poll if poll is not None else default_poll_interval(n)
-            progress(f"N={n}: exporter (5 rounds at {interval:g} s, then a restart)")
-            exporter = run_exporter(sim, n, workdir, interval, scrapes)
+            by_loop: dict[str, ExporterFigures] = {}
+            floors: dict[str, RoundFigures] = {}
+            for loop in loops:
+                progress(f"N={n}: exporter on {loop} (5 rounds at {interval:g} s, a restart)")
+                by_loop[loop] = run_exporter(sim, n, workdir, interval, scrapes, loop)
+            for loop in dict.fromkeys([*loops, "asyncio"]):
+                progress(f"N={n}: bare-client floor on {loop}")
+                floors[loop] = measure_floor(sim, n, loop)
             progress(f"N={n}: naive reference")
             naive = run_naive(sim, n, naive_budget)
-        results.append(Result(n, exporter, naive, interval))
+        first = by_loop[loops[0]]
+        results.append(Result(n, first, naive, interval, by_loop, floors))
     progress(f"status-aware polling check: {check_n} campaigns over {check_window:g} s")
     check = verify_status_aware(check_n, workdir, check_poll, check_terminal, check_window)
     return results, check
 
 
+LOOP_HEAD = (
+    "| N | event loop | CPU per poll round (median of 3) | floor, same loop | "
+    "ratio to it | floor, asyncio | ratio to it | scrape p50, gzip | longest stall | "
+    "RSS after a round |"
+)
+
+
+def loop_table(results: Sequence[Result]) -> str:
+    """The exporter on each event loop, side by side, against the bare-client floors."""
+    lines = [LOOP_HEAD, "|---|---|---|---|---|---|---|---|---|---|"]
+    for result in results:
+        asyncio_floor = result.floors["asyncio"].cpu
+        for loop, e in result.by_loop.items():
+            cpu = e.steady_round.cpu
+            own_floor = result.floors[loop].cpu
+            cells = (
+                f"{result.n:,}",
+                loop,
+                _s(cpu),
+                _s(own_floor),
+                f"{cpu / own_floor:.2f}",
+                _s(asyncio_floor),
+                f"{cpu / asyncio_floor:.2f}",
+                _ms(e.gzip_scrapes.p50),
+                _ms(e.stall),
+                _mb(e.rss_after_round),
+            )
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def build_report(results: Sequence[Result], check: StatusAwareFigures) -> str:
-    """The table (one row per figure and N) and the notes under it."""
+    """The table (one row per figure and N), the loops side by side, and the notes."""
     rows: list[Row] = []
     for index in range(len(ROW_NAMES)):
         for result in results:
@@ -1297,7 +1363,14 @@ def build_report(results: Sequence[Result], check: StatusAwareFigures) -> str:
             if index == len(ROW_NAMES) - 1 and rows and rows[-1].figure == row.figure:
                 continue  # the status-aware check is one run, not one per N
             rows.append(row)
-    return render_table(rows) + "\n\n" + method_notes(results, check)
+    loops_seen = ", ".join(results[0].by_loop) if results else ""
+    return (
+        render_table(rows)
+        + f"\n\nEvent loops side by side ({loops_seen}; the table above is the first):\n\n"
+        + loop_table(results)
+        + "\n\n"
+        + method_notes(results, check)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1312,6 +1385,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check-campaigns", type=int, default=1000)
     parser.add_argument("--check-window", type=float, default=20.0)
     parser.add_argument("--output", type=Path, help="also write the report to this file")
+    parser.add_argument(
+        "--loops",
+        nargs="+",
+        choices=("uvloop", "asyncio"),
+        default=["uvloop", "asyncio"] if event_loops.uvloop_available() else ["asyncio"],
+        help="event loops to run the exporter on (the main table shows the first)",
+    )
     args = parser.parse_args(argv)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dialnexa-bench-") as tmp:
@@ -1326,6 +1406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_terminal=20.0,
                 check_window=args.check_window,
                 workdir=Path(tmp),
+                loops=args.loops,
                 progress=lambda text: print(
                     f"[{time.monotonic() - started:5.0f}s] {text}", file=sys.stderr
                 ),
