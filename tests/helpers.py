@@ -1,17 +1,21 @@
-"""Shared test helpers: clocks, loopback servers, exposition parsing, promtool, API examples.
+"""Shared test helpers: clocks, loopback servers, exposition parsing, promtool, API examples,
+the rule file, the Alertmanager configuration, the dashboard and the end-to-end runs' setup.
 
-Fixtures live in conftest.py; everything a test module imports lives here, so that no test
-module imports another.
+Fixtures live in conftest.py; everything a test module imports lives here (the long fault tables
+in fault_tables.py), so that no test module imports another.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+import re
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -19,15 +23,19 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from exporter.config import Settings, load_settings
+from exporter.demo_alertmanager import ALERTMANAGER_FILE_NAME
+from exporter.demo_prometheus import scale_rule_durations
 from exporter.poller import Poller
 from exporter.server import EXPOSITION, POLLER
-from exporter.simulator import SimCampaign, Simulator
+from exporter.simulator import SimCampaign, Simulator, demo_campaigns
+from tests.alertmanager_server import amtool
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "sk_test_5f1e2d3c4b5a69788796a5b4c3d2e1f0"
@@ -405,3 +413,324 @@ class StatusPageParser(HTMLParser):
             self._texts.append(data)
             if self._cell is not None:
                 self._cell.append(data)
+
+
+# --- the rule file and the PromQL it holds -------------------------------------------------------
+
+RULE_FILE = ROOT / "helm" / "dialnexa-exporter" / "files" / "dialnexa-exporter.rules.yml"
+# The severities an alert of the rule file may carry.
+SEVERITIES = frozenset({"critical", "warning", "info"})
+
+# The metric names of the design contract (docs/metrics.md's tables): nothing else may be queried
+# by the rules or the dashboard, apart from the recording rules themselves and Prometheus' `up`.
+CONTRACT_METRICS = frozenset(
+    {
+        "dialnexa_campaign_info",
+        "dialnexa_campaign_status",
+        "dialnexa_campaign_total_leads",
+        "dialnexa_campaign_completed_calls",
+        "dialnexa_campaign_pending_calls",
+        "dialnexa_campaign_max_concurrent_calls",
+        "dialnexa_campaign_retry_max_retries",
+        "dialnexa_campaign_retry_interval_seconds",
+        "dialnexa_campaign_created_timestamp_seconds",
+        "dialnexa_campaign_scheduled_timestamp_seconds",
+        "dialnexa_exporter_build_info",
+        "dialnexa_exporter_campaign_up",
+        "dialnexa_exporter_campaign_last_success_timestamp_seconds",
+        "dialnexa_exporter_campaign_errors_total",
+        "dialnexa_exporter_api_requests_total",
+        "dialnexa_exporter_api_request_duration_seconds_bucket",
+        "dialnexa_exporter_api_request_duration_seconds_sum",
+        "dialnexa_exporter_api_request_duration_seconds_count",
+        "dialnexa_exporter_campaigns_configured",
+        "dialnexa_exporter_last_poll_timestamp_seconds",
+        "dialnexa_exporter_poll_duration_seconds",
+        "dialnexa_exporter_shard_index",
+        "dialnexa_exporter_shards",
+        "dialnexa_exporter_api_requests_limit",
+        "dialnexa_exporter_api_requests_remaining",
+        "dialnexa_exporter_api_rate_limit_reset_timestamp_seconds",
+        "dialnexa_exporter_poll_stretch_factor",
+    }
+)
+
+# A small PromQL scanner: enough to list the metric selectors of an expression.
+_TOKEN = re.compile(
+    r"""
+    (?P<string>"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|`[^`]*`)
+  | (?P<matchers>\{(?:"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|`[^`]*`|[^{}"'`])*\})
+  | (?P<range>\[[^\]]*\])
+  | (?P<number>\d[\w.]*|\.\d+)
+  | (?P<ident>[A-Za-z_:][A-Za-z0-9_:]*)
+  | (?P<comment>\#[^\n]*)
+  | (?P<space>\s+)
+  | (?P<punct>.)
+    """,
+    re.VERBOSE,
+)
+_AGGREGATIONS = frozenset(
+    {
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
+        "limitk",
+        "limit_ratio",
+    }
+)
+_LABEL_LISTS = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right"})
+_KEYWORDS = frozenset({"and", "or", "unless", "offset", "bool", "atan2", "inf", "nan"})
+
+
+def metric_selectors(expr: str) -> list[tuple[str, str]]:
+    """Every metric selector of a PromQL expression as (metric name, matcher block or "")."""
+    tokens = [
+        (match.lastgroup, match.group())
+        for match in _TOKEN.finditer(expr)
+        if match.lastgroup not in ("space", "comment")
+    ]
+    selectors: list[tuple[str, str]] = []
+    index = 0
+    while index < len(tokens):
+        kind, text = tokens[index]
+        following = tokens[index + 1] if index + 1 < len(tokens) else (None, "")
+        index += 1
+        if kind != "ident":
+            continue
+        if text in _LABEL_LISTS and following[1] == "(":
+            depth = 0  # skip the parenthesised label list
+            while index < len(tokens):
+                depth += {"(": 1, ")": -1}.get(tokens[index][1], 0)
+                index += 1
+                if depth == 0:
+                    break
+            continue
+        if following[1] == "(" or text in _AGGREGATIONS or text.lower() in _KEYWORDS:
+            continue
+        if following[0] == "matchers":
+            selectors.append((text, following[1]))
+            index += 1
+        else:
+            selectors.append((text, ""))
+    return selectors
+
+
+def load_rules() -> list[dict[str, Any]]:
+    """Every rule of the canonical file, each with its group name under `group`."""
+    document = yaml.safe_load(RULE_FILE.read_text(encoding="utf-8"))
+    return [
+        {**rule, "group": group["name"]} for group in document["groups"] for rule in group["rules"]
+    ]
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    """The alerting rules of the canonical file."""
+    return [rule for rule in load_rules() if "alert" in rule]
+
+
+def recording_rules() -> list[dict[str, Any]]:
+    """The recording rules of the canonical file."""
+    return [rule for rule in load_rules() if "record" in rule]
+
+
+def recording_rule_names() -> set[str]:
+    """Names of the recording rules of the canonical file."""
+    return {rule["record"] for rule in recording_rules()}
+
+
+def parse_duration(text: str) -> int:
+    """A Prometheus duration (`1h30m`, `90s`, `0m`) in seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    parts = re.findall(r"(\d+)([smhdwy])", text)
+    assert "".join(f"{n}{u}" for n, u in parts) == text, f"not a duration: {text!r}"
+    return sum(int(number) * units[unit] for number, unit in parts)
+
+
+def status_code_mapping() -> dict[str, int]:
+    """The status -> code table as the recording rule computes it."""
+    (rule,) = [
+        r for r in recording_rules() if r["record"] == "campaign:dialnexa_campaign_status:code"
+    ]
+    pairs = re.findall(r'status="(\w+)"\}\s*==\s*1\)\s*\*\s*(\d+)', rule["expr"])
+    return {status: int(code) for status, code in pairs}
+
+
+# --- Alertmanager configuration ------------------------------------------------------------------
+
+# The canonical configuration (the chart's copy; exporter/rules/ holds an identical one).
+AM_FILE = ROOT / "helm" / "dialnexa-exporter" / "files" / ALERTMANAGER_FILE_NAME
+# The receiver the alerts of each severity reach.
+RECEIVER_BY_SEVERITY = {
+    "critical": "dialnexa-pager",
+    "warning": "dialnexa-tickets",
+    "info": "dialnexa-info",
+}
+# The matcher of the route that takes every DialNexa alert.
+DIALNEXA_MATCHER = 'alertname=~"DialNexa.+"'
+
+
+def load_config(path: Path = AM_FILE) -> dict[str, Any]:
+    """The canonical configuration, parsed."""
+    config: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return config
+
+
+def dialnexa_route(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The route subtree that takes the DialNexa alerts (the part to merge into one's own)."""
+    (route,) = [r for r in config["route"]["routes"] if r.get("matchers") == [DIALNEXA_MATCHER]]
+    return dict(route)
+
+
+def run_amtool(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run amtool and capture its output."""
+    return subprocess.run(
+        [amtool(), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def routed_receivers(config_file: Path, labels: Mapping[str, str]) -> list[str]:
+    """The receivers `amtool config routes test` picks for an alert with ``labels``."""
+    result = run_amtool(
+        "config",
+        "routes",
+        "test",
+        f"--config.file={config_file}",
+        *(f"{name}={value}" for name, value in labels.items()),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.strip().split(",")
+
+
+def alert_labels(rule: Mapping[str, Any], severity: str | None = None) -> dict[str, str]:
+    """The labels an alert of ``rule`` carries in Alertmanager (its own severity unless given)."""
+    labels = {
+        "alertname": rule["alert"],
+        "severity": severity or rule["labels"]["severity"],
+        "job": "dialnexa-exporter",
+        "instance": "exporter:10027",
+        "namespace": "telemetry",
+    }
+    if rule["group"] == "dialnexa-campaigns.alerts":
+        labels |= {"campaign_id": "cmp_1", "name": "Renewal Reminders"}
+    return labels
+
+
+# --- the dashboard -------------------------------------------------------------------------------
+
+DASHBOARD_FILE = ROOT / "grafana" / "dialnexa-campaigns.json"
+# Values for the dashboard's variables when a query is run outside Grafana: every job and campaign,
+# and windows that suit a Prometheus scraping every 15-30s. An end-to-end test passes its own.
+DEFAULT_VARIABLES: Mapping[str, str] = {
+    "datasource": "prometheus",
+    "job": ".+",
+    "campaign": ".+",
+    "__rate_interval": "1m",
+    "__interval": "30s",
+    "__range": "1h",
+    "__range_s": "3600",
+}
+# A reference to a Grafana variable: ${x}, ${x:fmt}, [[x]] or $x.
+_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)")
+
+
+@dataclass(frozen=True)
+class PanelQuery:
+    """One PromQL query of a dashboard panel."""
+
+    panel: str
+    ref_id: str
+    expr: str
+    instant: bool
+
+
+def load_dashboard() -> dict[str, Any]:
+    """The canonical dashboard JSON."""
+    document: dict[str, Any] = json.loads(DASHBOARD_FILE.read_text(encoding="utf-8"))
+    return document
+
+
+def iter_panels(dashboard: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every panel, rows included, also those nested in collapsed rows."""
+    for panel in dashboard.get("panels", []):
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def data_panels(dashboard: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every panel that shows data (everything but rows)."""
+    return [panel for panel in iter_panels(dashboard) if panel["type"] != "row"]
+
+
+def substitute_variables(text: str, variables: Mapping[str, str] | None = None) -> str:
+    """Replace Grafana variables ($x, ${x}, ${x:fmt}, [[x]]); an unknown variable is a KeyError."""
+    values = {**DEFAULT_VARIABLES, **(variables or {})}
+
+    def replace(match: re.Match[str]) -> str:
+        name = next(group for group in match.groups() if group)
+        return values[name]
+
+    return _VARIABLE.sub(replace, text)
+
+
+def dashboard_queries(
+    variables: Mapping[str, str] | None = None, *, substitute: bool = True
+) -> list[PanelQuery]:
+    """Every panel query of the dashboard, its variables substituted (defaults overridable)."""
+    queries = []
+    for panel in data_panels(load_dashboard()):
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            if substitute:
+                expr = substitute_variables(expr, variables)
+            queries.append(
+                PanelQuery(panel["title"], target["refId"], expr, bool(target.get("instant")))
+            )
+    return queries
+
+
+def variable(name: str) -> dict[str, Any]:
+    """The dashboard's template variable called `name`."""
+    (found,) = [v for v in load_dashboard()["templating"]["list"] if v["name"] == name]
+    return found
+
+
+# --- the end-to-end runs -------------------------------------------------------------------------
+
+# The simulator runs SPEED times faster than real time, and the copy of the rule file that
+# Prometheus loads has every duration divided by SPEED, so the alerts judge simulated time.
+SPEED = 180.0  # one simulated hour passes in 20 s
+SCRAPE_SECONDS = 1
+MIN_WINDOW_SECONDS = 4 * SCRAPE_SECONDS  # Grafana's $__rate_interval floor: four scrapes
+JOB = "dialnexa-exporter"
+PAUSED = "cmp_demo_pause"
+STALLED = "cmp_demo_stall"
+FAILING = "cmp_e2e_failing"
+
+
+def e2e_campaigns() -> list[SimCampaign]:
+    """The demo's campaigns with the pause and the stall moved into the first seconds."""
+    tuned: dict[str, dict[str, Any]] = {
+        # 60 calls in (4 s at SPEED), then paused for a simulated day: longer than the test.
+        PAUSED: {"pause_at": 0.05, "resume_after": 86400.0},
+        # 40 calls in (about 3 s), then no call completes any more.
+        STALLED: {"stall_at": 0.05},
+    }
+    campaigns = demo_campaigns()
+    assert set(tuned) <= {c.id for c in campaigns}, "the demo's scenarios were renamed"
+    # A fault makes every fetch of this extra campaign fail, so that error counters exist.
+    return [dataclasses.replace(c, **tuned.get(c.id, {})) for c in campaigns] + [campaign(FAILING)]
+
+
+def shortened_rules() -> dict[str, Any]:
+    """The canonical rule file with every duration divided by SPEED (never written back)."""
+    document = yaml.safe_load(RULE_FILE.read_text(encoding="utf-8"))
+    return scale_rule_durations(document, SPEED, MIN_WINDOW_SECONDS)

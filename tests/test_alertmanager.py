@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import re
-import subprocess
 import time
 import tomllib
 from collections.abc import Iterator, Mapping
@@ -21,70 +20,29 @@ import yaml
 
 from exporter.config import Settings
 from exporter.demo_alertmanager import ALERTMANAGER_FILE_NAME, packaged_alertmanager_text
-from tests.alertmanager_server import amtool, start_alertmanager
-from tests.test_rules import ROOT, SEVERITIES, alert_rules, parse_duration
+from tests.alertmanager_server import start_alertmanager
+from tests.helpers import (
+    AM_FILE,
+    RECEIVER_BY_SEVERITY,
+    ROOT,
+    SEVERITIES,
+    alert_labels,
+    alert_rules,
+    dialnexa_route,
+    load_config,
+    parse_duration,
+    routed_receivers,
+    run_amtool,
+)
 
-AM_FILE = ROOT / "helm" / "dialnexa-exporter" / "files" / ALERTMANAGER_FILE_NAME
 PACKAGED_AM_FILE = ROOT / "exporter" / "rules" / ALERTMANAGER_FILE_NAME
-RECEIVER_BY_SEVERITY = {
-    "critical": "dialnexa-pager",
-    "warning": "dialnexa-tickets",
-    "info": "dialnexa-info",
-}
 FALLBACK_RECEIVER = "dialnexa-tickets"
 ROOT_RECEIVER = "default"
-DIALNEXA_MATCHER = 'alertname=~"DialNexa.+"'
 # The causes that nothing may hide: whatever else fires, these are told.
 DEEPEST_CAUSES = frozenset({"DialNexaExporterDown", "DialNexaExporterAbsent"})
 # Time for Prometheus to evaluate a rule that has just crossed its `for` and deliver the alert to
 # Alertmanager, with room for a slow evaluation; a held alert must outlast its cause by this.
 DELIVERY_MARGIN_SECONDS = 120
-
-
-def load_config(path: Path = AM_FILE) -> dict[str, Any]:
-    """The canonical configuration, parsed."""
-    config: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return config
-
-
-def dialnexa_route(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The route subtree that takes the DialNexa alerts (the part to merge into one's own)."""
-    (route,) = [r for r in config["route"]["routes"] if r.get("matchers") == [DIALNEXA_MATCHER]]
-    return dict(route)
-
-
-def run_amtool(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run amtool and capture its output."""
-    return subprocess.run(
-        [amtool(), *args], capture_output=True, text=True, timeout=60, check=False
-    )
-
-
-def routed_receivers(config_file: Path, labels: Mapping[str, str]) -> list[str]:
-    """The receivers `amtool config routes test` picks for an alert with ``labels``."""
-    result = run_amtool(
-        "config",
-        "routes",
-        "test",
-        f"--config.file={config_file}",
-        *(f"{name}={value}" for name, value in labels.items()),
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout.strip().split(",")
-
-
-def alert_labels(rule: Mapping[str, Any], severity: str | None = None) -> dict[str, str]:
-    """The labels an alert of ``rule`` carries in Alertmanager (its own severity unless given)."""
-    labels = {
-        "alertname": rule["alert"],
-        "severity": severity or rule["labels"]["severity"],
-        "job": "dialnexa-exporter",
-        "instance": "exporter:10027",
-        "namespace": "telemetry",
-    }
-    if rule["group"] == "dialnexa-campaigns.alerts":
-        labels |= {"campaign_id": "cmp_1", "name": "Renewal Reminders"}
-    return labels
 
 
 # --- the file itself -------------------------------------------------------------------------

@@ -2,107 +2,37 @@
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.test_rules import (
+from tests.helpers import (
     CONTRACT_METRICS,
+    DASHBOARD_FILE,
+    dashboard_queries,
+    data_panels,
+    iter_panels,
+    load_dashboard,
     metric_selectors,
     recording_rule_names,
     run_promtool,
     status_code_mapping,
+    substitute_variables,
+    variable,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-DASHBOARD_FILE = ROOT / "grafana" / "dialnexa-campaigns.json"
 DASHBOARD_UID = "dialnexa-campaigns"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
-# Values for the dashboard's variables when a query is run outside Grafana: every job and campaign,
-# and windows that suit a Prometheus scraping every 15-30s. An end-to-end test passes its own.
-DEFAULT_VARIABLES: Mapping[str, str] = {
-    "datasource": "prometheus",
-    "job": ".+",
-    "campaign": ".+",
-    "__rate_interval": "1m",
-    "__interval": "30s",
-    "__range": "1h",
-    "__range_s": "3600",
-}
-_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)\]\]|\$(\w+)")
 # Metrics that carry a campaign_id label, so the $campaign variable must filter them.
 _CAMPAIGN_LABELLED = re.compile(
     r"dialnexa_campaign_\w+|campaign:\w+:\w+|dialnexa_exporter_campaign_"
     r"(?:up|last_success_timestamp_seconds|errors_total)"
 )
-
-
-@dataclass(frozen=True)
-class PanelQuery:
-    """One PromQL query of a dashboard panel."""
-
-    panel: str
-    ref_id: str
-    expr: str
-    instant: bool
-
-
-def load_dashboard() -> dict[str, Any]:
-    """The canonical dashboard JSON."""
-    document: dict[str, Any] = json.loads(DASHBOARD_FILE.read_text(encoding="utf-8"))
-    return document
-
-
-def iter_panels(dashboard: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every panel, rows included, also those nested in collapsed rows."""
-    for panel in dashboard.get("panels", []):
-        yield panel
-        yield from panel.get("panels", [])
-
-
-def data_panels(dashboard: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every panel that shows data (everything but rows)."""
-    return [panel for panel in iter_panels(dashboard) if panel["type"] != "row"]
-
-
-def substitute_variables(text: str, variables: Mapping[str, str] | None = None) -> str:
-    """Replace Grafana variables ($x, ${x}, ${x:fmt}, [[x]]); an unknown variable is a KeyError."""
-    values = {**DEFAULT_VARIABLES, **(variables or {})}
-
-    def replace(match: re.Match[str]) -> str:
-        name = next(group for group in match.groups() if group)
-        return values[name]
-
-    return _VARIABLE.sub(replace, text)
-
-
-def dashboard_queries(
-    variables: Mapping[str, str] | None = None, *, substitute: bool = True
-) -> list[PanelQuery]:
-    """Every panel query of the dashboard, its variables substituted (defaults overridable)."""
-    queries = []
-    for panel in data_panels(load_dashboard()):
-        for target in panel.get("targets", []):
-            expr = target["expr"]
-            if substitute:
-                expr = substitute_variables(expr, variables)
-            queries.append(
-                PanelQuery(panel["title"], target["refId"], expr, bool(target.get("instant")))
-            )
-    return queries
-
-
-def variable(name: str) -> dict[str, Any]:
-    """The dashboard's template variable called `name`."""
-    (found,) = [v for v in load_dashboard()["templating"]["list"] if v["name"] == name]
-    return found
 
 
 def variable_query(name: str) -> str:

@@ -42,10 +42,8 @@ from exporter.demo_process import ServerStartError, duration_seconds
 from exporter.demo_prometheus import SCRAPE_INTERVAL_SECONDS, WINDOW_SCRAPES, scale_rule_durations
 from exporter.simulator import CALL_SECONDS, demo_campaigns
 from tests.alertmanager_server import alertmanager_binary, amtool
-from tests.helpers import serve, wait_for
+from tests.helpers import RULE_FILE, load_config, serve, wait_for
 from tests.prometheus_server import free_port, port_is_open
-from tests.test_alertmanager import load_config
-from tests.test_rules import RULE_FILE
 
 RUNBOOK = "https://github.com/dialnexa/dialnexa-exporter/blob/main/docs/alerts.md"
 DEMO_SPEED = 60.0  # the demo's default --speed

@@ -30,14 +30,17 @@ from exporter.demo_prometheus import (
     scale_rule_durations,
 )
 from tests.helpers import (
+    ROOT,
+    RULE_FILE,
     StartExporter,
     StartSim,
     campaign,
     exporter_settings,
+    recording_rule_names,
+    run_promtool,
     wait_for,
 )
 from tests.prometheus_server import PrometheusAPI, free_port, port_is_open
-from tests.test_rules import ROOT, RULE_FILE, recording_rule_names, run_promtool
 
 PACKAGED_RULE_FILE = ROOT / "exporter" / "rules" / RULES_FILE_NAME
 

@@ -21,10 +21,25 @@ import pytest
 
 from exporter.outcome import ERROR_REASONS
 from exporter.simulator import Fault, FaultKind
-from tests import test_fault_matrix as fm
-from tests.test_exporter import FAILURES
+from tests.fault_tables import (
+    FAILURES,
+    MATRIX,
+    README_4XX,
+    README_5XX,
+    README_CONNECTION,
+    README_KEY_REJECTED,
+    README_NOT_JSON,
+    README_REDIRECT,
+    README_TIMEOUT,
+    README_TOO_BIG,
+    README_WRONG_ID,
+    README_WRONG_TYPES,
+    Outcome,
+    Schedule,
+    Series,
+)
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 FAILURES_DOC = DOCS / "failures.md"
 HEADING = "## The failure table"
@@ -60,8 +75,8 @@ class TableRow:
     case: str
     up: int
     reasons: frozenset[str]
-    series: fm.Series
-    schedule: fm.Schedule
+    series: Series
+    schedule: Schedule
 
 
 @dataclass(frozen=True)
@@ -70,7 +85,7 @@ class Case:
 
     source: str
     row_key: str
-    outcome: fm.Outcome
+    outcome: Outcome
     asserts_schedule: bool
 
 
@@ -90,25 +105,25 @@ def parse_reasons(cell: str) -> frozenset[str]:
     return frozenset(reasons)
 
 
-def parse_series(cell: str) -> fm.Series:
+def parse_series(cell: str) -> Series:
     """What the data series column says."""
     if cell == "dropped at once":
-        return fm.Series.DROPPED
+        return Series.DROPPED
     if cell.startswith("kept until `STALE_AFTER`"):
-        return fm.Series.KEPT
+        return Series.KEPT
     if cell.startswith("updated"):
-        return fm.Series.UPDATED
+        return Series.UPDATED
     raise AssertionError(f"unknown data series cell {cell!r}")
 
 
-def parse_schedule(cell: str) -> fm.Schedule:
+def parse_schedule(cell: str) -> Schedule:
     """What the next fetch column says."""
     if "Retry-After" in cell:
-        return fm.Schedule.RETRY_AFTER
+        return Schedule.RETRY_AFTER
     if cell == "backoff":
-        return fm.Schedule.BACKOFF
+        return Schedule.BACKOFF
     if cell == "normal" or cell.startswith("after the poll interval"):
-        return fm.Schedule.NORMAL
+        return Schedule.NORMAL
     raise AssertionError(f"unknown next fetch cell {cell!r}")
 
 
@@ -148,24 +163,24 @@ def row_key_of(fault: Fault) -> str:
     """The failure-table row a tests/test_exporter.py FAILURES entry exercises."""
     if fault.kind is FaultKind.STATUS:
         if fault.status in (401, 403):
-            return fm.README_KEY_REJECTED
+            return README_KEY_REJECTED
         if fault.status >= 500:
-            return fm.README_5XX
+            return README_5XX
         assert 400 <= fault.status < 500, fault
         assert fault.status not in (404, 429), fault
-        return fm.README_4XX
+        return README_4XX
     keys = {
-        FaultKind.SLOW: fm.README_TIMEOUT,
-        FaultKind.DRIP: fm.README_TIMEOUT,
-        FaultKind.BAD_JSON: fm.README_NOT_JSON,
-        FaultKind.EMPTY: fm.README_NOT_JSON,
-        FaultKind.HTML: fm.README_NOT_JSON,
-        FaultKind.ARRAY: fm.README_NOT_JSON,
-        FaultKind.WRONG_ID: fm.README_WRONG_ID,
-        FaultKind.BODY: fm.README_WRONG_TYPES,  # the FAILURES bodies carry wrong field values
-        FaultKind.HUGE: fm.README_TOO_BIG,
-        FaultKind.REDIRECT: fm.README_REDIRECT,
-        FaultKind.DISCONNECT: fm.README_CONNECTION,
+        FaultKind.SLOW: README_TIMEOUT,
+        FaultKind.DRIP: README_TIMEOUT,
+        FaultKind.BAD_JSON: README_NOT_JSON,
+        FaultKind.EMPTY: README_NOT_JSON,
+        FaultKind.HTML: README_NOT_JSON,
+        FaultKind.ARRAY: README_NOT_JSON,
+        FaultKind.WRONG_ID: README_WRONG_ID,
+        FaultKind.BODY: README_WRONG_TYPES,  # the FAILURES bodies carry wrong field values
+        FaultKind.HUGE: README_TOO_BIG,
+        FaultKind.REDIRECT: README_REDIRECT,
+        FaultKind.DISCONNECT: README_CONNECTION,
     }
     return keys[fault.kind]
 
@@ -174,12 +189,12 @@ def all_cases() -> list[Case]:
     """Every fault-matrix case with the table row it belongs to and what it asserts."""
     cases = [
         Case(f"test_fault_matrix[{row.id}]", row.readme, row.outcome, asserts_schedule=True)
-        for row in fm.MATRIX
+        for row in MATRIX
     ]
     for fault, reason in FAILURES:
         # test_failure_keeps_last_values_then_drops_them_when_stale: up 0, the reason counted,
         # data kept until STALE_AFTER; it does not look at the next fetch time.
-        outcome = fm.Outcome(0, frozenset({reason}), fm.Series.KEPT, fm.Schedule.BACKOFF)
+        outcome = Outcome(0, frozenset({reason}), Series.KEPT, Schedule.BACKOFF)
         source = f"test_exporter.FAILURES[{fault.kind.value}-{fault.status}]"
         cases.append(Case(source, row_key_of(fault), outcome, asserts_schedule=False))
     return cases

@@ -30,23 +30,27 @@ from exporter.demo_alertmanager import TIMING_KEYS, with_webhook_receivers
 from exporter.demo_prometheus import render_config
 from exporter.simulator import SimCampaign, Simulator
 from tests.alertmanager_server import RunningAlertmanager, WebhookSink, start_alertmanager
-from tests.helpers import API_KEY, RunningExporter, StartExporter, StartSim, exporter_settings
-from tests.prometheus_server import PrometheusServer, start_prometheus, write_rules
-from tests.test_alertmanager import load_config
-from tests.test_e2e_prometheus import (
+from tests.helpers import (
+    API_KEY,
     FAILING,
     JOB,
+    PAUSED,
     SCRAPE_SECONDS,
     SPEED,
+    STALLED,
+    RunningExporter,
+    StartExporter,
+    StartSim,
+    alert_rules,
     e2e_campaigns,
+    exporter_settings,
+    load_config,
     shortened_rules,
 )
-from tests.test_rules import alert_rules
+from tests.prometheus_server import PrometheusServer, start_prometheus, write_rules
 
 pytestmark = pytest.mark.e2e
 
-PAUSED = "cmp_demo_pause"
-STALLED = "cmp_demo_stall"
 TOLD = {("DialNexaCampaignPaused", PAUSED), ("DialNexaCampaignStalled", STALLED)}
 KEY_ALERT = "DialNexaAPIKeyRejected"
 DOWN_ALERT = "DialNexaExporterDown"

@@ -9,7 +9,6 @@ The canonical file itself is only read.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -18,16 +17,28 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-import yaml
 
 from exporter.demo_process import duration_seconds
-from exporter.demo_prometheus import render_config, scale_rule_durations
-from exporter.simulator import Fault, FaultKind, SimCampaign, demo_campaigns
+from exporter.demo_prometheus import render_config
+from exporter.simulator import Fault, FaultKind
 from tests.helpers import (
+    FAILING,
+    JOB,
+    MIN_WINDOW_SECONDS,
+    PAUSED,
+    RULE_FILE,
+    SCRAPE_SECONDS,
+    SPEED,
+    STALLED,
     StartExporter,
     StartSim,
-    campaign,
+    alert_rules,
+    dashboard_queries,
+    e2e_campaigns,
     exporter_settings,
+    recording_rule_names,
+    shortened_rules,
+    variable,
 )
 from tests.prometheus_server import (
     PrometheusServer,
@@ -35,47 +46,18 @@ from tests.prometheus_server import (
     start_prometheus,
     write_rules,
 )
-from tests.test_dashboard import dashboard_queries, variable
-from tests.test_rules import RULE_FILE, alert_rules, recording_rule_names
 
 pytestmark = pytest.mark.e2e
 
 StartPrometheus = Callable[[str], Awaitable[PrometheusServer]]
 T = TypeVar("T")
 
-SPEED = 180.0  # one simulated hour passes in 20 s
-SCRAPE_SECONDS = 1
-MIN_WINDOW_SECONDS = 4 * SCRAPE_SECONDS  # Grafana's $__rate_interval floor: four scrapes
-JOB = "dialnexa-exporter"
-PAUSED = "cmp_demo_pause"
-STALLED = "cmp_demo_stall"
-FAILING = "cmp_e2e_failing"
 QUIET = ("cmp_demo_progress", "cmp_demo_complete", "cmp_demo_scheduled", "cmp_demo_legacy")
 EXPECTED_ALERTS = {
     ("DialNexaCampaignPaused", PAUSED),
     ("DialNexaCampaignStalled", STALLED),
     ("DialNexaCampaignFetchFailing", FAILING),
 }
-
-
-def e2e_campaigns() -> list[SimCampaign]:
-    """The demo's campaigns with the pause and the stall moved into the first seconds."""
-    tuned: dict[str, dict[str, Any]] = {
-        # 60 calls in (4 s at SPEED), then paused for a simulated day: longer than the test.
-        PAUSED: {"pause_at": 0.05, "resume_after": 86400.0},
-        # 40 calls in (about 3 s), then no call completes any more.
-        STALLED: {"stall_at": 0.05},
-    }
-    campaigns = demo_campaigns()
-    assert set(tuned) <= {c.id for c in campaigns}, "the demo's scenarios were renamed"
-    # A fault makes every fetch of this extra campaign fail, so that error counters exist.
-    return [dataclasses.replace(c, **tuned.get(c.id, {})) for c in campaigns] + [campaign(FAILING)]
-
-
-def shortened_rules() -> dict[str, Any]:
-    """The canonical rule file with every duration divided by SPEED (never written back)."""
-    document = yaml.safe_load(RULE_FILE.read_text(encoding="utf-8"))
-    return scale_rule_durations(document, SPEED, MIN_WINDOW_SECONDS)
 
 
 def shortened_copy() -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ import pytest
 from exporter.config import load_settings
 from exporter.server import RELOADER, create_app
 from exporter.simulator import Fault, FaultKind, retry_after_date
+from tests.fault_tables import FAILURES
 from tests.helpers import (
     API_KEY,
     Samples,
@@ -160,28 +161,6 @@ async def test_deleted_campaign_disappears_at_once(
     assert up(samples, "cmp_a") == 0
     assert up(samples, "cmp_b") == 1
     assert "dialnexa_campaign_pending_calls" in series_for(samples, "cmp_b")
-
-
-FAILURES = [
-    (Fault(FaultKind.STATUS, status=500), "server_error"),
-    (Fault(FaultKind.STATUS, status=502), "server_error"),
-    (Fault(FaultKind.STATUS, status=503), "server_error"),
-    (Fault(FaultKind.STATUS, status=401), "unauthorized"),
-    (Fault(FaultKind.STATUS, status=403), "forbidden"),
-    (Fault(FaultKind.STATUS, status=400), "client_error"),
-    (Fault(FaultKind.SLOW, delay=5), "timeout"),
-    (Fault(FaultKind.DRIP, delay=0.1), "timeout"),
-    (Fault(FaultKind.BAD_JSON), "invalid_response"),
-    (Fault(FaultKind.EMPTY), "invalid_response"),
-    (Fault(FaultKind.HTML), "invalid_response"),
-    (Fault(FaultKind.ARRAY), "invalid_response"),
-    (Fault(FaultKind.WRONG_ID), "invalid_response"),
-    (Fault(FaultKind.BODY, body=b'{"id": "cmp_a", "pending_calls": "lots"}'), "invalid_response"),
-    (Fault(FaultKind.BODY, body=b'{"id": "cmp_a", "pending_calls": -3}'), "invalid_response"),
-    (Fault(FaultKind.HUGE, size=50 * 1024 * 1024), "invalid_response"),
-    (Fault(FaultKind.REDIRECT, status=302, location="http://other.invalid/x"), "invalid_response"),
-    (Fault(FaultKind.DISCONNECT), "connection"),
-]
 
 
 @pytest.mark.parametrize(

@@ -27,17 +27,17 @@ from cloudcoil.models.prometheus_operator.v1alpha1 import AlertmanagerConfig
 
 import exporter
 from exporter.config import Settings, env_name, read_yaml_settings
-from tests.test_alertmanager import (
+from tests.helpers import (
     DIALNEXA_MATCHER,
     RECEIVER_BY_SEVERITY,
+    ROOT,
     alert_labels,
+    alert_rules,
     dialnexa_route,
     routed_receivers,
     run_amtool,
 )
-from tests.test_rules import alert_rules
 
-ROOT = Path(__file__).resolve().parents[1]
 CHART_DIR = ROOT / "helm" / "dialnexa-exporter"
 CI_VALUES = sorted(CHART_DIR.glob("ci/*-values.yaml"))
 RULES_FILE = CHART_DIR / "files" / "dialnexa-exporter.rules.yml"

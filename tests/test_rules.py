@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,46 +11,25 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-RULE_FILE = ROOT / "helm" / "dialnexa-exporter" / "files" / "dialnexa-exporter.rules.yml"
+from tests.helpers import (
+    CONTRACT_METRICS,
+    ROOT,
+    RULE_FILE,
+    SEVERITIES,
+    alert_rules,
+    load_rules,
+    metric_selectors,
+    parse_duration,
+    recording_rule_names,
+    recording_rules,
+    run_promtool,
+    status_code_mapping,
+)
+
 RULE_TESTS_DIR = ROOT / "tests" / "rules"
 RULE_TEST_FILES = sorted(RULE_TESTS_DIR.glob("*.test.yml"))
 RUNBOOK_BASE = "https://github.com/dialnexa/dialnexa-exporter/blob/main/docs/alerts.md"
 DOCS = ROOT / "docs"
-
-# The metric names of the design contract (docs/metrics.md's tables): nothing else may be queried
-# by the rules or the dashboard, apart from the recording rules themselves and Prometheus' `up`.
-CONTRACT_METRICS = frozenset(
-    {
-        "dialnexa_campaign_info",
-        "dialnexa_campaign_status",
-        "dialnexa_campaign_total_leads",
-        "dialnexa_campaign_completed_calls",
-        "dialnexa_campaign_pending_calls",
-        "dialnexa_campaign_max_concurrent_calls",
-        "dialnexa_campaign_retry_max_retries",
-        "dialnexa_campaign_retry_interval_seconds",
-        "dialnexa_campaign_created_timestamp_seconds",
-        "dialnexa_campaign_scheduled_timestamp_seconds",
-        "dialnexa_exporter_build_info",
-        "dialnexa_exporter_campaign_up",
-        "dialnexa_exporter_campaign_last_success_timestamp_seconds",
-        "dialnexa_exporter_campaign_errors_total",
-        "dialnexa_exporter_api_requests_total",
-        "dialnexa_exporter_api_request_duration_seconds_bucket",
-        "dialnexa_exporter_api_request_duration_seconds_sum",
-        "dialnexa_exporter_api_request_duration_seconds_count",
-        "dialnexa_exporter_campaigns_configured",
-        "dialnexa_exporter_last_poll_timestamp_seconds",
-        "dialnexa_exporter_poll_duration_seconds",
-        "dialnexa_exporter_shard_index",
-        "dialnexa_exporter_shards",
-        "dialnexa_exporter_api_requests_limit",
-        "dialnexa_exporter_api_requests_remaining",
-        "dialnexa_exporter_api_rate_limit_reset_timestamp_seconds",
-        "dialnexa_exporter_poll_stretch_factor",
-    }
-)
 
 # The alerts issues #5 and #10 ask for, by the names the runbook and the chart's overrides use.
 REQUIRED_ALERTS = frozenset(
@@ -71,77 +48,9 @@ REQUIRED_ALERTS = frozenset(
 )
 # Only these may select a job; every other rule is job-agnostic.
 JOB_SELECTING_ALERTS = frozenset({"DialNexaExporterDown", "DialNexaExporterAbsent"})
-SEVERITIES = frozenset({"critical", "warning", "info"})
 STATUS_NAMES = ("draft", "active", "running", "paused", "completed", "cancelled", "unknown")
 
-# --- a small PromQL scanner: enough to list the metric selectors of an expression ---------------
-
-_TOKEN = re.compile(
-    r"""
-    (?P<string>"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|`[^`]*`)
-  | (?P<matchers>\{(?:"(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|`[^`]*`|[^{}"'`])*\})
-  | (?P<range>\[[^\]]*\])
-  | (?P<number>\d[\w.]*|\.\d+)
-  | (?P<ident>[A-Za-z_:][A-Za-z0-9_:]*)
-  | (?P<comment>\#[^\n]*)
-  | (?P<space>\s+)
-  | (?P<punct>.)
-    """,
-    re.VERBOSE,
-)
-_AGGREGATIONS = frozenset(
-    {
-        "sum",
-        "min",
-        "max",
-        "avg",
-        "group",
-        "stddev",
-        "stdvar",
-        "count",
-        "count_values",
-        "bottomk",
-        "topk",
-        "quantile",
-        "limitk",
-        "limit_ratio",
-    }
-)
-_LABEL_LISTS = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right"})
-_KEYWORDS = frozenset({"and", "or", "unless", "offset", "bool", "atan2", "inf", "nan"})
-
-
-def metric_selectors(expr: str) -> list[tuple[str, str]]:
-    """Every metric selector of a PromQL expression as (metric name, matcher block or "")."""
-    tokens = [
-        (match.lastgroup, match.group())
-        for match in _TOKEN.finditer(expr)
-        if match.lastgroup not in ("space", "comment")
-    ]
-    selectors: list[tuple[str, str]] = []
-    index = 0
-    while index < len(tokens):
-        kind, text = tokens[index]
-        following = tokens[index + 1] if index + 1 < len(tokens) else (None, "")
-        index += 1
-        if kind != "ident":
-            continue
-        if text in _LABEL_LISTS and following[1] == "(":
-            depth = 0  # skip the parenthesised label list
-            while index < len(tokens):
-                depth += {"(": 1, ")": -1}.get(tokens[index][1], 0)
-                index += 1
-                if depth == 0:
-                    break
-            continue
-        if following[1] == "(" or text in _AGGREGATIONS or text.lower() in _KEYWORDS:
-            continue
-        if following[0] == "matchers":
-            selectors.append((text, following[1]))
-            index += 1
-        else:
-            selectors.append((text, ""))
-    return selectors
+# --- the rule file and its tests as data ---------------------------------------------------------
 
 
 def metric_names(expr: str) -> set[str]:
@@ -149,59 +58,10 @@ def metric_names(expr: str) -> set[str]:
     return {name for name, _ in metric_selectors(expr)}
 
 
-# --- the rule file and its tests as data ---------------------------------------------------------
-
-
-def load_rules() -> list[dict[str, Any]]:
-    """Every rule of the canonical file, each with its group name under `group`."""
-    document = yaml.safe_load(RULE_FILE.read_text(encoding="utf-8"))
-    return [
-        {**rule, "group": group["name"]} for group in document["groups"] for rule in group["rules"]
-    ]
-
-
-def alert_rules() -> list[dict[str, Any]]:
-    """The alerting rules of the canonical file."""
-    return [rule for rule in load_rules() if "alert" in rule]
-
-
-def recording_rules() -> list[dict[str, Any]]:
-    """The recording rules of the canonical file."""
-    return [rule for rule in load_rules() if "record" in rule]
-
-
-def recording_rule_names() -> set[str]:
-    """Names of the recording rules of the canonical file."""
-    return {rule["record"] for rule in recording_rules()}
-
-
-def parse_duration(text: str) -> int:
-    """A Prometheus duration (`1h30m`, `90s`, `0m`) in seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-    parts = re.findall(r"(\d+)([smhdwy])", text)
-    assert "".join(f"{n}{u}" for n, u in parts) == text, f"not a duration: {text!r}"
-    return sum(int(number) * units[unit] for number, unit in parts)
-
-
 def load_rule_tests() -> Iterator[tuple[Path, dict[str, Any]]]:
     """Every promtool test file under tests/rules/, parsed."""
     for path in RULE_TEST_FILES:
         yield path, yaml.safe_load(path.read_text(encoding="utf-8"))
-
-
-def promtool() -> str:
-    """Path of promtool, or a failure saying how to get it."""
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail("promtool not on PATH: install the Debian package `prometheus` (tests/run.sh)")
-    return path
-
-
-def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run promtool from the repository root and capture its output."""
-    return subprocess.run(
-        [promtool(), *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
-    )
 
 
 # --- promtool ------------------------------------------------------------------------------------
@@ -230,7 +90,7 @@ def test_rule_test_files_exist() -> None:
 @pytest.mark.parametrize("test_file", RULE_TEST_FILES, ids=lambda path: path.name)
 def test_promtool_rule_unit_tests_pass(test_file: Path) -> None:
     """Every scenario of a tests/rules/ file passes `promtool test rules`."""
-    result = run_promtool("test", "rules", str(test_file.relative_to(ROOT)))
+    result = run_promtool("test", "rules", str(test_file))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
@@ -365,15 +225,6 @@ def test_gauge_pace_uses_deriv_not_rate() -> None:
     for rule in load_rules():
         for name in ("dialnexa_campaign_completed_calls", "dialnexa_campaign_pending_calls"):
             assert not re.search(rf"\b(?:rate|irate|increase)\(\s*{name}", rule["expr"])
-
-
-def status_code_mapping() -> dict[str, int]:
-    """The status -> code table as the recording rule computes it."""
-    (rule,) = [
-        r for r in recording_rules() if r["record"] == "campaign:dialnexa_campaign_status:code"
-    ]
-    pairs = re.findall(r'status="(\w+)"\}\s*==\s*1\)\s*\*\s*(\d+)', rule["expr"])
-    return {status: int(code) for status, code in pairs}
 
 
 def test_status_code_covers_every_status_once_as_documented() -> None:
