@@ -28,10 +28,12 @@ from exporter.config import (
     env_name,
     load_settings,
 )
+from exporter.connections import start_guarded_sites
 from exporter.demo_prometheus import DEFAULT_LISTEN_ADDRESS as PROMETHEUS_LISTEN_ADDRESS
 from exporter.demo_prometheus import optional_demo_prometheus
 from exporter.listen import bind_listen_address, close_all
 from exporter.logformat import formatter_for
+from exporter.logs import RedactingFormatter, install_log_filters
 from exporter.server import RELOADER, create_app
 from exporter.simulator import Simulator, demo_campaigns, load_campaigns
 from exporter.webconfig import listening_context
@@ -248,7 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
 def setup_logging(level: str, fmt: str) -> None:
     """Configure the root logger once."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter_for(fmt))
+    # Whatever the format, no credential reaches the log; floods of bad requests or accept
+    # errors are one line per burst.
+    handler.setFormatter(RedactingFormatter(formatter_for(fmt)))
+    install_log_filters()
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -309,9 +314,12 @@ async def _start_sites(
     sockets: list[socket.socket],
     ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[str, int]:
-    """Serve ``runner`` on sockets bound beforehand; (host, port) of the first one."""
-    for sock in sockets:
-        await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+    """Serve ``runner`` on sockets bound beforehand; (host, port) of the first one.
+
+    The exporter's app is served through its connection guard (caps, timeouts, TLS per
+    connection; the open-file limit raised to the hard limit), others on plain sites.
+    """
+    await start_guarded_sites(runner, sockets, ssl_context)
     host, port = runner.addresses[0][:2]
     return str(host), int(port)
 

@@ -188,6 +188,28 @@ class Settings(BaseSettings):
     api_budget_reserve: float = Field(
         default=0.1, ge=0, lt=1, description="share of the limit never spent (for other clients)"
     )
+    # The HTTP server's defences against floods of idle or slow clients (docs/security.md).
+    max_connections: int = Field(
+        default=256,
+        ge=1,
+        le=100_000,
+        description="open HTTP connections at most (TLS ones ~30 KiB each); oldest idle shed",
+    )
+    tls_handshake_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=3600, description="a TLS handshake must end within this"
+    )
+    http_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="a request's headers must arrive within this (of connecting or 1st byte)",
+    )
+    http_idle_timeout_seconds: float = Field(
+        default=120.0, gt=0, le=86400, description="a kept-alive connection may idle this long"
+    )
+    http_response_timeout_seconds: float = Field(
+        default=60.0, gt=0, le=86400, description="answering one request may take this long"
+    )
 
     @classmethod
     def settings_customise_sources(

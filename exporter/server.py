@@ -15,6 +15,7 @@ from exporter.budget import ApiBudget
 from exporter.client import DialNexaClient, RequestStats, TokenBucket, create_session
 from exporter.clock import Clock, SystemClock
 from exporter.config import ConfigError, Settings, campaigns_for_shard
+from exporter.connections import ConnectionLimits, guard_connections
 from exporter.exposition import ExpositionCache
 from exporter.memory import MemoryTuning
 from exporter.metrics import (
@@ -29,6 +30,7 @@ from exporter.metrics import (
 from exporter.poller import Poller
 from exporter.reloader import ConfigReloader, ReloadStatus
 from exporter.render import render_exporter_families
+from exporter.request_policy import refuse_unsupported
 from exporter.state import BuildInfo
 from exporter.status_page import (
     PAGE_HEADERS,
@@ -254,6 +256,10 @@ def create_app(
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/", handle_index)
     app.cleanup_ctx.append(_poller_context)
+    # Odd requests refused, then every answer tracked by the connection guard, which the CLI
+    # serves the app through (connections.start_guarded_sites).
+    app.middlewares.insert(0, refuse_unsupported)
+    guard_connections(app, ConnectionLimits.from_settings(settings), monotonic=clock.monotonic)
     if settings.web_config_file is not None:
         # TLS, basic auth and headers from DIALNEXA_WEB_CONFIG_FILE; the CLI takes the TLS
         # context from the app (webconfig.listening_context) when it opens the site.

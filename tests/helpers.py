@@ -12,6 +12,8 @@ import dataclasses
 import json
 import re
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -30,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from exporter.config import Settings, load_settings
+from exporter.connections import start_guarded_sites
 from exporter.demo_alertmanager import ALERTMANAGER_FILE_NAME
 from exporter.demo_prometheus import scale_rule_durations
 from exporter.poller import Poller
@@ -181,6 +184,21 @@ async def serve(app: web.Application, **kwargs: Any) -> TestServer:
     server = TestServer(app, host="127.0.0.1", port=0, **kwargs)
     await server.start_server()
     return server
+
+
+async def serve_guarded(
+    app: web.Application, tls: ssl.SSLContext | None = None
+) -> tuple[web.AppRunner, int]:
+    """``app`` served as the CLI serves it (its connection guard, TLS per connection) on a free
+    port of 127.0.0.1: (runner, port); stop it with ``await runner.cleanup()``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.setblocking(False)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await start_guarded_sites(runner, [sock], tls)
+    return runner, int(sock.getsockname()[1])
 
 
 def parse_samples(text: str) -> Samples:

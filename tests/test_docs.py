@@ -288,6 +288,42 @@ def test_parsers_reject_unknown_cells() -> None:
     assert parse_reasons("—") == frozenset()
 
 
+HOSTILE_HEADING = "## Hostile clients"
+HOSTILE_COLUMNS = ("a client does", "the exporter does", "test")
+
+
+def hostile_clients_table() -> list[list[str]]:
+    """The rows of the table under docs/failures.md's "Hostile clients" heading."""
+    lines = FAILURES_DOC.read_text(encoding="utf-8").splitlines()
+    start = lines.index(HOSTILE_HEADING)
+    table = []
+    for line in lines[start + 1 :]:
+        if line.startswith("## "):
+            break
+        if line.startswith("|"):
+            table.append(split_row(line))
+        elif table:
+            break
+    header, _, *body = table
+    assert tuple(header) == HOSTILE_COLUMNS
+    return body
+
+
+def test_every_hostile_client_row_names_a_test_that_exists() -> None:
+    """Each attack in the hostile-clients table names the test that mounts it, and that test
+    exists (a renamed or removed test fails here, so the table cannot promise untested
+    behaviour)."""
+    rows = hostile_clients_table()
+    assert len(rows) >= 15
+    for does, answer, test in rows:
+        assert does, answer
+        assert answer, does
+        match = re.fullmatch(r"`(tests/test_\w+\.py)::(test_\w+)`", test)
+        assert match, test
+        source = (ROOT / match.group(1)).read_text(encoding="utf-8")
+        assert re.search(rf"^(async )?def {match.group(2)}\(", source, re.M), test
+
+
 # --- links ------------------------------------------------------------------------------------
 
 # Links into this repository's own tree on GitHub (runbook URLs, links from the dashboard) are

@@ -8,7 +8,6 @@ import contextlib
 import logging
 import re
 import signal
-import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -28,13 +27,11 @@ from exporter.server import EXPOSITION, create_app
 from exporter.webconfig import (
     CHALLENGE,
     DEFAULT_CHECK_SECONDS,
-    BasicAuthenticator,
-    ClientAuth,
     WebConfigWatcher,
     listening_context,
-    parse_basic_authorization,
     read_web_config,
 )
+from exporter.webconfig_model import ClientAuth
 from tests.helpers import (
     API_KEY,
     OffsetClock,
@@ -42,6 +39,7 @@ from tests.helpers import (
     campaign,
     exporter_settings,
     serve,
+    serve_guarded,
     spawn_exporter,
     wait_for,
 )
@@ -225,14 +223,9 @@ async def start_tls_exporter(start_simulator: StartSim) -> AsyncIterator[StartTl
         settings = exporter_settings(sim, ["cmp_a"], web_config_file=str(config_file))
         clock = OffsetClock()
         app = create_app(settings, clock=clock)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
+        runner, port = await serve_guarded(app, listening_context(app))
         runners.append(runner)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        site = web.SockSite(runner, sock, ssl_context=listening_context(app))
-        await site.start()
-        return TlsExporter(app, sock.getsockname()[1], clock)
+        return TlsExporter(app, port, clock)
 
     yield start
     for runner in runners:
@@ -411,60 +404,6 @@ def test_missing_file_is_an_error(tmp_path: Path) -> None:
         WebConfigWatcher(tmp_path / "absent.yml")
     assert info.value.setting == SETTING
     assert "cannot read" in info.value.problem
-
-
-@pytest.mark.parametrize(
-    ("header", "expected"),
-    [
-        (basic("alice", "pw"), ("alice", b"pw")),
-        (basic("alice", "p:w"), ("alice", b"p:w")),
-        ("basic " + base64.b64encode(b"u:").decode(), ("u", b"")),
-        (None, None),
-        ("", None),
-        ("Bearer abc", None),
-        ("Basic !!!not-base64", None),
-        ("Basic " + base64.b64encode(b"no-colon").decode(), None),
-        ("Basic " + base64.b64encode(b"\xff\xfe:pw").decode(), None),
-    ],
-)
-def test_basic_authorization_header_parsing(
-    header: str | None, expected: tuple[str, bytes] | None
-) -> None:
-    """Only a well-formed Basic header yields credentials; the password may contain ':'."""
-    assert parse_basic_authorization(header) == expected
-
-
-# --- basic auth --------------------------------------------------------------------------------
-
-
-async def test_successful_check_is_remembered_so_bcrypt_runs_once() -> None:
-    """A repeated good login skips bcrypt; wrong or unknown credentials always pay for it."""
-    calls: list[bytes] = []
-
-    def counting_checkpw(password: bytes, hashed: bytes) -> bool:
-        calls.append(hashed)
-        return bcrypt.checkpw(password, hashed)
-
-    auth = BasicAuthenticator({"alice": ALICE_HASH.encode()}, checkpw=counting_checkpw)
-    good = basic("alice", ALICE_PASSWORD)
-    assert await auth.allows(good)
-    assert await auth.allows(good)
-    assert len(calls) == 1
-    assert not await auth.allows(basic("alice", ALICE_PASSWORD + "x"))
-    assert len(calls) == 2
-    assert await auth.allows(good)
-    assert len(calls) == 2
-    assert not await auth.allows(basic("mallory", ALICE_PASSWORD))
-    assert len(calls) == 3
-    assert calls[2] != ALICE_HASH.encode()  # the decoy hash, not a real user's
-
-
-async def test_htpasswd_style_2y_hashes_and_long_passwords() -> None:
-    """$2y$ hashes (htpasswd -B) verify; a password over bcrypt's 72 bytes is refused, no crash."""
-    hashed = ALICE_HASH.replace("$2b$", "$2y$").encode()
-    auth = BasicAuthenticator({"alice": hashed})
-    assert await auth.allows(basic("alice", ALICE_PASSWORD))
-    assert not await auth.allows(basic("alice", "x" * 100))
 
 
 # --- over TLS, end to end ----------------------------------------------------------------------
