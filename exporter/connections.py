@@ -32,7 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -528,16 +528,16 @@ async def start_guarded_sites(
     runner: web.AppRunner, sockets: list[socket.socket], tls: ssl.SSLContext | None
 ) -> list[web.BaseSite]:
     """Serve ``runner`` on ``sockets`` through its app's guard (plain sites without one)."""
-    guard: Any = runner.app.get(GUARD)
+    guard = runner.app.get(GUARD)
     sites: list[web.BaseSite] = []
     if guard is not None:
         guard.fit_to_open_file_limit()
     for sock in sockets:
-        site: web.BaseSite = (
-            GuardedSite(runner, sock, guard, tls)
-            if guard is not None
-            else web.SockSite(runner, sock, ssl_context=tls)
-        )
+        site: web.BaseSite
+        if guard is not None:
+            site = GuardedSite(runner, sock, guard, tls)
+        else:
+            site = web.SockSite(runner, sock, ssl_context=tls)
         await site.start()
         sites.append(site)
     return sites
