@@ -56,16 +56,26 @@ CHALLENGE = f'Basic realm="{REALM}"'
 BUSY_RETRY_SECONDS = 1
 
 
-def _read(path: Path, what: str, config_path: Path) -> bytes:
+# The web config file and the PEM files it names are read whole, at start-up and at every
+# check after a change: larger than this, they are refused unread.
+MAX_WEB_CONFIG_BYTES = 1024 * 1024
+MAX_PEM_FILE_BYTES = 4 * 1024 * 1024
+
+
+def _read(path: Path, what: str, config_path: Path, limit: int = MAX_PEM_FILE_BYTES) -> bytes:
     try:
-        return path.read_bytes()
+        with path.open("rb") as file:
+            content = file.read(limit + 1)
     except OSError as exc:
         raise problem(config_path, f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(content) > limit:
+        raise problem(config_path, f"{what} {path} is larger than {limit // 1024} KiB")
+    return content
 
 
 def read_web_config(path: Path) -> tuple[WebConfig, bytes]:
     """Parse the file at ``path``; also return a digest of it and of every file it names."""
-    raw = _read(path, "the web config file", path)
+    raw = _read(path, "the web config file", path, MAX_WEB_CONFIG_BYTES)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

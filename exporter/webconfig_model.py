@@ -288,10 +288,33 @@ def _describe(error: Mapping[str, Any]) -> str:
     return f"{where}{_JOINS.get(kind, ': ')}{message}"
 
 
+class _AliasError(yaml.YAMLError):
+    """The file uses a YAML alias, at 0-based ``line``."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(f"alias at line {line + 1}")
+        self.line = line
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """The safe loader, refusing aliases: a few lines of nested anchors and aliases expand to
+    gigabytes ("billion laughs"), and a web config has no use for them."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        """The next node; an alias is an error."""
+        if self.check_event(yaml.AliasEvent):
+            # types-PyYAML leaves peek_event untyped; it returns the AliasEvent just checked.
+            event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise _AliasError(int(getattr(event.start_mark, "line", 0)))
+        return super().compose_node(parent, index)
+
+
 def parse_web_config(text: str, path: Path) -> WebConfig:
     """Validate the YAML ``text`` of the file at ``path``; raise ConfigError on any problem."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 (a safe loader)
+    except _AliasError as exc:
+        raise problem(path, f"YAML aliases are not allowed (line {exc.line + 1})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

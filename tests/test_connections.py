@@ -266,6 +266,19 @@ async def test_a_tls_handshake_is_cut_off_at_its_deadline(
     await wait_for(peer.closed, what="the handshake cut off")
 
 
+async def test_plain_http_to_the_tls_port_is_closed_at_once(start_guarded: Start) -> None:
+    """A request in the clear on the TLS port fails the handshake: the connection is closed
+    then, not held until the handshake deadline, and nothing of /metrics is sent."""
+    served = await start_guarded(tls=True)
+    peer = await served.connect(handshake=False)
+    peer.writer.write(REQUEST)
+    with contextlib.suppress(ConnectionError):
+        answer = await asyncio.wait_for(peer.reader.read(65536), 10)
+        assert b"dialnexa" not in answer
+    await wait_for(peer.closed, what="the connection closed")
+    assert served.guard.counts["timed_out"] == 0
+
+
 # --- a small app of its own: requests that stay in the handler ------------------------------
 
 RELEASE = web.AppKey("release", asyncio.Event)

@@ -27,6 +27,8 @@ from exporter.server import EXPOSITION, create_app
 from exporter.webconfig import (
     CHALLENGE,
     DEFAULT_CHECK_SECONDS,
+    MAX_PEM_FILE_BYTES,
+    MAX_WEB_CONFIG_BYTES,
     WebConfigWatcher,
     listening_context,
     read_web_config,
@@ -404,6 +406,35 @@ def test_missing_file_is_an_error(tmp_path: Path) -> None:
         WebConfigWatcher(tmp_path / "absent.yml")
     assert info.value.setting == SETTING
     assert "cannot read" in info.value.problem
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path: Path) -> None:
+    """Nested anchors and aliases ("billion laughs": 9**9 strings from nine short lines) are
+    refused in one line naming the line of the first alias, instead of being expanded."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    path = tmp_path / "web.yml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        WebConfigWatcher(path)
+    assert info.value.setting == SETTING
+    assert "YAML aliases are not allowed (line 2)" in info.value.problem
+
+
+@pytest.mark.parametrize("which", ["web config", "cert_file"])
+def test_oversized_files_are_refused_unread(pki: Pki, which: str) -> None:
+    """A web config file over 1 MiB, or a PEM file over 4 MiB, is refused with its size
+    limit rather than read whole."""
+    path = write_config(pki.directory / "web.yml", {"tls_server_config": tls_section()})
+    if which == "web config":
+        with path.open("a", encoding="utf-8") as file:
+            file.write("# padding\n" * (MAX_WEB_CONFIG_BYTES // 10 + 1))
+    else:
+        with pki.cert_file.open("ab") as file:
+            file.write(b"\n" * (MAX_PEM_FILE_BYTES + 1))
+    with pytest.raises(ConfigError) as info:
+        WebConfigWatcher(path)
+    assert "is larger than" in info.value.problem
 
 
 # --- over TLS, end to end ----------------------------------------------------------------------
