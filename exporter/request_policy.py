@@ -5,7 +5,8 @@ The exporter speaks HTTP/1.0 and 1.1 with GET and HEAD. A request line of anothe
 servers do, and the connection closed; CONNECT is answered ``405`` and closed instead of
 turning the connection into a tunnel; a request asking to switch protocols (``Upgrade:``,
 WebSocket or h2c) is served as plain HTTP/1.1, as RFC 9110 allows, and the connection closed
-after it so no upgraded state lingers. A request aiohttp cannot parse is answered with a bare
+after it so no upgraded state lingers. Answers name the server without versions. A request
+aiohttp cannot parse is answered with a bare
 status line and counted in one warning per burst: aiohttp's own answer and log line quote the
 offending bytes, which may be an ``Authorization`` header.
 """
@@ -70,6 +71,15 @@ async def refuse_unsupported(request: web.Request, handler: Handler) -> web.Stre
     if hdrs.UPGRADE in request.headers:
         response.force_close()
     return response
+
+
+SERVER_NAME = "dialnexa-exporter"
+
+
+async def name_the_server(request: web.Request, response: web.StreamResponse) -> None:
+    """Send ``Server: dialnexa-exporter`` instead of aiohttp's, which names the Python and
+    aiohttp versions to anyone who asks (probes need no credentials)."""
+    response.headers[hdrs.SERVER] = SERVER_NAME
 
 
 def _phrase(status: int) -> str:

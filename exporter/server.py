@@ -30,7 +30,7 @@ from exporter.metrics import (
 from exporter.poller import Poller
 from exporter.reloader import ConfigReloader, ReloadStatus
 from exporter.render import render_exporter_families
-from exporter.request_policy import refuse_unsupported
+from exporter.request_policy import name_the_server, refuse_unsupported
 from exporter.state import BuildInfo
 from exporter.status_page import (
     PAGE_HEADERS,
@@ -259,6 +259,7 @@ def create_app(
     # Odd requests refused, then every answer tracked by the connection guard, which the CLI
     # serves the app through (connections.start_guarded_sites).
     app.middlewares.insert(0, refuse_unsupported)
+    app.on_response_prepare.append(name_the_server)
     guard_connections(app, ConnectionLimits.from_settings(settings), monotonic=clock.monotonic)
     if settings.web_config_file is not None:
         # TLS, basic auth and headers from DIALNEXA_WEB_CONFIG_FILE; the CLI takes the TLS

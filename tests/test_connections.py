@@ -505,3 +505,16 @@ async def test_a_malformed_request_gets_a_bare_400_without_its_own_bytes(
     assert answer.endswith(b"\r\n\r\n400 Bad Request\n")
     assert credentials not in answer
     assert closed
+
+
+async def test_answers_do_not_name_python_or_aiohttp_versions(start_guarded: Start) -> None:
+    """Every answer, to probes too (which need no credentials), says only which exporter it
+    is: aiohttp's default Server header names the Python and aiohttp versions."""
+    served = await start_guarded()
+    for path in (b"/healthz", b"/metrics", b"/nowhere"):
+        peer = await served.connect()
+        peer.writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = (await peer.response()).partition(b"\r\n\r\n")[0].lower()
+        assert b"\r\nserver: dialnexa-exporter\r\n" in head + b"\r\n", head
+        assert b"python" not in head
+        assert b"aiohttp" not in head
