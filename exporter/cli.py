@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import platform
 import re
 import secrets
@@ -14,13 +15,14 @@ import socket
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from importlib.metadata import version
 from typing import Any, NoReturn
 
 import aiohttp
 from aiohttp import web
 from pydantic import SecretStr
 
-from exporter import __version__
+from exporter import __version__, loops
 from exporter.check import run_check
 from exporter.config import (
     ConfigError,
@@ -132,12 +134,19 @@ def _add_setting_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] = 
     parser.add_argument(_SECRET_FLAG, nargs="?", action=_RefuseSecretFlag, help=argparse.SUPPRESS)
 
 
+def _default_loop_text() -> str:
+    if loops.uvloop_available():
+        return f"uvloop {version('uvloop')} (default; DIALNEXA_EVENT_LOOP=asyncio for asyncio's)"
+    return "asyncio (uvloop not installed)"
+
+
 def version_text() -> str:
     """What --version prints: name and version, Python, aiohttp, platform."""
     return (
         f"{PROG} {__version__}\n"
         f"  python {platform.python_version()} ({platform.python_implementation()})\n"
         f"  aiohttp {aiohttp.__version__}\n"
+        f"  event loop {_default_loop_text()}\n"
         f"  platform {platform.platform()}"
     )
 
@@ -170,6 +179,12 @@ def _add_demo_parser(commands: Any) -> None:
         "--poll-interval-seconds", default="5", help="seconds between fetches (default 5)"
     )
     demo.add_argument(
+        "--event-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default=None,
+        help="event loop (default: DIALNEXA_EVENT_LOOP, else auto)",
+    )
+    demo.add_argument(
         "--prometheus",
         action="store_true",
         help="also start Prometheus (if installed) scraping the demo, with the alert rules",
@@ -195,6 +210,12 @@ def _add_simulator_parser(commands: Any) -> None:
     )
     sim.add_argument("--speed", type=float, default=DEMO_SPEED, help="simulated s per second")
     sim.add_argument("--seed", type=int, default=1, help="seed for generated campaigns")
+    sim.add_argument(
+        "--event-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default=None,
+        help="event loop (default: DIALNEXA_EVENT_LOOP, else auto)",
+    )
     sim.add_argument(
         "--api-key", default="demo-key", help="the fake key the simulator accepts (not a secret)"
     )
@@ -369,7 +390,12 @@ async def _start_exporter(
 
 async def _serve_exporter(settings: Settings, flags: dict[str, Any], stop: asyncio.Event) -> None:
     app, runner, url = await _start_exporter(settings, flags, tune_memory=True)
-    log.info("serving metrics on %s/metrics", url)
+    log.info(
+        "serving metrics on %s%s (event loop: %s)",
+        url,
+        settings.telemetry_path,
+        loops.loop_description(),
+    )
     await _run_until_signal([runner], stop, on_reload=app[RELOADER].request)
 
 
@@ -429,6 +455,14 @@ async def _serve_simulator(args: argparse.Namespace, stop: asyncio.Event) -> Non
     await _run_until_signal([runner], stop)
 
 
+def _loop_choice(args: argparse.Namespace) -> loops.LoopChoice:
+    """The demo's and simulator's loop: their --event-loop, else DIALNEXA_EVENT_LOOP, else auto."""
+    choice = args.event_loop or os.environ.get(env_name("event_loop"), "auto").strip().lower()
+    if choice not in ("auto", "uvloop", "asyncio"):
+        raise ConfigError(env_name("event_loop"), "must be auto, uvloop or asyncio")
+    return choice  # type: ignore[return-value]  # checked just above
+
+
 def _fail(message: str) -> int:
     print(f"{PROG}: {message}", file=sys.stderr)
     return 2
@@ -441,18 +475,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "simulator":
             setup_logging(str(args.log_level).lower(), str(args.log_format).lower())
-            asyncio.run(run_simulator(args))
+            loops.run(run_simulator(args), _loop_choice(args))
             return 0
         if command == "demo":
             setup_logging(str(args.log_level or "info").lower(), str(args.log_format or "text"))
-            asyncio.run(run_demo(args))
+            loops.run(run_demo(args), _loop_choice(args))
             return 0
         flags = _setting_flags(args)
         settings = load_settings(flags)
         if command == "check":
-            return asyncio.run(run_check(settings, online=args.online, out=sys.stdout))
+            return loops.run(
+                run_check(settings, online=args.online, out=sys.stdout), settings.event_loop
+            )
         setup_logging(settings.log_level, settings.log_format)
-        asyncio.run(run_exporter(settings, flags))
+        loops.run(run_exporter(settings, flags), settings.event_loop)
         return 0
     except ConfigError as exc:
         return _fail(f"configuration error: {exc}")

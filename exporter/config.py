@@ -188,6 +188,9 @@ class Settings(BaseSettings):
     api_budget_reserve: float = Field(
         default=0.1, ge=0, lt=1, description="share of the limit never spent (for other clients)"
     )
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        default="auto", description="auto (uvloop where installed), uvloop or asyncio"
+    )
     # The HTTP server's defences against floods of idle or slow clients (docs/security.md).
     max_connections: int = Field(
         default=256,
@@ -229,7 +232,7 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return ()
 
-    @field_validator("log_level", "log_format", mode="before")
+    @field_validator("log_level", "log_format", "event_loop", mode="before")
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

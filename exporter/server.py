@@ -9,14 +9,16 @@ from collections.abc import AsyncIterator, Mapping
 from functools import partial
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from exporter.budget import ApiBudget
-from exporter.client import DialNexaClient, RequestStats, TokenBucket, create_session
+from exporter.client import DialNexaClient, RequestStats, client_for, create_session
 from exporter.clock import Clock, SystemClock
 from exporter.config import ConfigError, Settings, campaigns_for_shard
 from exporter.connections import ConnectionLimits, guard_connections
-from exporter.exposition import ExpositionCache
+from exporter.exposition import ExpositionCache, ScrapePart
+from exporter.loops import loop_name
 from exporter.memory import MemoryTuning
 from exporter.metrics import (
     BUDGET_FAMILIES,
@@ -129,32 +131,11 @@ async def handle_index(request: web.Request) -> web.Response:
     return web.Response(text=page, content_type="text/html", headers=PAGE_HEADERS)
 
 
-def _client(app: web.Application, session: Any) -> DialNexaClient:
-    settings, clock, budget = app[SETTINGS], app[CLOCK], app[BUDGET]
+def _client(app: web.Application, session: aiohttp.ClientSession) -> DialNexaClient:
+    settings = app[SETTINGS]
     if settings.api_key is None:
         raise ConfigError("DIALNEXA_API_KEY", "is required")
-    limiter = (
-        TokenBucket(settings.max_requests_per_second, clock)
-        if settings.max_requests_per_second
-        else None
-    )
-
-    async def before_request() -> None:
-        if limiter is not None:
-            await limiter.acquire()
-        await budget.acquire()
-
-    return DialNexaClient(
-        session,
-        settings.api_url,
-        settings.api_key,
-        timeout_seconds=settings.request_timeout_seconds,
-        observer=app[STATS],
-        monotonic=clock.monotonic,
-        wall_time=clock.time,
-        before_request=before_request,
-        on_headers=budget.observe,
-    )
+    return client_for(settings, session, app[CLOCK], observer=app[STATS], budget=app[BUDGET])
 
 
 async def _stop(tasks: list[asyncio.Task[None]]) -> None:
@@ -211,6 +192,33 @@ async def _poller_context(app: web.Application) -> AsyncIterator[None]:
         await session.close()
 
 
+def _owners(app: web.Application, settings: Settings, clock: Clock) -> tuple[ScrapePart, ...]:
+    """Make the owners of the exporter-wide families (kept in the app), and the scrape-time
+    renderers that read each of them."""
+    app[STATS] = stats = RequestStats()
+    app[RELOAD_STATUS] = reload_status = ReloadStatus(last_success_timestamp=clock.time())
+
+    def planned_rate() -> float:
+        poller = app.get(POLLER)
+        return poller.planned_rate if poller is not None else 0.0
+
+    app[BUDGET] = budget = ApiBudget(
+        clock,
+        planned_rate=planned_rate,
+        pacing=settings.api_budget_pacing,
+        share=settings.api_budget_share,
+        reserve=settings.api_budget_reserve,
+    )
+    return (
+        partial(render_exporter_families, BUILD_FAMILIES, BuildInfo(event_loop=loop_name())),
+        partial(render_exporter_families, REQUEST_FAMILIES, stats),
+        partial(render_exporter_families, SHARD_FAMILIES, settings),
+        partial(render_exporter_families, RELOAD_FAMILIES, reload_status),
+        partial(render_exporter_families, BUDGET_FAMILIES, budget),
+        ProcessMetrics().text,
+    )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -226,29 +234,7 @@ def create_app(
     app[SETTINGS] = settings
     app[FLAGS] = dict(flags or {})
     app[CLOCK] = clock = clock or SystemClock()
-    app[STATS] = stats = RequestStats()
-    app[RELOAD_STATUS] = reload_status = ReloadStatus(last_success_timestamp=clock.time())
-
-    def planned_rate() -> float:
-        poller = app.get(POLLER)
-        return poller.planned_rate if poller is not None else 0.0
-
-    app[BUDGET] = budget = ApiBudget(
-        clock,
-        planned_rate=planned_rate,
-        pacing=settings.api_budget_pacing,
-        share=settings.api_budget_share,
-        reserve=settings.api_budget_reserve,
-    )
-    # The exporter-wide families, each read from its owner at every scrape.
-    scrape_parts = (
-        partial(render_exporter_families, BUILD_FAMILIES, BuildInfo()),
-        partial(render_exporter_families, REQUEST_FAMILIES, stats),
-        partial(render_exporter_families, SHARD_FAMILIES, settings),
-        partial(render_exporter_families, RELOAD_FAMILIES, reload_status),
-        partial(render_exporter_families, BUDGET_FAMILIES, budget),
-        ProcessMetrics().text,
-    )
+    scrape_parts = _owners(app, settings, clock)
     app[EXPOSITION] = ExpositionCache(scrape_parts, tune_memory)
     app[STATUS_PAGES] = StatusPages()
     app.router.add_get(settings.telemetry_path, handle_metrics)
