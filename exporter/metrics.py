@@ -10,7 +10,7 @@ listing it in its tuple; ``exporter.render`` turns declarations and data into th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Generic, Literal, Protocol, TypeVar
@@ -347,6 +347,25 @@ class BudgetReading(Protocol):
         """How many times slower than its schedule polling runs (1: not stretched)."""
 
 
+class ConnectionsReading(Protocol):
+    """What the HTTP server's connection guard reports (exporter.connections.ConnectionGuard)."""
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open now, TLS handshakes included."""
+
+    @property
+    def capacity(self) -> int:
+        """Connections allowed open at once."""
+
+    @property
+    def counts(self) -> Mapping[str, int]:
+        """Connections accepted, shed, refused and timed out since start."""
+
+
+_CLOSED_REASONS = ("shed", "refused", "timed_out")
+
+
 def _histogram_samples(histogram: Histogram) -> list[Sample]:
     bounds = [format_value(bound) for bound in histogram.bounds] + ["+Inf"]
     samples: list[Sample] = [
@@ -441,10 +460,46 @@ STRETCH: ExporterFamily[BudgetReading] = ExporterFamily(
     samples=lambda budget: _one(budget.stretch),
 )
 
+HTTP_OPEN: ExporterFamily[ConnectionsReading] = ExporterFamily(
+    "dialnexa_exporter_http_connections",
+    "gauge",
+    "HTTP connections open to the exporter now (TLS handshakes included).",
+    samples=lambda guard: _one(guard.open_connections),
+)
+HTTP_CAPACITY: ExporterFamily[ConnectionsReading] = ExporterFamily(
+    "dialnexa_exporter_http_connections_max",
+    "gauge",
+    "HTTP connections the exporter keeps open at most (DIALNEXA_MAX_CONNECTIONS, or less to "
+    "fit the open-file limit).",
+    samples=lambda guard: _one(guard.capacity),
+)
+HTTP_ACCEPTED: ExporterFamily[ConnectionsReading] = ExporterFamily(
+    "dialnexa_exporter_http_connections_accepted_total",
+    "counter",
+    "HTTP connections accepted.",
+    samples=lambda guard: _one(guard.counts.get("accepted", 0)),
+)
+HTTP_CLOSED: ExporterFamily[ConnectionsReading] = ExporterFamily(
+    "dialnexa_exporter_http_connections_closed_total",
+    "counter",
+    "HTTP connections the exporter closed itself, by reason: shed (the oldest idle, for a "
+    "newcomer at the cap), refused (at the cap, every slot answering), timed_out (a handshake, "
+    "headers, answer or idle deadline passed).",
+    samples=lambda guard: [
+        ("", f'reason="{reason}"', guard.counts.get(reason, 0)) for reason in _CLOSED_REASONS
+    ],
+)
+
 BUILD_FAMILIES: tuple[ExporterFamily[BuildInfo], ...] = (BUILD_INFO,)
 REQUEST_FAMILIES: tuple[ExporterFamily[RequestCounts], ...] = (REQUESTS, DURATION)
 SHARD_FAMILIES: tuple[ExporterFamily[Settings], ...] = (SHARD_INDEX, SHARDS)
 RELOAD_FAMILIES: tuple[ExporterFamily[ReloadStatus], ...] = (RELOAD_OK, RELOAD_TIME)
+CONNECTION_FAMILIES: tuple[ExporterFamily[ConnectionsReading], ...] = (
+    HTTP_OPEN,
+    HTTP_CAPACITY,
+    HTTP_ACCEPTED,
+    HTTP_CLOSED,
+)
 BUDGET_FAMILIES: tuple[ExporterFamily[BudgetReading], ...] = (
     API_LIMIT,
     API_REMAINING,

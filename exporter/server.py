@@ -23,6 +23,7 @@ from exporter.memory import MemoryTuning
 from exporter.metrics import (
     BUDGET_FAMILIES,
     BUILD_FAMILIES,
+    CONNECTION_FAMILIES,
     CONTENT_TYPE,
     RELOAD_FAMILIES,
     REQUEST_FAMILIES,
@@ -234,7 +235,16 @@ def create_app(
     app[SETTINGS] = settings
     app[FLAGS] = dict(flags or {})
     app[CLOCK] = clock = clock or SystemClock()
-    scrape_parts = _owners(app, settings, clock)
+    # Odd requests refused, then (outermost) every answer tracked by the connection guard,
+    # which the CLI serves the app through (connections.start_guarded_sites).
+    app.middlewares.insert(0, refuse_unsupported)
+    guard = guard_connections(
+        app, ConnectionLimits.from_settings(settings), monotonic=clock.monotonic
+    )
+    scrape_parts: tuple[ScrapePart, ...] = (
+        *_owners(app, settings, clock),
+        partial(render_exporter_families, CONNECTION_FAMILIES, guard),
+    )
     app[EXPOSITION] = ExpositionCache(scrape_parts, tune_memory)
     app[STATUS_PAGES] = StatusPages()
     app.router.add_get(settings.telemetry_path, handle_metrics)
@@ -242,11 +252,7 @@ def create_app(
     app.router.add_get("/readyz", handle_readyz)
     app.router.add_get("/", handle_index)
     app.cleanup_ctx.append(_poller_context)
-    # Odd requests refused, then every answer tracked by the connection guard, which the CLI
-    # serves the app through (connections.start_guarded_sites).
-    app.middlewares.insert(0, refuse_unsupported)
     app.on_response_prepare.append(name_the_server)
-    guard_connections(app, ConnectionLimits.from_settings(settings), monotonic=clock.monotonic)
     if settings.web_config_file is not None:
         # TLS, basic auth and headers from DIALNEXA_WEB_CONFIG_FILE; the CLI takes the TLS
         # context from the app (webconfig.listening_context) when it opens the site.

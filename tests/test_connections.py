@@ -38,7 +38,9 @@ from tests.helpers import (
     StartSim,
     campaign,
     exporter_settings,
+    parse_samples,
     serve_guarded,
+    value,
     wait_for,
 )
 
@@ -113,14 +115,18 @@ class Served:
 
     async def scrape(self) -> int:
         """GET /metrics on a new connection; the status."""
+        status, _ = await self.scrape_text()
+        return status
+
+    async def scrape_text(self) -> tuple[int, str]:
+        """GET /metrics on a new connection; the status and the body."""
         scheme = "https" if self.client_tls is not None else "http"
         connector = aiohttp.TCPConnector(ssl=self.client_tls or False, force_close=True)
         async with (
             aiohttp.ClientSession(connector=connector) as session,
             session.get(f"{scheme}://127.0.0.1:{self.port}/metrics") as response,
         ):
-            await response.read()
-            return response.status
+            return response.status, await response.text()
 
     def expire_after(self, seconds: float) -> int:
         """Move the clock on and let the guard close what is past its deadline."""
@@ -187,6 +193,24 @@ async def test_a_flood_of_idle_connections_is_capped_and_scrapes_are_answered(
     assert not any(p.closed() for p in peers[-CAP + 1 :])
     assert await served.scrape() == 200
     assert served.guard.counts["shed"] >= 40 - CAP
+
+
+async def test_the_guard_shows_in_the_metrics(start_guarded: Start) -> None:
+    """What the guard did is exported: connections open and allowed, accepted, and closed by
+    reason, so that an operator sees a flood in Prometheus."""
+    served = await start_guarded()
+    peers = [await served.connect(handshake=False) for _ in range(20)]
+    await wait_for(lambda: all(p.closed() for p in peers[:-CAP]), what="the oldest shed")
+    status, text = await served.scrape_text()
+    assert status == 200
+    samples = parse_samples(text)
+    assert value(samples, "dialnexa_exporter_http_connections_max") == CAP
+    assert 1 <= (value(samples, "dialnexa_exporter_http_connections") or 0) <= CAP
+    assert (value(samples, "dialnexa_exporter_http_connections_accepted_total") or 0) >= 21
+    closed = "dialnexa_exporter_http_connections_closed_total"
+    assert (value(samples, closed, reason="shed") or 0) >= 20 - CAP
+    assert value(samples, closed, reason="refused") == 0
+    assert value(samples, closed, reason="timed_out") == 0
 
 
 async def test_a_kept_alive_scraper_is_shed_after_every_unproven_connection(

@@ -17,6 +17,7 @@ from exporter.metrics import (
     BUDGET_FAMILIES,
     BUILD_FAMILIES,
     CAMPAIGN_FAMILIES,
+    CONNECTION_FAMILIES,
     RELOAD_FAMILIES,
     REQUEST_FAMILIES,
     SHARD_FAMILIES,
@@ -41,6 +42,7 @@ EXPORTER_FAMILY_TUPLES: tuple[tuple[ExporterFamily[Any], ...], ...] = (
     SHARD_FAMILIES,
     RELOAD_FAMILIES,
     BUDGET_FAMILIES,
+    CONNECTION_FAMILIES,
 )
 
 
