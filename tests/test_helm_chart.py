@@ -1201,3 +1201,28 @@ def test_check_on_start_runs_the_check_with_the_exporters_settings(
     assert offline["args"] == ["check"]
     for doc in docs:
         validate_manifest(doc, "1.30.0")
+
+
+def test_the_service_monitor_scrapes_the_configured_telemetry_path(chart: helm.Chart) -> None:
+    """config.telemetry_path moves the exporter's metrics; the ServiceMonitor follows it."""
+    values = scenario_values("servicemonitor")
+    values["config"] = {"telemetry_path": "/internal/metrics"}
+    (endpoint,) = one(render(chart, values), "ServiceMonitor")["spec"]["endpoints"]
+    assert endpoint["path"] == "/internal/metrics"
+    assert config_file(render(chart, values))["telemetry_path"] == "/internal/metrics"
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"log_format": "xml"},
+        {"event_loop": "trio"},
+        {"api_budget_share": 0},
+        {"max_connections": 0},
+        {"telemetry_path": "metrics"},
+    ],
+)
+def test_the_schema_refuses_bad_new_settings(config: dict[str, Any]) -> None:
+    """The schema knows the settings added in this release and refuses bad values at install."""
+    report = helm.lint(CHART_DIR, {"config": config}, strict=True)
+    assert report["errors"], config
