@@ -27,10 +27,9 @@ from tests.helpers import (
 )
 
 # Modules whose async tests also run on asyncio's own loop, not only on the exporter's default
-# (uvloop): TLS, shutdown, and the fault matrix.
-BOTH_LOOPS = frozenset(
-    {"test_webconfig", "test_fault_matrix", "test_exporter", "test_cli", "test_connections"}
-)
+# (uvloop): TLS (web config, the connection guard), in-process shutdown (the CLI), and the fault
+# matrix. Tests of a spawned process choose its loop through DIALNEXA_EVENT_LOOP instead.
+BOTH_LOOPS = frozenset({"test_webconfig", "test_fault_matrix", "test_cli", "test_connections"})
 
 
 def pytest_asyncio_loop_factories(

@@ -264,8 +264,9 @@ async def test_config_file_reload_changes_the_campaign_list(
     assert up(samples, "cmp_b") == 1
 
 
-async def test_sigterm_stops_the_process_cleanly(start_simulator: StartSim) -> None:
-    """The real process serves, then exits 0 promptly on SIGTERM."""
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+async def test_sigterm_stops_the_process_cleanly(start_simulator: StartSim, loop: str) -> None:
+    """The real process serves, then exits 0 promptly on SIGTERM, on either event loop."""
     sim = await start_simulator([campaign("cmp_a")])
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -275,6 +276,7 @@ async def test_sigterm_stops_the_process_cleanly(start_simulator: StartSim) -> N
         "DIALNEXA_LISTEN_ADDRESS": "127.0.0.1:0",
         "DIALNEXA_POLL_INTERVAL_SECONDS": "0.2",
         "DIALNEXA_LOG_LEVEL": "debug",
+        "DIALNEXA_EVENT_LOOP": loop,
     }
     process = await spawn_exporter(env)
     assert process.stderr is not None
