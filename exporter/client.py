@@ -439,11 +439,17 @@ def client_for(
         else None
     )
 
-    async def before_request() -> None:
-        if limiter is not None:
-            await limiter.acquire()
-        if budget is not None:
-            await budget.acquire()
+    waits = [limit.acquire for limit in (limiter, budget) if limit is not None]
+    before_request: Callable[[], Awaitable[None]] | None = None
+    if len(waits) == 1:
+        before_request = waits[0]  # called directly: every fetch awaits it
+    elif waits:
+
+        async def in_turn() -> None:
+            for wait in waits:
+                await wait()
+
+        before_request = in_turn
 
     return DialNexaClient(
         session,
@@ -453,6 +459,6 @@ def client_for(
         observer=observer,
         monotonic=clock.monotonic,
         wall_time=clock.time,
-        before_request=before_request if limiter or budget else None,
+        before_request=before_request,
         on_headers=budget.observe if budget is not None else None,
     )

@@ -44,8 +44,13 @@ class Exposition:
 
     def gzip_body(self, tail: bytes) -> bytes:
         """The whole body gzipped: the snapshot's part, then ``tail``, as one gzip member."""
+        return self.gzipped + self.gzip_tail(tail)
+
+    def gzip_tail(self, tail: bytes) -> bytes:
+        """What follows ``gzipped`` in the body for ``tail``: the stream's end, compressed on a
+        copy of the compressor (the published part is never copied or compressed again)."""
         finisher = self._compressor.copy()
-        return self.gzipped + finisher.compress(tail) + finisher.flush()
+        return finisher.compress(tail) + finisher.flush()
 
     def plain_chunks(self, tail: bytes) -> Iterator[bytes]:
         """The uncompressed body, in order, a chunk at a time, ``tail`` last."""

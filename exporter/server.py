@@ -84,7 +84,15 @@ async def handle_metrics(request: web.Request) -> web.StreamResponse:
     headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"}
     if accepts_gzip(request.headers.get("Accept-Encoding")):
         headers["Content-Encoding"] = "gzip"
-        return web.Response(body=exposition.gzip_body(tail), headers=headers)
+        end = exposition.gzip_tail(tail)
+        response = web.StreamResponse(headers=headers)
+        response.content_length = len(exposition.gzipped) + len(end)
+        await response.prepare(request)
+        if request.method != "HEAD":
+            await response.write(exposition.gzipped)  # sent as it is: no copy per scrape
+            await response.write(end)
+        await response.write_eof()
+        return response
     response = web.StreamResponse(headers=headers)
     response.content_length = exposition.plain_size + len(tail)
     await response.prepare(request)

@@ -212,3 +212,25 @@ def test_record_extractors_read_the_field_they_name() -> None:
         if isinstance(family, RecordFamily) and isinstance(family.value, attrgetter):
             field = family.name.removeprefix("dialnexa_campaign_")
             assert repr(family.value) == f"operator.attrgetter('{field}')", family.name
+
+
+def test_process_metrics_read_like_prometheus_clients_own() -> None:
+    """The process families are prometheus_client's, formatted here: the same names, types,
+    help texts and (for those that do not move) values as generate_latest gives."""
+    from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    registry = CollectorRegistry(auto_describe=False)
+    ProcessCollector(registry=registry)
+    theirs = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
+    ours = {f.name: f for f in text_string_to_metric_families(ProcessMetrics().text())}
+    assert sorted(ours) == sorted(theirs)
+    assert len(ours) >= 6
+    for name, family in ours.items():
+        assert (family.type, family.documentation) == (
+            theirs[name].type,
+            theirs[name].documentation,
+        )
+    for steady in ("process_max_fds", "process_start_time_seconds"):
+        assert ours[steady].samples[0].value == theirs[steady].samples[0].value
+    assert promtool_check(ProcessMetrics().text().encode()).returncode == 0
