@@ -51,9 +51,10 @@ def campaign_label(campaign_id: str) -> str:
     return f'campaign_id="{escape_label_value(campaign_id)}"'
 
 
-# The cached texts of a campaign (one per cached family, in declaration order), and the values
-# of the record fields they were made from.
-_Kept = tuple[Any, tuple[str, ...]]
+# What is kept of a campaign for each cached family, in declaration order: a value family's
+# value as the text format spells it (None when absent; the line around it is made at each
+# render, which costs less than keeping ten thousand lines), a labelled family's whole lines.
+_Kept = tuple[str | None, ...]
 
 
 class _Rows(NamedTuple):
@@ -62,7 +63,7 @@ class _Rows(NamedTuple):
     labels: list[str]
     records: list[Campaign | None]
     views: Sequence[CampaignView]
-    cached: list[tuple[str, ...] | None]
+    cached: list[_Kept | None]
 
 
 def _format(value: float) -> str:
@@ -140,25 +141,25 @@ class CampaignRenderer:
             pass
         return b"".join(chunks)
 
-    def _cached_texts(self, label: str, record: Campaign) -> tuple[str, ...]:
-        texts: list[str] = []
+    def _cached_texts(self, label: str, record: Campaign) -> _Kept:
+        texts: list[str | None] = []
         for family in self._cached:
-            prefix = family.name + "{"
             if family.value is not None:
                 v = family.value(record)
-                texts.append("" if v is None else f"{prefix}{label}}} {_format(v)}\n")
+                texts.append(None if v is None else _format(v))
             else:
                 assert family.samples is not None
-                texts.append(_samples_text(prefix, label, family.samples(record)))
+                texts.append(_samples_text(family.name + "{", label, family.samples(record)))
         return tuple(texts)
 
     def _rows(self, snapshot: Snapshot) -> Iterator[_Rows | None]:
         """Label, record and cached texts of every campaign; yields None between slices.
 
         What is kept lives in dicts of existing objects (labels, records, and the cached
-        texts reused as long as their key is equal): a render of unchanged metadata makes no
-        new long-lived object for the garbage collector to track.
+        texts, reused while the fields they were made from are equal): a render of unchanged
+        metadata makes no new long-lived object for the garbage collector to track.
         """
+        key = self._key
         old_labels, old_records, old_kept = self._labels, self._records, self._kept
         labels: dict[str, str] = {}
         records: dict[str, Campaign] = {}
@@ -172,16 +173,15 @@ class CampaignRenderer:
             kept = None
             if record is not None:
                 kept = old_kept.get(cid)
-                if kept is None or (
-                    old_records.get(cid) is not record and kept[0] != self._key(record)
-                ):
-                    kept = (self._key(record), self._cached_texts(label, record))
+                old = old_records.get(cid)
+                if kept is None or old is None or (old is not record and key(old) != key(record)):
+                    kept = self._cached_texts(label, record)
                     work += _RERENDER_COST
                 records[cid] = record
                 kept_now[cid] = kept
             rows.labels.append(label)
             rows.records.append(record)
-            rows.cached.append(None if kept is None else kept[1])
+            rows.cached.append(kept)
             work += 1
             if work >= RENDER_SLICE:
                 work = 0
@@ -192,7 +192,17 @@ class CampaignRenderer:
     def _family_text(self, family: CampaignFamily, rows: _Rows, start: int, stop: int) -> str:
         index = self._cached_index.get(id(family))
         if index is not None:
-            return "".join([c[index] for c in rows.cached[start:stop] if c is not None])
+            cached = rows.cached[start:stop]
+            if not isinstance(family, RecordFamily) or family.value is None:
+                return "".join([c[index] or "" for c in cached if c is not None])
+            prefix = family.name + "{"
+            return "".join(
+                [
+                    f"{prefix}{label}}} {v}\n"
+                    for label, c in zip(rows.labels[start:stop], cached, strict=True)
+                    if c is not None and (v := c[index]) is not None
+                ]
+            )
         if isinstance(family, RecordFamily):
             return _record_lines(family, rows, start, stop)
         return _health_lines(family, rows, start, stop)
