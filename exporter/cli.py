@@ -151,38 +151,36 @@ def version_text() -> str:
     )
 
 
+def _add_serving_flags(parser: argparse.ArgumentParser, *, listen: str, what: str) -> None:
+    """The flags the demo and the simulator share: where they serve, logs, the event loop."""
+    parser.add_argument(
+        "--web.listen-address", "--listen-address", dest="listen_address", default=listen,
+        help=f"where {what} serves (default {listen})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--log.level", "--log-level", dest="log_level", default="info",
+        help="debug, info, warning or error",
+    )  # fmt: skip
+    parser.add_argument(
+        "--log.format", "--log-format", dest="log_format", default="text",
+        help="text, logfmt or json",
+    )  # fmt: skip
+    parser.add_argument(
+        "--event-loop", choices=("auto", "uvloop", "asyncio"), default=None,
+        help="event loop (default: DIALNEXA_EVENT_LOOP, else auto)",
+    )  # fmt: skip
+
+
 def _add_demo_parser(commands: Any) -> None:
     demo = commands.add_parser(
         "demo", help="run the simulator and the exporter together (no API key needed)"
     )
+    _add_serving_flags(demo, listen=DEMO_LISTEN_ADDRESS, what="the exporter")
     demo.add_argument(
         "--speed", type=float, default=DEMO_SPEED, help="simulated seconds per second"
     )
     demo.add_argument(
-        "--log.level",
-        "--log-level",
-        dest="log_level",
-        default=None,
-        help="debug, info, warning or error",
-    )
-    demo.add_argument(
-        "--log.format", "--log-format", dest="log_format", default=None, help="text, logfmt or json"
-    )
-    demo.add_argument(
-        "--web.listen-address",
-        "--listen-address",
-        dest="listen_address",
-        default=DEMO_LISTEN_ADDRESS,
-        help="where the exporter serves",
-    )
-    demo.add_argument(
         "--poll-interval-seconds", default="5", help="seconds between fetches (default 5)"
-    )
-    demo.add_argument(
-        "--event-loop",
-        choices=("auto", "uvloop", "asyncio"),
-        default=None,
-        help="event loop (default: DIALNEXA_EVENT_LOOP, else auto)",
     )
     demo.add_argument(
         "--prometheus",
@@ -198,40 +196,14 @@ def _add_demo_parser(commands: Any) -> None:
 
 def _add_simulator_parser(commands: Any) -> None:
     sim = commands.add_parser("simulator", help="run the fake DialNexa API alone")
-    sim.add_argument(
-        "--web.listen-address",
-        "--listen-address",
-        dest="listen_address",
-        default="127.0.0.1:8080",
-        help="where it serves",
-    )
+    _add_serving_flags(sim, listen="127.0.0.1:8080", what="it")
     sim.add_argument(
         "--campaigns", type=int, default=0, help="generate N load campaigns (0 = the demo set)"
     )
     sim.add_argument("--speed", type=float, default=DEMO_SPEED, help="simulated s per second")
     sim.add_argument("--seed", type=int, default=1, help="seed for generated campaigns")
     sim.add_argument(
-        "--event-loop",
-        choices=("auto", "uvloop", "asyncio"),
-        default=None,
-        help="event loop (default: DIALNEXA_EVENT_LOOP, else auto)",
-    )
-    sim.add_argument(
         "--api-key", default="demo-key", help="the fake key the simulator accepts (not a secret)"
-    )
-    sim.add_argument(
-        "--log.level",
-        "--log-level",
-        dest="log_level",
-        default="info",
-        help="debug, info, warning or error",
-    )
-    sim.add_argument(
-        "--log.format",
-        "--log-format",
-        dest="log_format",
-        default="text",
-        help="text, logfmt or json",
     )
 
 
@@ -474,11 +446,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args.command
     try:
         if command == "simulator":
-            setup_logging(str(args.log_level).lower(), str(args.log_format).lower())
+            setup_logging(args.log_level.lower(), args.log_format.lower())
             loops.run(run_simulator(args), _loop_choice(args))
             return 0
         if command == "demo":
-            setup_logging(str(args.log_level or "info").lower(), str(args.log_format or "text"))
+            setup_logging(args.log_level.lower(), args.log_format.lower())
             loops.run(run_demo(args), _loop_choice(args))
             return 0
         flags = _setting_flags(args)

@@ -11,7 +11,6 @@ from exporter.metrics import (
     SNAPSHOT_FAMILIES,
     CampaignFamily,
     ExporterFamily,
-    HealthFamily,
     RecordFamily,
     escape_label_value,
     format_value,
@@ -79,40 +78,29 @@ def _samples_text(prefix: str, label: str, samples: Iterable[tuple[str, float]])
     )
 
 
-def _record_lines(family: RecordFamily, rows: _Rows, start: int, stop: int) -> str:
+def _lines(family: CampaignFamily, labels: Sequence[str], sources: Sequence[Any]) -> str:
+    """One family's lines for the campaigns whose source (a record for a RecordFamily, a view
+    for a HealthFamily) is there: records are None while a campaign's data is not shown."""
     prefix = family.name + "{"
-    pairs = zip(rows.labels[start:stop], rows.records[start:stop], strict=True)
+    pairs = zip(labels, sources, strict=True)
     if family.value is not None:
         get = family.value
         return "".join(
             [
                 f"{prefix}{label}}} {v if v.__class__ is int else format_value(v)}\n"
-                for label, record in pairs
-                if record is not None and (v := get(record)) is not None
+                for label, source in pairs
+                if source is not None and (v := get(source)) is not None
             ]
         )
     assert family.samples is not None
     many = family.samples
     return "".join(
-        [_samples_text(prefix, label, many(record)) for label, record in pairs if record]
+        [
+            _samples_text(prefix, label, many(source))
+            for label, source in pairs
+            if source is not None
+        ]
     )
-
-
-def _health_lines(family: HealthFamily, rows: _Rows, start: int, stop: int) -> str:
-    prefix = family.name + "{"
-    pairs = zip(rows.labels[start:stop], rows.views[start:stop], strict=True)
-    if family.value is not None:
-        get = family.value
-        return "".join(
-            [
-                f"{prefix}{label}}} {v if v.__class__ is int else format_value(v)}\n"
-                for label, view in pairs
-                if (v := get(view)) is not None
-            ]
-        )
-    assert family.samples is not None
-    many = family.samples
-    return "".join([_samples_text(prefix, label, many(view)) for label, view in pairs])
 
 
 class CampaignRenderer:
@@ -203,9 +191,8 @@ class CampaignRenderer:
                     if c is not None and (v := c[index]) is not None
                 ]
             )
-        if isinstance(family, RecordFamily):
-            return _record_lines(family, rows, start, stop)
-        return _health_lines(family, rows, start, stop)
+        sources = rows.records if isinstance(family, RecordFamily) else rows.views
+        return _lines(family, rows.labels[start:stop], sources[start:stop])
 
     def render_steps(self, snapshot: Snapshot, write: Callable[[bytes], None]) -> Iterator[None]:
         """Render ``snapshot`` into ``write``, in order, yielding between slices of the work."""
