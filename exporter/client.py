@@ -19,7 +19,7 @@ from yarl import URL
 
 from exporter import __version__
 from exporter.clock import Clock
-from exporter.config import Settings
+from exporter.config import ConfigError, Settings, env_name
 from exporter.models import Campaign, RecordError, parse_campaign
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -432,7 +432,7 @@ def client_for(
     """The client as the settings configure it: key, URL, timeout, the request-rate cap and the
     API budget's pacing before every request. The key must be set (load_settings checks it)."""
     if settings.api_key is None:
-        raise ValueError("settings without an API key")
+        raise ConfigError(env_name("api_key"), "is required")
     limiter = (
         TokenBucket(settings.max_requests_per_second, clock)
         if settings.max_requests_per_second

@@ -42,10 +42,6 @@ class Exposition:
         self.plain_size = plain_size
         self.ready = ready
 
-    def gzip_body(self, tail: bytes) -> bytes:
-        """The whole body gzipped: the snapshot's part, then ``tail``, as one gzip member."""
-        return self.gzipped + self.gzip_tail(tail)
-
     def gzip_tail(self, tail: bytes) -> bytes:
         """What follows ``gzipped`` in the body for ``tail``: the stream's end, compressed on a
         copy of the compressor (the published part is never copied or compressed again)."""

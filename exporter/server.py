@@ -9,13 +9,12 @@ from collections.abc import AsyncIterator, Mapping
 from functools import partial
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from exporter.budget import ApiBudget
-from exporter.client import DialNexaClient, RequestStats, client_for, create_session
+from exporter.client import RequestStats, client_for, create_session
 from exporter.clock import Clock, SystemClock
-from exporter.config import ConfigError, Settings, campaigns_for_shard
+from exporter.config import Settings, campaigns_for_shard
 from exporter.connections import ConnectionLimits, guard_connections
 from exporter.exposition import ExpositionCache, ScrapePart
 from exporter.loops import loop_name
@@ -123,28 +122,19 @@ async def handle_index(request: web.Request) -> web.Response:
     except QueryError as exc:
         return web.Response(status=400, text=f"{exc}\n", headers=PAGE_HEADERS)
     app = request.app
-    settings, budget = app[SETTINGS], app.get(BUDGET)
+    settings, budget = app[SETTINGS], app[BUDGET]
     snapshot = app[EXPOSITION].snapshot
     facts = PageFacts(
         now=app[CLOCK].time(),
         poll_interval_seconds=settings.poll_interval_seconds,
         api_url=settings.api_url,
         metrics_path=settings.telemetry_path,
-        budget=None
-        if budget is None
-        else BudgetFacts(budget.limit, budget.remaining, budget.reset_at, budget.stretch),
+        budget=BudgetFacts(budget.limit, budget.remaining, budget.reset_at, budget.stretch),
         shard_index=settings.effective_shard_index,
         shard_count=settings.shard_count,
     )
     page = await app[STATUS_PAGES].page(snapshot, facts, query)
     return web.Response(text=page, content_type="text/html", headers=PAGE_HEADERS)
-
-
-def _client(app: web.Application, session: aiohttp.ClientSession) -> DialNexaClient:
-    settings = app[SETTINGS]
-    if settings.api_key is None:
-        raise ConfigError("DIALNEXA_API_KEY", "is required")
-    return client_for(settings, session, app[CLOCK], observer=app[STATS], budget=app[BUDGET])
 
 
 async def _stop(tasks: list[asyncio.Task[None]]) -> None:
@@ -162,7 +152,7 @@ async def _stop(tasks: list[asyncio.Task[None]]) -> None:
 async def _poller_context(app: web.Application) -> AsyncIterator[None]:
     settings, clock = app[SETTINGS], app[CLOCK]
     session = create_session(settings.max_concurrency)
-    client = _client(app, session)
+    client = client_for(settings, session, clock, observer=app[STATS], budget=app[BUDGET])
     poller = Poller(
         settings,
         fetcher=client,

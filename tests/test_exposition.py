@@ -25,7 +25,7 @@ async def test_each_scrape_finishes_the_stream_with_its_own_tail() -> None:
     for expected in (b"# scrape one\n", b"# scrape two, longer\n"):
         tail = cache.scrape_tail()
         assert tail == expected
-        body = exposition.gzip_body(tail)
+        body = exposition.gzipped + exposition.gzip_tail(tail)
         decompressor = zlib.decompressobj(wbits=31)
         whole = decompressor.decompress(body)
         assert decompressor.eof  # one gzip member, finished
@@ -34,7 +34,7 @@ async def test_each_scrape_finishes_the_stream_with_its_own_tail() -> None:
         assert whole.endswith(expected)
         assert len(whole) == exposition.plain_size + len(tail)
     assert b'dialnexa_campaign_total_leads{campaign_id="cmp_299"} 299' in gzip.decompress(
-        exposition.gzip_body(b"")
+        exposition.gzipped + exposition.gzip_tail(b"")
     )
 
 
@@ -51,7 +51,9 @@ async def test_before_the_first_publication_the_body_is_empty_but_valid() -> Non
     """A scrape before any round gets no campaign, zero configured, and the scrape's part."""
     cache = ExpositionCache([lambda: "x_total 1\n"])
     assert not cache.current.ready
-    body = gzip.decompress(cache.current.gzip_body(cache.scrape_tail())).decode()
+    body = gzip.decompress(
+        cache.current.gzipped + cache.current.gzip_tail(cache.scrape_tail())
+    ).decode()
     assert "dialnexa_exporter_campaigns_configured 0\n" in body
     assert "campaign_id" not in body
     assert body.endswith("x_total 1\n")
