@@ -54,6 +54,7 @@ import json
 import math
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -154,19 +155,37 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 class Child:
     """A subprocess with its output in a file; always stopped by ``stop``."""
 
-    def __init__(self, args: Sequence[str], log_path: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        log_path: Path,
+        env: dict[str, str],
+        *,
+        cwd: Path = REPO_ROOT,
+        nofile: int | None = None,
+    ) -> None:
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.spawned_at = time.monotonic()
+
+        def limit_files() -> None:  # in the child, before it runs: its open-file limit
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         self.process = subprocess.Popen(
             list(args),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            cwd=REPO_ROOT,
+            cwd=cwd,
             env=env,
+            preexec_fn=limit_files if nofile is not None else None,
         )
         self.pid = self.process.pid
+
+    def log_size(self) -> int:
+        """Bytes the child has printed so far."""
+        return self.log_path.stat().st_size
 
     def wait_for_output(self, pattern: str, timeout: float) -> re.Match[str]:
         """The first match of ``pattern`` in the output; raise if the child exits first."""

@@ -35,10 +35,8 @@ import asyncio
 import contextlib
 import os
 import resource
-import signal
 import socket
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +47,7 @@ from pathlib import Path
 import trustme
 
 from exporter.simulator import demo_campaigns
+from tests.benchmarks.bench_exporter import Child
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("plain idle", "plain half request", "TLS no ClientHello", "TLS half request")
@@ -57,10 +56,6 @@ EXPORTER_NOFILE = 1024
 SCRAPE_TIMEOUT = 2.0
 API_KEY = "bench-floods-key"
 MIB = 1024 * 1024
-
-
-class BenchmarkError(Exception):
-    """A step of the benchmark did not complete in time."""
 
 
 def free_port() -> int:
@@ -118,61 +113,6 @@ def make_certificates(workdir: Path) -> Certificates:
     return Certificates(web_config, client)
 
 
-class Process:
-    """A child process with its output in a file; stopped by ``stop``."""
-
-    def __init__(
-        self, args: Sequence[str], log: Path, env: dict[str, str], cwd: Path, nofile: int | None
-    ) -> None:
-        self.log = log
-        self._output = open(log, "wb")  # noqa: SIM115 - closed in stop()
-
-        def limit_files() -> None:
-            if nofile is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-
-        self.process = subprocess.Popen(
-            list(args),
-            stdout=self._output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=cwd,
-            env=env,
-            preexec_fn=limit_files,
-        )
-        self.pid = self.process.pid
-
-    def log_size(self) -> int:
-        """Bytes the process has printed so far."""
-        return self.log.stat().st_size
-
-    def wait_for(self, text: str, timeout: float) -> None:
-        """Wait until ``text`` shows in the output; raise if the process exits first."""
-        deadline = time.monotonic() + timeout
-        while text not in self.log.read_text(errors="replace"):
-            if self.process.poll() is not None:
-                raise BenchmarkError(f"{self.log.name}: exited early:\n{self.tail()}")
-            if time.monotonic() > deadline:
-                message = f"{self.log.name}: no {text!r} in {timeout:g}s"
-                raise BenchmarkError(f"{message}:\n{self.tail()}")
-            time.sleep(0.02)
-
-    def tail(self, lines: int = 15) -> str:
-        """The last lines of the output."""
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 10 s."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self._output.close()
-
-
 @dataclass
 class Setup:
     """Where the processes run from and with what."""
@@ -195,7 +135,7 @@ def child_env(setup: Setup, extra: dict[str, str]) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_exporter(setup: Setup, api_url: str, tls: bool) -> Iterator[tuple[Process, int]]:
+def running_exporter(setup: Setup, api_url: str, tls: bool) -> Iterator[tuple[Child, int]]:
     """An exporter on a fresh loopback port (TLS or plain): (process, port)."""
     port = free_port()
     env = {
@@ -209,15 +149,15 @@ def running_exporter(setup: Setup, api_url: str, tls: bool) -> Iterator[tuple[Pr
     if tls:
         env["DIALNEXA_WEB_CONFIG_FILE"] = str(setup.certificates.web_config)
     name = "exporter-tls" if tls else "exporter-plain"
-    process = Process(
+    process = Child(
         [sys.executable, "-m", "exporter"],
         setup.workdir / f"{name}.log",
         child_env(setup, env),
-        setup.source,
-        setup.nofile,
+        cwd=setup.source,
+        nofile=setup.nofile,
     )
     try:
-        process.wait_for("serving metrics on", timeout=60)
+        process.wait_for_output("serving metrics on", timeout=60)
         yield process, port
     finally:
         process.stop()
@@ -358,7 +298,7 @@ async def settled_rss(pid: int, baseline: int, within: float = 5.0) -> int:
 
 async def run_flood(
     kind: str,
-    process: Process,
+    process: Child,
     port: int,
     count: int,
     hold: float,
@@ -400,7 +340,7 @@ async def run_floods(
 ) -> list[FloodResult]:
     """Every flood of ``kinds`` against fresh exporters (one plain, one TLS) sharing a simulator."""
     sim_port = free_port()
-    simulator = Process(
+    simulator = Child(
         [
             sys.executable,
             "-m",
@@ -413,12 +353,11 @@ async def run_floods(
         ],
         setup.workdir / "simulator.log",
         child_env(setup, {}),
-        setup.source,
-        None,
+        cwd=setup.source,
     )
     results: list[FloodResult] = []
     try:
-        simulator.wait_for("DialNexa API simulator", timeout=60)
+        simulator.wait_for_output("DialNexa API simulator", timeout=60)
         api_url = f"http://127.0.0.1:{sim_port}/v1"
         for tls in (False, True):
             mine = [k for k in kinds if k.startswith("TLS") == tls]
