@@ -324,6 +324,18 @@ class RunningExporter:
         await wait_for(lambda: self.app[EXPOSITION].current.ready, what="first poll round")
 
 
+def config_file_flags(sim: RunningSimulator, config: Path) -> dict[str, Any]:
+    """Flags of an exporter reading its campaign list from ``config`` (fast polling of ``sim``),
+    as the CLI passes them (the reloader reads the file again with the same flags)."""
+    return {
+        "api_url": sim.api_url,
+        "api_key": API_KEY,
+        "config_file": str(config),
+        "poll_interval_seconds": 0.05,
+        "listen_address": "127.0.0.1:0",
+    }
+
+
 def exporter_settings(
     sim: RunningSimulator, campaign_ids: Iterable[str], **overrides: Any
 ) -> Settings:

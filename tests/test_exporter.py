@@ -21,6 +21,7 @@ from tests.helpers import (
     StartExporter,
     StartSim,
     campaign,
+    config_file_flags,
     exporter_settings,
     series_for,
     serve,
@@ -237,13 +238,7 @@ async def test_config_file_reload_changes_the_campaign_list(
     sim = await start_simulator([campaign("cmp_a"), campaign("cmp_b"), campaign("cmp_c")])
     config = tmp_path / "config.yaml"
     config.write_text("campaigns: [cmp_a, cmp_b]\n")
-    flags = {
-        "api_url": sim.api_url,
-        "api_key": API_KEY,
-        "config_file": str(config),
-        "poll_interval_seconds": 0.05,
-        "listen_address": "127.0.0.1:0",
-    }
+    flags = config_file_flags(sim, config)
     exporter = await start_exporter(load_settings(flags), flags)
     await exporter.wait_ready()
     config.write_text("campaigns: [cmp_b, cmp_c]\n")

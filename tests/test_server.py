@@ -21,6 +21,7 @@ from tests.helpers import (
     StartExporter,
     StartSim,
     campaign,
+    config_file_flags,
     exporter_settings,
     parse_samples,
     spawn_exporter,
@@ -146,13 +147,7 @@ async def test_the_file_watcher_applies_a_changed_list(
     sim = await start_simulator([campaign("cmp_a"), campaign("cmp_b")])
     config = tmp_path / "config.yaml"
     config.write_text("campaigns: [cmp_a]\n")
-    flags = {
-        "api_url": sim.api_url,
-        "api_key": API_KEY,
-        "config_file": str(config),
-        "poll_interval_seconds": 0.05,
-        "listen_address": "127.0.0.1:0",
-    }
+    flags = config_file_flags(sim, config)
     exporter = await start_exporter(load_settings(flags), flags)
     await exporter.wait_ready()
     config.write_text("campaigns: [cmp_b]\n")
