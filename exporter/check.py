@@ -7,16 +7,12 @@ import asyncio
 from collections import Counter
 from typing import NamedTuple, TextIO
 
-from exporter.client import (
-    DialNexaClient,
-    FetchError,
-    client_for,
-    create_session,
-)
+from exporter.client import DialNexaClient, FetchError, client_for
 from exporter.clock import SystemClock
 from exporter.config import Settings, campaigns_for_shard, env_name
 from exporter.models import Campaign
 from exporter.outcome import error_reason
+from exporter.transport import create_transport
 
 # Exit statuses: every campaign answered / some failed (a configuration error is 2, from main).
 OK = 0
@@ -84,9 +80,9 @@ async def _fetch_one(client: DialNexaClient, campaign_id: str) -> Result:
 
 async def fetch_all(settings: Settings) -> list[Result]:
     """Every campaign of this shard fetched once, at most max_concurrency at a time."""
-    session = create_session(settings.max_concurrency)
+    transport = create_transport(settings.http_client, settings.api_url, settings.max_concurrency)
     try:
-        client = client_for(settings, session, SystemClock())
+        client = client_for(settings, transport, SystemClock())
         gate = asyncio.Semaphore(settings.max_concurrency)
 
         async def one(campaign_id: str) -> Result:
@@ -95,7 +91,7 @@ async def fetch_all(settings: Settings) -> list[Result]:
 
         return list(await asyncio.gather(*(one(cid) for cid in campaigns_for_shard(settings))))
     finally:
-        await session.close()
+        await transport.close()
 
 
 async def run_check(settings: Settings, *, online: bool, out: TextIO) -> int:

@@ -1,4 +1,5 @@
-"""DialNexa API client on one aiohttp session: auth, timeouts, capped bodies, typed errors."""
+"""DialNexa API client: auth, deadlines, redirects, typed errors; requests go through a
+Transport (exporter.transport)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from email.utils import parsedate_to_datetime
 from typing import Protocol
 from urllib.parse import quote
 
-import aiohttp
 from pydantic import SecretStr
 from yarl import URL
 
@@ -71,6 +71,37 @@ class HTTPStatusError(FetchError):
         super().__init__(f"HTTP {status}")
         self.status = status
         self.retry_after = retry_after
+
+
+class RequestHeaders(dict[str, str]):
+    """The headers of every request; they hold the key, so their repr shows names only."""
+
+    def __repr__(self) -> str:
+        return f"RequestHeaders({', '.join(self)})"
+
+
+@dataclass(slots=True)
+class Reply:
+    """An answer as a transport hands it over: the body is read for 2xx answers only."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes = b""
+
+
+class Transport(Protocol):
+    """How requests reach the API (exporter.transport: the built-in HTTP/1.1 pool or aiohttp).
+
+    ``get`` returns the answer, raising ConnectionFailedError when there is none and
+    InvalidResponseError (with the status) when a 2xx body is over MAX_BODY_BYTES or cannot
+    be decoded; cancelling it must leave nothing behind.
+    """
+
+    async def get(self, url: URL, headers: Mapping[str, str]) -> Reply:
+        """The answer to a GET of ``url`` with ``headers``."""
+
+    async def close(self) -> None:
+        """Close every connection."""
 
 
 class RequestObserver(Protocol):
@@ -168,7 +199,7 @@ class DialNexaClient:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        transport: Transport,
         api_url: str,
         api_key: SecretStr,
         *,
@@ -179,7 +210,7 @@ class DialNexaClient:
         before_request: Callable[[], Awaitable[None]] | None = None,
         on_headers: Callable[[Mapping[str, str]], None] | None = None,
     ) -> None:
-        self._session = session
+        self._transport = transport
         self._base = URL(api_url.rstrip("/"))
         self._origin = _origin(self._base)
         self._timeout_seconds = timeout_seconds
@@ -188,7 +219,14 @@ class DialNexaClient:
         self._wall_time = wall_time
         self._before_request = before_request
         self._on_headers = on_headers  # told every answer's headers (the rate-limit budget)
-        self._api_key = api_key
+        # Built once: the transport encodes it once too.
+        self._headers = RequestHeaders(
+            {
+                "Authorization": f"Bearer {api_key.get_secret_value()}",
+                "Accept": "application/json",
+                "User-Agent": USER_AGENT,
+            }
+        )
         self._campaigns_path = f"{self._base.raw_path.rstrip('/')}/campaigns/"
         # URLs are kept: aiohttp's work on a URL is cached in it, which a fresh one redoes.
         self._urls: dict[str, URL] = {}
@@ -255,49 +293,35 @@ class DialNexaClient:
 
     async def _get(self, url: URL) -> tuple[int, bytes]:
         """(status, body) of the answer for ``url``, same-origin redirects followed."""
-        headers = {
-            "Authorization": f"Bearer {self._api_key.get_secret_value()}",
-            "Accept": "application/json",
-            "User-Agent": USER_AGENT,
-        }
         for hop in range(MAX_REDIRECTS + 1):
             if hop and self._before_request is not None:
                 await self._before_request()  # every redirect hop is a request too
             started = self._monotonic()
             code = "error"
             try:
-                async with self._session.get(
-                    url, headers=headers, allow_redirects=False
-                ) as response:
-                    code = str(response.status)
-                    if self._on_headers is not None:
-                        self._on_headers(response.headers)
-                    if response.status in _REDIRECT_CODES:
-                        url = self._redirect_target(url, response.headers.get("Location"))
-                        continue
-                    if not 200 <= response.status < 300:
-                        retry_after = parse_retry_after(
-                            response.headers.get("Retry-After"), self._wall_time()
-                        )
-                        raise HTTPStatusError(response.status, retry_after)
-                    return response.status, await self._read_capped(response)
+                reply = await self._transport.get(url, self._headers)
+                code = str(reply.status)
+                if self._on_headers is not None:
+                    self._on_headers(reply.headers)
+                if reply.status in _REDIRECT_CODES:
+                    url = self._redirect_target(url, reply.headers.get("Location"))
+                    continue
+                if not 200 <= reply.status < 300:
+                    retry_after = parse_retry_after(
+                        reply.headers.get("Retry-After"), self._wall_time()
+                    )
+                    raise HTTPStatusError(reply.status, retry_after)
+                return reply.status, reply.body
             except InvalidResponseError as exc:  # a redirect refused, a body over the cap
-                raise exc.with_status(int(code)) from None
-            except TimeoutError:
-                raise  # aiohttp's own timeout errors are ClientErrors too; keep them timeouts
-            except aiohttp.ClientPayloadError:
-                raise ConnectionFailedError("response body was cut short") from None
-            except aiohttp.ClientConnectorDNSError:
-                raise ConnectionFailedError(f"cannot resolve host {url.host}") from None
-            except aiohttp.ClientConnectorError as exc:
-                reason = exc.strerror or type(exc.os_error).__name__
-                raise ConnectionFailedError(
-                    f"cannot connect to {url.host}:{url.port}: {reason}"
-                ) from None
-            except aiohttp.ServerDisconnectedError:
-                raise ConnectionFailedError("server closed the connection") from None
-            except aiohttp.ClientError as exc:
-                raise ConnectionFailedError(type(exc).__name__) from None
+                if code != "error":
+                    exc.with_status(int(code))
+                elif exc.status is not None:
+                    code = str(exc.status)
+                raise
+            except FetchError as exc:
+                if code == "error" and exc.status is not None:
+                    code = str(exc.status)  # it came with an answer, cut short
+                raise
             finally:
                 self._observer.observe_request(code, self._monotonic() - started)
         raise InvalidResponseError(f"more than {MAX_REDIRECTS} redirects").with_status(int(code))
@@ -310,36 +334,6 @@ class DialNexaClient:
             # Following it would hand the Bearer token to another host.
             raise InvalidResponseError(f"redirect to another origin ({target.host}) refused")
         return target
-
-    @staticmethod
-    async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
-        length = response.content_length
-        if length is not None and length > MAX_BODY_BYTES:
-            raise InvalidResponseError(f"body of {length} bytes exceeds the {MAX_BODY_BYTES} cap")
-        if length is not None and "Content-Encoding" not in response.headers:
-            return await response.read()  # a known, uncompressed size within the cap: one read
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise InvalidResponseError(f"body exceeds the {MAX_BODY_BYTES} byte cap")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-
-def create_session(max_concurrency: int) -> aiohttp.ClientSession:
-    """The one client session: connection pool sized to the concurrency cap, no proxy env."""
-    connector = aiohttp.TCPConnector(limit=max_concurrency, ttl_dns_cache=300)
-    return aiohttp.ClientSession(
-        connector=connector,
-        # The client enforces its own whole-request deadline; no second, different one here.
-        timeout=aiohttp.ClientTimeout(total=None),
-        trust_env=False,
-        cookie_jar=aiohttp.DummyCookieJar(),  # the API sets no cookies; none are kept or sent
-        raise_for_status=False,
-        auto_decompress=True,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,7 +417,7 @@ class Budget(Protocol):
 
 def client_for(
     settings: Settings,
-    session: aiohttp.ClientSession,
+    transport: Transport,
     clock: Clock,
     *,
     observer: RequestObserver | None = None,
@@ -452,7 +446,7 @@ def client_for(
         before_request = in_turn
 
     return DialNexaClient(
-        session,
+        transport,
         settings.api_url,
         settings.api_key,
         timeout_seconds=settings.request_timeout_seconds,

@@ -191,6 +191,10 @@ class Settings(BaseSettings):
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         default="auto", description="auto (uvloop where installed), uvloop or asyncio"
     )
+    http_client: Literal["builtin", "aiohttp"] = Field(
+        default="builtin",
+        description="API client: builtin (lean HTTP/1.1 pool) or aiohttp (its general client)",
+    )
     # The HTTP server's defences against floods of idle or slow clients (docs/security.md).
     max_connections: int = Field(
         default=256,
@@ -232,7 +236,7 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return ()
 
-    @field_validator("log_level", "log_format", "event_loop", mode="before")
+    @field_validator("log_level", "log_format", "event_loop", "http_client", mode="before")
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from exporter.budget import ApiBudget
-from exporter.client import RequestStats, client_for, create_session
+from exporter.client import RequestStats, client_for
 from exporter.clock import Clock, SystemClock
 from exporter.config import Settings, campaigns_for_shard
 from exporter.connections import ConnectionLimits, guard_connections
@@ -42,6 +42,7 @@ from exporter.status_page import (
     StatusPages,
     parse_query,
 )
+from exporter.transport import create_transport
 from exporter.webconfig import WebConfigWatcher, protect
 
 log = logging.getLogger(__name__)
@@ -151,8 +152,8 @@ async def _stop(tasks: list[asyncio.Task[None]]) -> None:
 
 async def _poller_context(app: web.Application) -> AsyncIterator[None]:
     settings, clock = app[SETTINGS], app[CLOCK]
-    session = create_session(settings.max_concurrency)
-    client = client_for(settings, session, clock, observer=app[STATS], budget=app[BUDGET])
+    transport = create_transport(settings.http_client, settings.api_url, settings.max_concurrency)
+    client = client_for(settings, transport, clock, observer=app[STATS], budget=app[BUDGET])
     poller = Poller(
         settings,
         fetcher=client,
@@ -177,10 +178,11 @@ async def _poller_context(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(reloader.run(), name="dialnexa-config"),
     ]
     log.info(
-        "polling %d campaigns every %gs at %s (shard %d of %d)",
+        "polling %d campaigns every %gs at %s with the %s HTTP client (shard %d of %d)",
         len(poller.campaign_ids),
         settings.poll_interval_seconds,
         settings.api_url,
+        settings.http_client,
         settings.effective_shard_index,
         settings.shard_count,
     )
@@ -188,7 +190,7 @@ async def _poller_context(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await _stop(tasks)
-        await session.close()
+        await transport.close()
 
 
 def _owners(app: web.Application, settings: Settings, clock: Clock) -> tuple[ScrapePart, ...]:

@@ -8,7 +8,6 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -25,10 +24,11 @@ from exporter.client import (
     RequestStats,
     RequestTimeoutError,
     TokenBucket,
-    create_session,
+    Transport,
     parse_retry_after,
 )
 from exporter.simulator import Fault, FaultKind, retry_after_date
+from exporter.transport import HTTP_CLIENTS, HttpClientChoice, create_transport
 from tests.helpers import API_KEY, FakeClock, RunningSimulator, campaign, serve, wait_for
 
 CID = "cmp_client"
@@ -46,11 +46,27 @@ class Recorder:
         self.codes.append(code)
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    """One client session, closed after the test."""
-    async with create_session(4) as client_session:
-        yield client_session
+class Transports:
+    """Transports of one kind, made per API URL and closed after the test."""
+
+    def __init__(self, kind: HttpClientChoice) -> None:
+        self.kind = kind
+        self.made: list[Transport] = []
+
+    def for_url(self, url: str) -> Transport:
+        """A new transport to ``url``."""
+        transport = create_transport(self.kind, url, 4)
+        self.made.append(transport)
+        return transport
+
+
+@pytest.fixture(params=HTTP_CLIENTS)
+async def session(request: pytest.FixtureRequest) -> AsyncIterator[Transports]:
+    """Every client test runs on each transport, the built-in one and aiohttp's."""
+    transports = Transports(request.param)
+    yield transports
+    for transport in transports.made:
+        await transport.close()
 
 
 @pytest.fixture
@@ -60,18 +76,20 @@ async def sim(start_simulator: Callable[..., Awaitable[RunningSimulator]]) -> Ru
 
 
 def make_client(
-    session: aiohttp.ClientSession,
+    session: Transports,
     url: str,
     key: str = API_KEY,
     timeout: float = 2.0,
     observer: Recorder | None = None,
 ) -> DialNexaClient:
     """A client for ``url``."""
-    return DialNexaClient(session, url, SecretStr(key), timeout_seconds=timeout, observer=observer)
+    return DialNexaClient(
+        session.for_url(url), url, SecretStr(key), timeout_seconds=timeout, observer=observer
+    )
 
 
 async def test_fetches_a_record_with_auth_and_user_agent(
-    session: aiohttp.ClientSession, sim: RunningSimulator
+    session: Transports, sim: RunningSimulator
 ) -> None:
     """A good request returns the parsed record and carries our User-Agent."""
     recorder = Recorder()
@@ -82,9 +100,7 @@ async def test_fetches_a_record_with_auth_and_user_agent(
     assert recorder.codes == ["200"]
 
 
-async def test_wrong_key_is_unauthorized(
-    session: aiohttp.ClientSession, sim: RunningSimulator
-) -> None:
+async def test_wrong_key_is_unauthorized(session: Transports, sim: RunningSimulator) -> None:
     """A key the API rejects gives HTTP 401."""
     with pytest.raises(HTTPStatusError) as info:
         await make_client(session, sim.api_url, key="wrong").fetch_campaign(CID)
@@ -93,7 +109,7 @@ async def test_wrong_key_is_unauthorized(
 
 @pytest.mark.parametrize("status", [403, 500, 502, 503, 400, 418])
 async def test_error_statuses_are_typed(
-    session: aiohttp.ClientSession, sim: RunningSimulator, status: int
+    session: Transports, sim: RunningSimulator, status: int
 ) -> None:
     """Every non-success status becomes HTTPStatusError carrying that status."""
     sim.sim.set_fault(Fault(FaultKind.STATUS, status=status))
@@ -104,9 +120,7 @@ async def test_error_statuses_are_typed(
     assert recorder.codes == [str(status)]
 
 
-async def test_unknown_campaign_is_404(
-    session: aiohttp.ClientSession, sim: RunningSimulator
-) -> None:
+async def test_unknown_campaign_is_404(session: Transports, sim: RunningSimulator) -> None:
     """A campaign the API does not know answers 404."""
     with pytest.raises(HTTPStatusError) as info:
         await make_client(session, sim.api_url).fetch_campaign("cmp_nope")
@@ -115,7 +129,7 @@ async def test_unknown_campaign_is_404(
 
 @pytest.mark.parametrize("form", ["seconds", "date"])
 async def test_rate_limit_carries_retry_after(
-    session: aiohttp.ClientSession, sim: RunningSimulator, form: str
+    session: Transports, sim: RunningSimulator, form: str
 ) -> None:
     """429 exposes Retry-After in seconds whether sent as seconds or as an HTTP date."""
     header = "120" if form == "seconds" else retry_after_date(120)
@@ -162,7 +176,7 @@ def test_parse_retry_after(header: str | None, expected: float | None) -> None:
     ids=["no-headers", "dripping-body"],
 )
 async def test_slow_answers_time_out(
-    session: aiohttp.ClientSession, sim: RunningSimulator, fault: Fault
+    session: Transports, sim: RunningSimulator, fault: Fault
 ) -> None:
     """Both a server that never answers and a body that drips count against one deadline."""
     sim.sim.set_fault(fault)
@@ -171,7 +185,7 @@ async def test_slow_answers_time_out(
 
 
 async def test_an_unchanged_body_is_not_parsed_again(
-    session: aiohttp.ClientSession, sim: RunningSimulator
+    session: Transports, sim: RunningSimulator
 ) -> None:
     """Given the digest of the last body, the client answers "unchanged" for the same bytes and
     parses a body that differs."""
@@ -189,7 +203,7 @@ async def test_an_unchanged_body_is_not_parsed_again(
 
 
 async def test_timeout_ends_within_its_resolution(
-    session: aiohttp.ClientSession, sim: RunningSimulator
+    session: Transports, sim: RunningSimulator
 ) -> None:
     """A hanging request ends no sooner than the timeout and at most a tenth of it later."""
     sim.sim.set_fault(Fault(FaultKind.SLOW, delay=5.0))
@@ -264,7 +278,7 @@ async def test_a_shutdown_is_not_mistaken_for_a_timeout() -> None:
     ids=lambda f: f.kind.value + ("-chunked" if f.chunked else ""),
 )
 async def test_unusable_bodies_are_invalid_responses(
-    session: aiohttp.ClientSession, sim: RunningSimulator, fault: Fault
+    session: Transports, sim: RunningSimulator, fault: Fault
 ) -> None:
     """Bad JSON, wrong shapes, wrong ids and oversized bodies all raise InvalidResponseError."""
     sim.sim.set_fault(fault)
@@ -272,9 +286,7 @@ async def test_unusable_bodies_are_invalid_responses(
         await make_client(session, sim.api_url).fetch_campaign(CID)
 
 
-async def test_body_just_under_the_cap_is_read(
-    session: aiohttp.ClientSession, sim: RunningSimulator
-) -> None:
+async def test_body_just_under_the_cap_is_read(session: Transports, sim: RunningSimulator) -> None:
     """A valid record padded to just under 1 MiB is still accepted: the cap is not too tight."""
     padding = " " * (MAX_BODY_BYTES - 100)
     sim.sim.set_fault(Fault(FaultKind.BODY, body=f'{{"id": "{CID}"{padding}}}'.encode()))
@@ -289,7 +301,7 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_connection_refused_is_a_connection_error(session: aiohttp.ClientSession) -> None:
+async def test_connection_refused_is_a_connection_error(session: Transports) -> None:
     """Nothing listening gives ConnectionFailedError and an `error` request code."""
     recorder = Recorder()
     client = make_client(session, f"http://127.0.0.1:{closed_port()}/v1", observer=recorder)
@@ -298,16 +310,14 @@ async def test_connection_refused_is_a_connection_error(session: aiohttp.ClientS
     assert recorder.codes == ["error"]
 
 
-async def test_dns_failure_is_a_connection_error(session: aiohttp.ClientSession) -> None:
+async def test_dns_failure_is_a_connection_error(session: Transports) -> None:
     """A host name that cannot resolve gives ConnectionFailedError."""
     client = make_client(session, "http://dialnexa-api.invalid/v1")
     with pytest.raises(ConnectionFailedError):
         await client.fetch_campaign(CID)
 
 
-async def test_disconnect_is_a_connection_error(
-    session: aiohttp.ClientSession, sim: RunningSimulator
-) -> None:
+async def test_disconnect_is_a_connection_error(session: Transports, sim: RunningSimulator) -> None:
     """A server that drops the connection gives ConnectionFailedError."""
     sim.sim.set_fault(Fault(FaultKind.DISCONNECT))
     with pytest.raises(ConnectionFailedError):
@@ -332,7 +342,7 @@ async def other_host() -> AsyncIterator[tuple[TestServer, list[str | None]]]:
 
 @pytest.mark.parametrize("status", [302, 307])
 async def test_redirect_to_another_origin_is_refused_without_sending_the_key(
-    session: aiohttp.ClientSession,
+    session: Transports,
     sim: RunningSimulator,
     other_host: tuple[TestServer, list[str | None]],
     status: int,
@@ -346,9 +356,7 @@ async def test_redirect_to_another_origin_is_refused_without_sending_the_key(
     assert seen == []
 
 
-async def test_same_origin_redirect_is_followed(
-    session: aiohttp.ClientSession, sim: RunningSimulator
-) -> None:
+async def test_same_origin_redirect_is_followed(session: Transports, sim: RunningSimulator) -> None:
     """A redirect within the API's own origin is followed, with the key (else it would be 401)."""
     sim.sim.set_raw("cmp_target", {"id": "cmp_moved", "status": "paused"})
     sim.sim.set_fault(
@@ -359,9 +367,7 @@ async def test_same_origin_redirect_is_followed(
     assert sim.sim.stats.by_campaign == {"cmp_moved": 1, "cmp_target": 1}
 
 
-async def test_redirect_loop_is_bounded(
-    session: aiohttp.ClientSession, sim: RunningSimulator
-) -> None:
+async def test_redirect_loop_is_bounded(session: Transports, sim: RunningSimulator) -> None:
     """A redirect loop stops after a few hops with an invalid response."""
     sim.sim.set_fault(Fault(FaultKind.REDIRECT, status=302, location=f"/v1/campaigns/{CID}"))
     with pytest.raises(InvalidResponseError, match="redirects"):
@@ -370,7 +376,7 @@ async def test_redirect_loop_is_bounded(
 
 
 async def test_compressed_body_is_capped_after_decompression(
-    session: aiohttp.ClientSession,
+    session: Transports,
 ) -> None:
     """A small gzip body that inflates past 1 MiB (a zip bomb) is refused, not read whole."""
     bomb = gzip.compress(b'{"id": "cmp_client", "name": "' + b" " * (20 * MAX_BODY_BYTES))
@@ -426,7 +432,7 @@ async def test_compressed_body_is_capped_after_decompression(
     ],
 )
 async def test_absurd_bodies_are_invalid_responses(
-    session: aiohttp.ClientSession, sim: RunningSimulator, body: bytes, problem: str
+    session: Transports, sim: RunningSimulator, body: bytes, problem: str
 ) -> None:
     """Numbers a Prometheus sample cannot carry exactly, and JSON nested beyond the parser's
     depth, are typed invalid responses naming the problem, never another exception."""
@@ -436,7 +442,7 @@ async def test_absurd_bodies_are_invalid_responses(
 
 
 async def test_absurd_retry_after_still_rate_limits(
-    session: aiohttp.ClientSession, sim: RunningSimulator
+    session: Transports, sim: RunningSimulator
 ) -> None:
     """A 429 whose Retry-After has hundreds of digits is a rate limit with a long delay."""
     sim.sim.set_fault(Fault(FaultKind.RATE_LIMIT, retry_after="9" * 400))

@@ -16,17 +16,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-import aiohttp
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from exporter.client import DialNexaClient, FetchError, InvalidResponseError, create_session
+from exporter.client import DialNexaClient, FetchError, InvalidResponseError
 from exporter.models import MAX_EXACT, MAX_RETRY_INTERVAL_MINUTES, Campaign, parse_campaign
 from exporter.render import CampaignRenderer
 from exporter.simulator import Fault, FaultKind, Simulator
 from exporter.state import CampaignView, Snapshot
+from exporter.transport import create_transport
 from tests.helpers import API_KEY, Samples, parse_samples, promtool_check, serve
 
 CID = "cmp_prop"
@@ -66,13 +66,9 @@ def upstream() -> Iterator[Upstream]:
     sim = Simulator([], api_key=API_KEY)
     server = loop.run_until_complete(serve(sim.app()))
 
-    async def open_session() -> aiohttp.ClientSession:
-        return create_session(4)
-
-    session = loop.run_until_complete(open_session())
-    client = DialNexaClient(
-        session, str(server.make_url("/v1")), SecretStr(API_KEY), timeout_seconds=5
-    )
+    api_url = str(server.make_url("/v1"))
+    session = create_transport("builtin", api_url, 4)
+    client = DialNexaClient(session, api_url, SecretStr(API_KEY), timeout_seconds=5)
     try:
         yield Upstream(loop, sim, client)
     finally:
