@@ -159,10 +159,9 @@ class _Exchange(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._note(MalformedResponseError("the server switched protocols"))
         except httptools.HttpParserError as exc:
-            if self._response is None:
-                what = type(exc).__name__
-                self._note(MalformedResponseError(f"malformed HTTP response ({what})"))
-            self.reusable = False  # garbage after a complete answer
+            if self._waiter is not None:  # the answer is not complete: it is garbage
+                self._note(MalformedResponseError(f"malformed HTTP response ({exc})"))
+            self.reusable = False  # or garbage after a complete answer
         if not self._head_done:
             # Counted after parsing: a read may hold the head and much of the body at once.
             self._head_bytes += len(data)
@@ -229,12 +228,11 @@ class _Exchange(asyncio.Protocol):
             return
         if self._inflate is not None:
             try:
+                # At most one byte past the cap comes out, however much the input would make.
                 data = self._inflate.decompress(data, self._max_body - self._size + 1)
             except zlib.error:
                 self._note(UndecodableBodyError("corrupt compressed body", self._response))
                 return
-            if self._inflate.unconsumed_tail:
-                self._size = self._max_body + 1  # more output than the cap allows
         self._size += len(data)
         if self._size > self._max_body:
             self._note(BodyTooLargeError(self._response, self._max_body))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import ssl
+import tracemalloc
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -374,6 +375,21 @@ async def test_bytes_sent_while_idle_drop_the_connection() -> None:
             b"HTTP/1.1 100 Continue\r\n\r\n" * 50, "1xx answers", id="endless-informational"
         ),
         pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: " + b"9" * 400 + b"\r\n\r\n",
+            "malformed HTTP response",
+            id="length-of-400-digits",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "malformed HTTP response",
+            id="negative-length",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffffffffff\r\n",
+            "malformed HTTP response",
+            id="chunk-size-overflow",
+        ),
+        pytest.param(
             b"HTTP/1.1 200 OK\r\n" + b"X-Flood: 1\r\n" * (MAX_HEADERS + 1) + b"\r\n",
             "response headers",
             id="too-many-headers",
@@ -461,6 +477,31 @@ async def test_bodies_over_the_cap_stop_at_the_cap(head: bytes, body: bytes) -> 
         assert info.value.response.headers["retry-after"] == "7"
         assert info.value.response.body == b""
         assert not pool.open_connections
+
+
+async def test_a_compression_bomb_never_inflates_past_the_cap() -> None:
+    """16 KiB of gzip that would inflate to 16 MiB: the client's memory peak stays within a
+    few times the 64 KiB cap, because inflation itself is bounded, not only its result."""
+    bomb = gzip.compress(b"\0" * (16 * 1024 * 1024))
+
+    async def send(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: Upstream
+    ) -> None:
+        await read_request(reader, up)
+        writer.write(answer(bomb, extra=b"Content-Encoding: gzip\r\n"))
+        await writer.drain()
+        await reader.read(1)
+
+    async with upstream_running(send) as upstream, pool_for(upstream) as pool:
+        tracemalloc.start()
+        try:
+            with pytest.raises(BodyTooLargeError):
+                await get(pool)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert len(bomb) < 64 * 1024
+    assert peak < 1024 * 1024, peak
 
 
 @pytest.mark.parametrize(
