@@ -330,7 +330,7 @@ class Http1Pool:
         default = 443 if scheme == "https" else 80
         name = f"[{host}]" if ":" in host else host
         authority = name if port == default else f"{name}:{port}"
-        self._host_line = f"Host: {authority}\r\n".encode("idna" if host.isascii() else "utf-8")
+        self._host_line = f"Host: {authority}\r\n".encode("ascii")  # yarl gives IDNA hosts
 
     def __repr__(self) -> str:
         return f"Http1Pool({self.host!r}, {self.port}, open={len(self.open_connections)})"

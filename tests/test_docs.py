@@ -290,12 +290,16 @@ def test_parsers_reject_unknown_cells() -> None:
 
 HOSTILE_HEADING = "## Hostile clients"
 HOSTILE_COLUMNS = ("a client does", "the exporter does", "test")
+UPSTREAM_HEADING = "## A broken upstream, byte by byte"
+UPSTREAM_COLUMNS = ("the API sends", "the client does", "test")
 
 
-def hostile_clients_table() -> list[list[str]]:
-    """The rows of the table under docs/failures.md's "Hostile clients" heading."""
+def hostile_clients_table(
+    heading: str = HOSTILE_HEADING, columns: tuple[str, ...] = HOSTILE_COLUMNS
+) -> list[list[str]]:
+    """The rows of the table under one of docs/failures.md's attack headings."""
     lines = FAILURES_DOC.read_text(encoding="utf-8").splitlines()
-    start = lines.index(HOSTILE_HEADING)
+    start = lines.index(heading)
     table = []
     for line in lines[start + 1 :]:
         if line.startswith("## "):
@@ -305,16 +309,23 @@ def hostile_clients_table() -> list[list[str]]:
         elif table:
             break
     header, _, *body = table
-    assert tuple(header) == HOSTILE_COLUMNS
+    assert tuple(header) == columns
     return body
 
 
-def test_every_hostile_client_row_names_a_test_that_exists() -> None:
-    """Each attack in the hostile-clients table names the test that mounts it, and that test
-    exists (a renamed or removed test fails here, so the table cannot promise untested
-    behaviour)."""
-    rows = hostile_clients_table()
-    assert len(rows) >= 15
+@pytest.mark.parametrize(
+    ("heading", "columns", "at_least"),
+    [(HOSTILE_HEADING, HOSTILE_COLUMNS, 15), (UPSTREAM_HEADING, UPSTREAM_COLUMNS, 10)],
+    ids=["hostile-clients", "broken-upstream"],
+)
+def test_every_hostile_client_row_names_a_test_that_exists(
+    heading: str, columns: tuple[str, ...], at_least: int
+) -> None:
+    """Each attack in the hostile-clients and broken-upstream tables names the test that mounts
+    it, and that test exists (a renamed or removed test fails here, so the table cannot promise
+    untested behaviour)."""
+    rows = hostile_clients_table(heading, columns)
+    assert len(rows) >= at_least
     for does, answer, test in rows:
         assert does, answer
         assert answer, does
