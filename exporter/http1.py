@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 import socket
 import ssl
 import time
@@ -36,6 +37,8 @@ from typing import cast
 import httptools
 from multidict import CIMultiDict
 
+# A request target: origin-form, visible ASCII only (no space, CR or LF can split the request).
+_TARGET = re.compile(rb"/[\x21-\x7e]*")
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 128
 MAX_INFORMATIONAL = 8  # 1xx answers tolerated before the real one
@@ -338,7 +341,10 @@ class Http1Pool:
     async def get(self, target: bytes, header_lines: bytes) -> Response:
         """GET ``target`` (an encoded path and query) with ``header_lines`` (each ending in
         CRLF; Host is added). Raises an Http1Error subclass, or CancelledError when cancelled
-        (the connection is closed then)."""
+        (the connection is closed then); ValueError for a target that is not origin-form
+        visible ASCII, before anything is sent."""
+        if _TARGET.fullmatch(target) is None:
+            raise ValueError("a request target must be a path of visible ASCII characters")
         request = b"GET " + target + b" HTTP/1.1\r\n" + self._host_line + header_lines + b"\r\n"
         async with self._slots:
             exchange = self._reuse()

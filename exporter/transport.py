@@ -73,9 +73,11 @@ class Http1Transport:
 
     async def get(self, url: URL, headers: Mapping[str, str]) -> Reply:
         """The answer to a GET of ``url`` (same origin as the API URL)."""
-        target = url.raw_path_qs.encode("ascii")
         try:
+            target = url.raw_path_qs.encode("ascii")
             response = await self._pool.get(target, self._lines(headers))
+        except (UnicodeEncodeError, ValueError):  # only a redirect's target can be so odd
+            raise InvalidResponseError("redirect to a target that cannot be requested") from None
         except http1.BodyTooLargeError as exc:
             status = exc.response.status
             if not 200 <= status < 300:  # an error's body is not read: its status tells

@@ -4,6 +4,7 @@ binding before polling, and the demo and simulator commands serving until SIGTER
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import os
 import platform
 import re
@@ -208,6 +209,7 @@ def test_version_names_the_versions_that_matter(capsys: pytest.CaptureFixture[st
     assert out.startswith(f"dialnexa-exporter {exporter.__version__}\n")
     assert f"python {platform.python_version()}" in out
     assert f"aiohttp {aiohttp.__version__}" in out
+    assert f"httptools {importlib.metadata.version('httptools')} " in out
     assert platform.platform() in out
 
 

@@ -568,6 +568,17 @@ async def test_tls_is_verified_against_the_trust_store_given() -> None:
             await get(untrusting)
 
 
+@pytest.mark.parametrize(
+    "target", [b"/a\r\nX-Evil: 1", b"/a b", b"/\x00", b"http://other/", b"", "/\u00fc".encode()]
+)
+async def test_a_target_that_could_split_the_request_is_refused_unsent(target: bytes) -> None:
+    """CR, LF, spaces, NUL, non-ASCII or a non-path target: refused before any byte is sent."""
+    async with upstream_running(keep_answering) as upstream, pool_for(upstream) as pool:
+        with pytest.raises(ValueError, match="request target"):
+            await pool.get(target, b"")
+        assert upstream.connections == 0
+
+
 def test_host_header_names_the_authority() -> None:
     """Default ports are left out; IPv6 literals are bracketed."""
     cases = {
