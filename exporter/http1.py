@@ -54,11 +54,13 @@ class ConnectFailedError(Http1Error):
 
 
 class DisconnectedError(Http1Error):
-    """The connection ended before a complete answer; ``answered`` if part of one came."""
+    """The connection ended before a complete answer; ``answered`` if part of one came, and
+    ``status`` when that part was the whole head."""
 
-    def __init__(self, message: str, *, answered: bool) -> None:
+    def __init__(self, message: str, *, answered: bool, status: int | None = None) -> None:
         super().__init__(message)
         self.answered = answered
+        self.status = status
 
 
 class MalformedResponseError(Http1Error):
@@ -187,7 +189,8 @@ class _Exchange(asyncio.Protocol):
         elif self._failure is None:
             answered = self._received
             what = "closed before the answer was complete" if answered else "closed the connection"
-            self._failure = DisconnectedError(f"server {what}", answered=answered)
+            status = None if self._response is None else self._response.status
+            self._failure = DisconnectedError(f"server {what}", answered=answered, status=status)
         self._settle()
 
     # --- llhttp callbacks (they must not raise: failures are noted and settled after)

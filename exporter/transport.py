@@ -89,8 +89,10 @@ class Http1Transport:
                 return Reply(status, exc.response.headers)
             raise InvalidResponseError(str(exc)).with_status(status) from None
         except http1.DisconnectedError as exc:
-            what = "response body was cut short" if exc.answered else str(exc)
-            raise ConnectionFailedError(what) from None
+            if exc.status is None:
+                raise ConnectionFailedError(str(exc)) from None
+            error = ConnectionFailedError("response body was cut short")
+            raise error.with_status(exc.status) from None  # counted under its status
         except http1.Http1Error as exc:  # no connection, or not HTTP
             raise ConnectionFailedError(str(exc)) from None
         status = response.status

@@ -324,6 +324,30 @@ async def test_disconnect_is_a_connection_error(session: Transports, sim: Runnin
         await make_client(session, sim.api_url).fetch_campaign(CID)
 
 
+async def test_a_body_cut_short_counts_under_its_status(session: Transports) -> None:
+    """Head complete, body cut short by a close: a ConnectionFailedError carrying the status,
+    and the request counted under that status, on either transport."""
+
+    async def truncate(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"id":')
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(truncate, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    recorder = Recorder()
+    try:
+        client = make_client(session, f"http://127.0.0.1:{port}/v1", observer=recorder)
+        with pytest.raises(ConnectionFailedError, match="cut short") as info:
+            await client.fetch_campaign(CID)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert info.value.status == 200
+    assert recorder.codes == ["200"]
+
+
 @pytest.fixture
 async def other_host() -> AsyncIterator[tuple[TestServer, list[str | None]]]:
     """A second server (another origin) that records the Authorization headers it receives."""

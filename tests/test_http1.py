@@ -257,6 +257,7 @@ async def test_an_answer_cut_short_is_not_retried() -> None:
         with pytest.raises(DisconnectedError) as info:
             await get(pool)
         assert info.value.answered
+        assert info.value.status == 200
         assert upstream.connections == 1
 
 
