@@ -31,6 +31,7 @@ import socket
 import ssl
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -92,7 +93,7 @@ class UndecodableBodyError(Http1Error):
         self.response = response
 
 
-def _inflater(encoding: str) -> zlib._Decompress | None:
+def _inflater(encoding: str) -> zlib._Decompress:
     if encoding == "gzip" or encoding == "x-gzip":
         return zlib.decompressobj(16 + zlib.MAX_WBITS)
     if encoding == "deflate":
@@ -112,7 +113,6 @@ class _Exchange(asyncio.Protocol):
         self._waiter: asyncio.Future[Response] | None = None
         self.reusable = True  # cleared by anything but a clean, kept-alive exchange
         self.closed = False
-        self.exchanges = 0
         self.idle_since = 0.0
         self._reset()
 
@@ -136,7 +136,6 @@ class _Exchange(asyncio.Protocol):
         assert self._transport is not None
         assert self._waiter is None
         self._reset()
-        self.exchanges += 1
         self._waiter = waiter = asyncio.get_running_loop().create_future()
         self._transport.write(request)
         return waiter
@@ -319,6 +318,7 @@ class Http1Pool:
         ssl_context: ssl.SSLContext | None = None,
         max_head_bytes: int = MAX_HEAD_BYTES,
         idle_seconds: float = IDLE_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if scheme not in ("http", "https"):
             raise ValueError(f"unsupported scheme {scheme!r}")
@@ -330,6 +330,7 @@ class Http1Pool:
         if scheme == "https":
             self._tls = ssl_context or default_tls_context()
         self._idle_seconds = idle_seconds
+        self._monotonic = monotonic
         self._idle: collections.deque[_Exchange] = collections.deque()
         self._slots = asyncio.Semaphore(limit)
         self.open_connections: set[_Exchange] = set()  # in use or idle
@@ -369,7 +370,7 @@ class Http1Pool:
             self.open_connections.discard(exchange)
             raise
         if exchange.reusable:
-            exchange.idle_since = time.monotonic()
+            exchange.idle_since = self._monotonic()
             self._idle.append(exchange)
         else:
             exchange.close()
@@ -379,8 +380,8 @@ class Http1Pool:
     def _reuse(self) -> _Exchange | None:
         """The most recently used idle connection still open, or None; the expired go."""
         idle = self._idle
-        if idle and idle[0].idle_since < time.monotonic() - self._idle_seconds:
-            horizon = time.monotonic() - self._idle_seconds
+        horizon = self._monotonic() - self._idle_seconds
+        if idle and idle[0].idle_since < horizon:
             while idle and idle[0].idle_since < horizon:
                 expired = idle.popleft()
                 expired.close()

@@ -26,6 +26,7 @@ from exporter.http1 import (
     MalformedResponseError,
     UndecodableBodyError,
 )
+from tests.helpers import FakeClock
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Upstream"], Awaitable[None]]
 CAP = 64 * 1024
@@ -296,14 +297,20 @@ async def test_cancelling_a_request_closes_its_connection() -> None:
 
 
 async def test_idle_connections_past_their_time_are_not_used() -> None:
-    """With an idle time of zero every request opens a new connection; the old ones close."""
+    """A connection idle 14.9 s is reused, one idle past 15 s is closed and replaced (the
+    pool's clock, injected)."""
+    clock = FakeClock()
     async with (
         upstream_running(keep_answering) as upstream,
-        pool_for(upstream, idle_seconds=0.0) as pool,
+        pool_for(upstream, monotonic=clock.monotonic) as pool,
     ):
-        for _ in range(3):
-            assert (await get(pool)).body == BODY
-        assert upstream.connections == 3
+        assert (await get(pool)).body == BODY
+        clock.advance(14.9)
+        assert (await get(pool)).body == BODY
+        assert upstream.connections == 1
+        clock.advance(15.1)
+        assert (await get(pool)).body == BODY
+        assert upstream.connections == 2
         assert len(pool.open_connections) == 1
 
 
