@@ -334,6 +334,8 @@ class Http1Pool:
         self._idle: collections.deque[_Exchange] = collections.deque()
         self._slots = asyncio.Semaphore(limit)
         self.open_connections: set[_Exchange] = set()  # in use or idle
+        self.connections_opened = 0  # since start: climbing with requests means no keep-alive
+        self.requests_resent = 0  # GETs sent again after a kept-alive connection was closed
         default = 443 if scheme == "https" else 80
         name = f"[{host}]" if ":" in host else host
         authority = name if port == default else f"{name}:{port}"
@@ -360,6 +362,7 @@ class Http1Pool:
                         raise
                     # The server closed a kept-alive connection as the request went out: a GET
                     # may go again, once, on a new connection.
+                    self.requests_resent += 1
             return await self._exchange(await self._connect(), request)
 
     async def _exchange(self, exchange: _Exchange, request: bytes) -> Response:
@@ -417,6 +420,7 @@ class Http1Pool:
             exchange.close()
             raise
         self.open_connections.add(exchange)
+        self.connections_opened += 1
         return exchange
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from exporter.memory import MemoryTuning
 from exporter.metrics import (
     BUDGET_FAMILIES,
     BUILD_FAMILIES,
+    CLIENT_FAMILIES,
     CONNECTION_FAMILIES,
     CONTENT_TYPE,
     RELOAD_FAMILIES,
@@ -42,7 +43,7 @@ from exporter.status_page import (
     StatusPages,
     parse_query,
 )
-from exporter.transport import create_transport
+from exporter.transport import ClientConnections, create_transport
 from exporter.webconfig import WebConfigWatcher, protect
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ EXPOSITION = web.AppKey("exposition", ExpositionCache)
 POLLER = web.AppKey("poller", Poller)
 RELOADER = web.AppKey("reloader", ConfigReloader)
 BUDGET = web.AppKey("budget", ApiBudget)
+CLIENT_CONNECTIONS = web.AppKey("client_connections", ClientConnections)
 STATUS_PAGES = web.AppKey("status_pages", StatusPages)
 
 
@@ -152,7 +154,12 @@ async def _stop(tasks: list[asyncio.Task[None]]) -> None:
 
 async def _poller_context(app: web.Application) -> AsyncIterator[None]:
     settings, clock = app[SETTINGS], app[CLOCK]
-    transport = create_transport(settings.http_client, settings.api_url, settings.max_concurrency)
+    transport = create_transport(
+        settings.http_client,
+        settings.api_url,
+        settings.max_concurrency,
+        connections=app[CLIENT_CONNECTIONS],
+    )
     client = client_for(settings, transport, clock, observer=app[STATS], budget=app[BUDGET])
     poller = Poller(
         settings,
@@ -197,6 +204,7 @@ def _owners(app: web.Application, settings: Settings, clock: Clock) -> tuple[Scr
     """Make the owners of the exporter-wide families (kept in the app), and the scrape-time
     renderers that read each of them."""
     app[STATS] = stats = RequestStats()
+    app[CLIENT_CONNECTIONS] = ClientConnections()  # its pool comes with the poller's transport
     app[RELOAD_STATUS] = reload_status = ReloadStatus(last_success_timestamp=clock.time())
 
     def planned_rate() -> float:
@@ -216,6 +224,7 @@ def _owners(app: web.Application, settings: Settings, clock: Clock) -> tuple[Scr
         partial(render_exporter_families, SHARD_FAMILIES, settings),
         partial(render_exporter_families, RELOAD_FAMILIES, reload_status),
         partial(render_exporter_families, BUDGET_FAMILIES, budget),
+        partial(render_exporter_families, CLIENT_FAMILIES, app[CLIENT_CONNECTIONS]),
         ProcessMetrics().text,
     )
 

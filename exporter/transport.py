@@ -28,6 +28,29 @@ HttpClientChoice = Literal["builtin", "aiohttp"]
 HTTP_CLIENTS: tuple[HttpClientChoice, ...] = ("builtin", "aiohttp")
 
 
+class ClientConnections:
+    """The API client's connections as the metrics read them: the built-in client's pool once
+    one exists; None (no samples) with aiohttp's client, which does not tell."""
+
+    def __init__(self) -> None:
+        self.pool: http1.Http1Pool | None = None
+
+    @property
+    def open_connections(self) -> int | None:
+        """Connections to the API open now."""
+        return None if self.pool is None else len(self.pool.open_connections)
+
+    @property
+    def connections_opened(self) -> int | None:
+        """Connections opened since start."""
+        return None if self.pool is None else self.pool.connections_opened
+
+    @property
+    def requests_resent(self) -> int | None:
+        """GETs sent again on a new connection since start."""
+        return None if self.pool is None else self.pool.requests_resent
+
+
 class _HeaderLines:
     """Encoded request headers; they hold the key, so their repr does not show them."""
 
@@ -62,6 +85,11 @@ class Http1Transport:
 
     def __repr__(self) -> str:
         return f"Http1Transport({self._pool!r})"
+
+    @property
+    def pool(self) -> http1.Http1Pool:
+        """The connections this transport uses."""
+        return self._pool
 
     def _lines(self, headers: Mapping[str, str]) -> bytes:
         if headers is not self._headers:  # the client passes one mapping: encoded once
@@ -188,8 +216,13 @@ def create_transport(
     max_concurrency: int,
     *,
     ssl_context: ssl.SSLContext | None = None,
+    connections: ClientConnections | None = None,
 ) -> Transport:
-    """The transport ``kind`` for ``api_url``, with at most ``max_concurrency`` connections."""
+    """The transport ``kind`` for ``api_url``, with at most ``max_concurrency`` connections;
+    ``connections``, when given, reports the built-in client's pool to the metrics."""
     if kind == "aiohttp":
         return AiohttpTransport(create_session(max_concurrency, ssl_context))
-    return Http1Transport(api_url, max_concurrency, ssl_context=ssl_context)
+    transport = Http1Transport(api_url, max_concurrency, ssl_context=ssl_context)
+    if connections is not None:
+        connections.pool = transport.pool
+    return transport

@@ -127,6 +127,7 @@ async def test_connections_are_kept_alive_and_reused() -> None:
             response = await get(pool)
             assert (response.status, response.body) == (200, BODY)
         assert upstream.connections == 1
+        assert (pool.connections_opened, pool.requests_resent) == (1, 0)
         head = upstream.requests[0]
         assert head.startswith(b"GET /v1/campaigns/cmp_1 HTTP/1.1\r\n")
         assert f"Host: 127.0.0.1:{upstream.port}\r\n".encode() in head
@@ -229,6 +230,7 @@ async def test_a_kept_alive_connection_closed_by_the_server_is_retried_once() ->
         for _ in range(3):
             assert (await get(pool)).body == BODY
         assert upstream.connections == 3
+        assert (pool.connections_opened, pool.requests_resent) == (3, 2)
 
 
 async def test_a_fresh_connection_closed_without_an_answer_fails_once() -> None:

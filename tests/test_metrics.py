@@ -17,6 +17,7 @@ from exporter.metrics import (
     BUDGET_FAMILIES,
     BUILD_FAMILIES,
     CAMPAIGN_FAMILIES,
+    CLIENT_FAMILIES,
     CONNECTION_FAMILIES,
     RELOAD_FAMILIES,
     REQUEST_FAMILIES,
@@ -43,6 +44,7 @@ EXPORTER_FAMILY_TUPLES: tuple[tuple[ExporterFamily[Any], ...], ...] = (
     RELOAD_FAMILIES,
     BUDGET_FAMILIES,
     CONNECTION_FAMILIES,
+    CLIENT_FAMILIES,
 )
 
 
