@@ -117,6 +117,20 @@ async def keep_answering(
         await writer.drain()
 
 
+def answer_once(raw: bytes) -> Script:
+    """A server that answers the first request with ``raw``, then waits for the hang-up."""
+
+    async def script(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: Upstream
+    ) -> None:
+        await read_request(reader, upstream)
+        writer.write(raw)
+        await writer.drain()
+        await reader.read(1)
+
+    return script
+
+
 # --- a healthy upstream --------------------------------------------------------------------------
 
 
@@ -409,15 +423,7 @@ async def test_bytes_sent_while_idle_drop_the_connection() -> None:
 async def test_garbage_is_a_malformed_response(raw: bytes, message: str) -> None:
     """Whatever is not an HTTP/1.x answer the client accepts fails one way, and closes."""
 
-    async def send(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: Upstream
-    ) -> None:
-        await read_request(reader, up)
-        writer.write(raw)
-        await writer.drain()
-        await reader.read(1)
-
-    async with upstream_running(send) as upstream, pool_for(upstream) as pool:
+    async with upstream_running(answer_once(raw)) as upstream, pool_for(upstream) as pool:
         with pytest.raises(MalformedResponseError, match=message):
             await get(pool)
         assert not pool.open_connections
@@ -494,15 +500,12 @@ async def test_a_compression_bomb_never_inflates_past_the_cap() -> None:
     few times the 64 KiB cap, because inflation itself is bounded, not only its result."""
     bomb = gzip.compress(b"\0" * (16 * 1024 * 1024))
 
-    async def send(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: Upstream
-    ) -> None:
-        await read_request(reader, up)
-        writer.write(answer(bomb, extra=b"Content-Encoding: gzip\r\n"))
-        await writer.drain()
-        await reader.read(1)
-
-    async with upstream_running(send) as upstream, pool_for(upstream) as pool:
+    async with (
+        upstream_running(
+            answer_once(answer(bomb, extra=b"Content-Encoding: gzip\r\n"))
+        ) as upstream,
+        pool_for(upstream) as pool,
+    ):
         tracemalloc.start()
         try:
             with pytest.raises(BodyTooLargeError):
@@ -525,15 +528,12 @@ async def test_a_compression_bomb_never_inflates_past_the_cap() -> None:
 async def test_undecodable_bodies_say_why(encoding: str, body: bytes, message: str) -> None:
     """An unknown coding or broken compressed data is an UndecodableBodyError with the status."""
 
-    async def send(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: Upstream
-    ) -> None:
-        await read_request(reader, up)
-        writer.write(answer(body, extra=f"Content-Encoding: {encoding}\r\n".encode()))
-        await writer.drain()
-        await reader.read(1)
-
-    async with upstream_running(send) as upstream, pool_for(upstream) as pool:
+    async with (
+        upstream_running(
+            answer_once(answer(body, extra=f"Content-Encoding: {encoding}\r\n".encode()))
+        ) as upstream,
+        pool_for(upstream) as pool,
+    ):
         with pytest.raises(UndecodableBodyError, match=message) as info:
             await get(pool)
         assert info.value.response.status == 200
@@ -543,13 +543,10 @@ async def test_header_values_of_any_byte_are_read_as_latin1() -> None:
     """Bytes above 0x7f in a header value are kept (as Latin-1), and lookups ignore case."""
     extra = b"X-Note: caf\xe9\r\nRETRY-after: 3\r\n"
 
-    async def send(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: Upstream
-    ) -> None:
-        await read_request(reader, up)
-        writer.write(answer(extra=extra))
-
-    async with upstream_running(send) as upstream, pool_for(upstream) as pool:
+    async with (
+        upstream_running(answer_once(answer(extra=extra))) as upstream,
+        pool_for(upstream) as pool,
+    ):
         response = await get(pool)
         assert response.headers["x-note"] == "café"
         assert response.headers["Retry-After"] == "3"
