@@ -12,6 +12,7 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import trustme
@@ -584,6 +585,24 @@ async def test_a_target_that_could_split_the_request_is_refused_unsent(target: b
         with pytest.raises(ValueError, match="request target"):
             await pool.get(target, b"")
         assert upstream.connections == 0
+
+
+async def test_ssl_cert_file_names_another_trust_store(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The default context honours SSL_CERT_FILE (how docs/security.md says to add a CA)."""
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    bundle = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    async with upstream_running(keep_answering, server_context) as upstream:
+        pool = Http1Pool("https", "127.0.0.1", upstream.port, limit=1, max_body=CAP)
+        try:
+            assert (await get(pool)).body == BODY
+        finally:
+            pool.close()
 
 
 def test_host_header_names_the_authority() -> None:
