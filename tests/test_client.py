@@ -348,6 +348,62 @@ async def test_a_body_cut_short_counts_under_its_status(session: Transports) -> 
     assert recorder.codes == ["200"]
 
 
+@pytest.mark.parametrize(
+    ("raw", "expected", "status"),
+    [
+        pytest.param(
+            b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: 5000000\r\n\r\n",
+            HTTPStatusError,
+            429,
+            id="429-with-a-huge-body",
+        ),
+        pytest.param(
+            b"HTTP/1.1 500 Oops\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\nnot gzip!",
+            HTTPStatusError,
+            500,
+            id="500-with-corrupt-gzip",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\nnot gzip!",
+            (InvalidResponseError, ConnectionFailedError),
+            200,
+            id="200-with-corrupt-gzip",
+        ),
+    ],
+)
+async def test_an_error_status_counts_by_status_whatever_its_body(
+    session: Transports, raw: bytes, expected: type[Exception], status: int
+) -> None:
+    """An error answer's body is not the answer: too large or undecodable, the status (and its
+    Retry-After) still decide. A success whose body cannot be decoded is a typed failure with
+    its status. Both transports."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(raw)
+        await writer.drain()
+        await reader.read(1)
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        client = make_client(session, f"http://127.0.0.1:{port}/v1")
+        with pytest.raises(expected) as info:
+            await client.fetch_campaign(CID)
+    finally:
+        server.close()
+        await server.wait_closed()
+    error = info.value
+    assert isinstance(error, HTTPStatusError | InvalidResponseError | ConnectionFailedError)
+    assert error.status == status
+    if status == 429:
+        assert isinstance(error, HTTPStatusError)
+        assert error.retry_after == 7
+    if status == 200 and session.kind == "builtin":  # aiohttp's says "cut short" of these
+        assert isinstance(error, InvalidResponseError)
+        assert "corrupt compressed body" in str(error)
+
+
 @pytest.fixture
 async def other_host() -> AsyncIterator[tuple[TestServer, list[str | None]]]:
     """A second server (another origin) that records the Authorization headers it receives."""
