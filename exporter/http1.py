@@ -289,10 +289,6 @@ class _Exchange(asyncio.Protocol):
             self._failure = failure
         self.reusable = False
 
-    def _fail(self, failure: Http1Error) -> None:
-        self._note(failure)
-        self._settle()
-
     def _settle(self) -> None:
         """Hand a noted failure to the waiting caller, and drop a connection gone bad."""
         waiter = self._waiter

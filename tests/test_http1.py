@@ -248,6 +248,46 @@ async def test_a_kept_alive_connection_closed_by_the_server_is_retried_once() ->
         assert (pool.connections_opened, pool.requests_resent) == (3, 2)
 
 
+async def test_connection_close_is_honoured() -> None:
+    """An answer with `Connection: close` is read whole, and its connection never reused."""
+
+    async def closing(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: Upstream
+    ) -> None:
+        await read_request(reader, up)
+        writer.write(answer(extra=b"Connection: close\r\n"))
+        await writer.drain()
+        await reader.read(1)
+
+    async with upstream_running(closing) as upstream, pool_for(upstream) as pool:
+        assert (await get(pool)).body == BODY
+        assert not pool.open_connections
+        assert (await get(pool)).body == BODY
+        assert upstream.connections == 2
+
+
+async def test_an_answer_cut_short_on_a_kept_alive_connection_is_not_resent() -> None:
+    """The second request on a kept-alive connection gets half an answer: that is a failure
+    told to the caller, not a reason to send the GET again."""
+
+    async def half(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: Upstream
+    ) -> None:
+        await read_request(reader, up)
+        writer.write(answer())
+        await read_request(reader, up)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{")
+        await writer.drain()
+
+    async with upstream_running(half) as upstream, pool_for(upstream) as pool:
+        assert (await get(pool)).body == BODY
+        with pytest.raises(DisconnectedError) as info:
+            await get(pool)
+        assert (info.value.answered, info.value.status) == (True, 200)
+        assert upstream.connections == 1
+        assert pool.requests_resent == 0
+
+
 async def test_a_fresh_connection_closed_without_an_answer_fails_once() -> None:
     """No retry loop: a new connection the server drops is one DisconnectedError."""
 
