@@ -482,6 +482,9 @@ CONTRACT_METRICS = frozenset(
         "dialnexa_exporter_api_requests_remaining",
         "dialnexa_exporter_api_rate_limit_reset_timestamp_seconds",
         "dialnexa_exporter_poll_stretch_factor",
+        "dialnexa_exporter_api_connections",
+        "dialnexa_exporter_api_connections_opened_total",
+        "dialnexa_exporter_api_requests_resent_total",
     }
 )
 
