@@ -228,7 +228,7 @@ class DialNexaClient:
             }
         )
         self._campaigns_path = f"{self._base.raw_path.rstrip('/')}/campaigns/"
-        # URLs are kept: aiohttp's work on a URL is cached in it, which a fresh one redoes.
+        # URLs are kept: yarl caches a URL's encoded parts in it, which a fresh one redoes.
         self._urls: dict[str, URL] = {}
         self._deadlines = Deadlines(resolution=min(1.0, timeout_seconds / 10))
 

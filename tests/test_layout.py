@@ -24,6 +24,11 @@ FORBIDDEN = {
     ("models", "aiohttp"),
     ("state", "aiohttp"),
     ("outcome", "prometheus_client"),
+    # The client is transport-agnostic (aiohttp lives in exporter.transport), and the built-in
+    # HTTP/1.1 client stands on asyncio and llhttp alone.
+    ("client", "aiohttp"),
+    ("http1", "aiohttp"),
+    ("http1", "exporter"),
 }
 
 
@@ -82,7 +87,8 @@ def test_the_table_parser_reads_the_rows_it_should() -> None:
 
 def test_imports_run_one_way() -> None:
     """No import cycle between the package's modules, and the layer rules hold: the client
-    and the budget never import prometheus_client, the metrics layer never aiohttp."""
+    and the budget never import prometheus_client, the metrics layer and the client never
+    aiohttp, the HTTP/1.1 client nothing of the exporter's."""
     trees = modules()
     graph = {
         name: {
