@@ -312,15 +312,11 @@ class DialNexaClient:
                     )
                     raise HTTPStatusError(reply.status, retry_after)
                 return reply.status, reply.body
-            except InvalidResponseError as exc:  # a redirect refused, a body over the cap
-                if code != "error":
-                    exc.with_status(int(code))
-                elif exc.status is not None:
-                    code = str(exc.status)
-                raise
             except FetchError as exc:
-                if code == "error" and exc.status is not None:
-                    code = str(exc.status)  # it came with an answer, cut short
+                if exc.status is not None:
+                    code = str(exc.status)  # a body over the cap, undecodable or cut short
+                elif code != "error":
+                    exc.with_status(int(code))  # a redirect refused: the answer's status
                 raise
             finally:
                 self._observer.observe_request(code, self._monotonic() - started)

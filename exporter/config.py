@@ -35,6 +35,10 @@ _RESERVED_PATHS = frozenset({"/healthz", "/readyz"})
 
 # The YAML file names the campaign list `campaigns`; every other key is a setting name.
 _YAML_ALIASES = {"campaigns": "campaign_ids"}
+
+# How API requests are made (exporter.transport): the built-in HTTP/1.1 client or aiohttp's.
+HttpClientChoice = Literal["builtin", "aiohttp"]
+
 _SECRET_FIELDS = frozenset({"api_key"})
 
 
@@ -191,7 +195,7 @@ class Settings(BaseSettings):
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         default="auto", description="auto (uvloop where installed), uvloop or asyncio"
     )
-    http_client: Literal["builtin", "aiohttp"] = Field(
+    http_client: HttpClientChoice = Field(
         default="builtin",
         description="API client: builtin (lean HTTP/1.1 pool) or aiohttp (its general client)",
     )

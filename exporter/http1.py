@@ -77,20 +77,24 @@ class Response:
     body: bytes
 
 
-class BodyTooLargeError(Http1Error):
-    """The body is over the cap; ``response`` carries the status and headers, no body."""
-
-    def __init__(self, response: Response, limit: int) -> None:
-        super().__init__(f"body exceeds the {limit} byte cap")
-        self.response = response
-
-
-class UndecodableBodyError(Http1Error):
-    """The body's Content-Encoding is unknown, or the compressed data is corrupt."""
+class UnreadableBodyError(Http1Error):
+    """The answer came, its body cannot be had; ``response`` carries the status and headers,
+    no body."""
 
     def __init__(self, message: str, response: Response) -> None:
         super().__init__(message)
         self.response = response
+
+
+class BodyTooLargeError(UnreadableBodyError):
+    """The body is over the cap."""
+
+    def __init__(self, response: Response, limit: int) -> None:
+        super().__init__(f"body exceeds the {limit} byte cap", response)
+
+
+class UndecodableBodyError(UnreadableBodyError):
+    """The body's Content-Encoding is unknown, or the compressed data is corrupt."""
 
 
 def _inflater(encoding: str) -> zlib._Decompress:
@@ -380,11 +384,10 @@ class Http1Pool:
         """The most recently used idle connection still open, or None; the expired go."""
         idle = self._idle
         horizon = self._monotonic() - self._idle_seconds
-        if idle and idle[0].idle_since < horizon:
-            while idle and idle[0].idle_since < horizon:
-                expired = idle.popleft()
-                expired.close()
-                self.open_connections.discard(expired)
+        while idle and idle[0].idle_since < horizon:
+            expired = idle.popleft()
+            expired.close()
+            self.open_connections.discard(expired)
         while idle:
             exchange = idle.pop()
             if not exchange.closed and exchange.reusable:

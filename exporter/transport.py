@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Mapping
-from typing import Literal
+from typing import get_args
 
 import aiohttp
 from yarl import URL
@@ -23,9 +23,9 @@ from exporter.client import (
     Reply,
     Transport,
 )
+from exporter.config import HttpClientChoice
 
-HttpClientChoice = Literal["builtin", "aiohttp"]
-HTTP_CLIENTS: tuple[HttpClientChoice, ...] = ("builtin", "aiohttp")
+HTTP_CLIENTS: tuple[HttpClientChoice, ...] = get_args(HttpClientChoice)
 
 
 class ClientConnections:
@@ -106,14 +106,9 @@ class Http1Transport:
             response = await self._pool.get(target, self._lines(headers))
         except (UnicodeEncodeError, ValueError):  # only a redirect's target can be so odd
             raise InvalidResponseError("redirect to a target that cannot be requested") from None
-        except http1.BodyTooLargeError as exc:
+        except http1.UnreadableBodyError as exc:  # over the cap, or undecodable
             status = exc.response.status
             if not 200 <= status < 300:  # an error's body is not read: its status tells
-                return Reply(status, exc.response.headers)
-            raise InvalidResponseError(str(exc)).with_status(status) from None
-        except http1.UndecodableBodyError as exc:
-            status = exc.response.status
-            if not 200 <= status < 300:
                 return Reply(status, exc.response.headers)
             raise InvalidResponseError(str(exc)).with_status(status) from None
         except http1.DisconnectedError as exc:

@@ -27,8 +27,9 @@ from exporter.client import (
     Transport,
     parse_retry_after,
 )
+from exporter.config import HttpClientChoice
 from exporter.simulator import Fault, FaultKind, retry_after_date
-from exporter.transport import HTTP_CLIENTS, HttpClientChoice, create_transport
+from exporter.transport import HTTP_CLIENTS, create_transport
 from tests.helpers import API_KEY, FakeClock, RunningSimulator, campaign, serve, wait_for
 
 CID = "cmp_client"
