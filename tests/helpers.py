@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import trustme
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -370,6 +371,36 @@ async def spawn_exporter(
         stdout=stdout,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+_SERVING = re.compile(rb"serving metrics on (https?://[^/\s]+)/")
+
+
+async def read_serving_url(
+    process: asyncio.subprocess.Process, within: float = 30.0
+) -> tuple[str, bytes]:
+    """The base URL (``scheme://host:port``) a spawned exporter logs that it serves on, and
+    that log line; fails if the process exits first."""
+    assert process.stderr is not None
+    while True:
+        line = await asyncio.wait_for(process.stderr.readline(), within)
+        assert line, "exporter exited before serving"
+        match = _SERVING.search(line)
+        if match:
+            return match.group(1).decode(), line
+
+
+def write_tls_config(directory: Path) -> tuple[Path, ssl.SSLContext]:
+    """A certificate for 127.0.0.1, its web config file, and a client context trusting it."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    (directory / "server.crt").write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
+    (directory / "server.key").write_bytes(leaf.private_key_pem.bytes())
+    config = directory / "web.yml"
+    config.write_text("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    return config, client
 
 
 @dataclass

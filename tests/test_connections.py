@@ -19,7 +19,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-import trustme
 from aiohttp import web
 
 from exporter.connections import (
@@ -42,6 +41,7 @@ from tests.helpers import (
     serve_guarded,
     value,
     wait_for,
+    write_tls_config,
 )
 
 HEADER_TIMEOUT = 5.0
@@ -135,19 +135,6 @@ class Served:
 
 
 Start = Callable[..., Awaitable[Served]]
-
-
-def write_tls_config(directory: Path) -> tuple[Path, ssl.SSLContext]:
-    """A certificate for 127.0.0.1, its web config file, and a client context trusting it."""
-    ca = trustme.CA()
-    leaf = ca.issue_cert("127.0.0.1")
-    (directory / "server.crt").write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
-    (directory / "server.key").write_bytes(leaf.private_key_pem.bytes())
-    config = directory / "web.yml"
-    config.write_text("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    return config, client
 
 
 @pytest.fixture

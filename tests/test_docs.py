@@ -127,10 +127,11 @@ def parse_schedule(cell: str) -> Schedule:
     raise AssertionError(f"unknown next fetch cell {cell!r}")
 
 
-def failure_table() -> list[TableRow]:
-    """The rows of the table under docs/failures.md's "The failure table" heading."""
+def table_under(heading: str, columns: tuple[str, ...]) -> list[list[str]]:
+    """The body rows of the first table under ``heading`` in docs/failures.md, whose header
+    must be ``columns``."""
     lines = FAILURES_DOC.read_text(encoding="utf-8").splitlines()
-    start = lines.index(HEADING)
+    start = lines.index(heading)
     table: list[list[str]] = []
     for line in lines[start + 1 :]:
         if line.startswith("## "):
@@ -139,10 +140,16 @@ def failure_table() -> list[TableRow]:
             table.append(split_row(line))
         elif table:
             break  # the first table ended
-    assert table, f"no table under {HEADING!r}"
+    assert table, f"no table under {heading!r}"
     header, separator, *body = table
-    assert tuple(header) == COLUMNS
+    assert tuple(header) == columns
     assert all(set(cell) <= set("-: ") for cell in separator)
+    return body
+
+
+def failure_table() -> list[TableRow]:
+    """The rows of the table under docs/failures.md's "The failure table" heading."""
+    body = table_under(HEADING, COLUMNS)
     rows = []
     for cells in body:
         assert len(cells) == len(COLUMNS), cells
@@ -294,25 +301,6 @@ UPSTREAM_HEADING = "## A broken upstream, byte by byte"
 UPSTREAM_COLUMNS = ("the API sends", "the client does", "test")
 
 
-def hostile_clients_table(
-    heading: str = HOSTILE_HEADING, columns: tuple[str, ...] = HOSTILE_COLUMNS
-) -> list[list[str]]:
-    """The rows of the table under one of docs/failures.md's attack headings."""
-    lines = FAILURES_DOC.read_text(encoding="utf-8").splitlines()
-    start = lines.index(heading)
-    table = []
-    for line in lines[start + 1 :]:
-        if line.startswith("## "):
-            break
-        if line.startswith("|"):
-            table.append(split_row(line))
-        elif table:
-            break
-    header, _, *body = table
-    assert tuple(header) == columns
-    return body
-
-
 @pytest.mark.parametrize(
     ("heading", "columns", "at_least"),
     [(HOSTILE_HEADING, HOSTILE_COLUMNS, 15), (UPSTREAM_HEADING, UPSTREAM_COLUMNS, 10)],
@@ -324,7 +312,7 @@ def test_every_hostile_client_row_names_a_test_that_exists(
     """Each attack in the hostile-clients and broken-upstream tables names the test that mounts
     it, and that test exists (a renamed or removed test fails here, so the table cannot promise
     untested behaviour)."""
-    rows = hostile_clients_table(heading, columns)
+    rows = table_under(heading, columns)
     assert len(rows) >= at_least
     for does, answer, test in rows:
         assert does, answer

@@ -9,7 +9,6 @@ import contextlib
 import errno
 import json
 import logging
-import re
 import signal
 import socket
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from exporter.logs import (
     redact,
 )
 from exporter.simulator import load_campaigns
-from tests.helpers import API_KEY, StartSim, serve, spawn_exporter, wait_for
+from tests.helpers import API_KEY, StartSim, read_serving_url, serve, spawn_exporter, wait_for
 
 CREDENTIALS = "cHJvbWV0aGV1czpjaGFuZ2UtbWU="  # prometheus:change-me
 TOKEN = "sk_live_0123456789abcdef"
@@ -214,14 +213,10 @@ async def test_the_exporters_log_stays_quiet_and_clean_under_hostile_clients(
         "DIALNEXA_LISTEN_ADDRESS": "127.0.0.1:0",
     }
     process = await spawn_exporter(env, stdout=asyncio.subprocess.DEVNULL)
-    assert process.stderr is not None
     try:
-        port = None
-        while port is None:
-            line = await asyncio.wait_for(process.stderr.readline(), timeout=30)
-            assert line, "exporter exited before serving"
-            match = re.search(rb"serving metrics on http://127\.0\.0\.1:(\d+)/", line)
-            port = int(match.group(1)) if match else None
+        url, _ = await read_serving_url(process)
+        assert url.startswith("http://127.0.0.1:"), url
+        port = int(url.rsplit(":", 1)[1])
         await wait_for(lambda: sim.sim.stats.requests >= len(campaigns), within=60, what="a round")
         for _ in range(200):
             await _malformed_with_credentials(port)

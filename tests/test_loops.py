@@ -18,6 +18,7 @@ from tests.helpers import (
     campaign,
     exporter_settings,
     parse_samples,
+    read_serving_url,
     spawn_exporter,
     value,
     wait_for,
@@ -89,12 +90,8 @@ async def test_the_process_logs_its_loop_and_stops_cleanly_on_either(
         "DIALNEXA_EVENT_LOOP": choice,
     }
     process = await spawn_exporter(env, "--web.listen-address", "127.0.0.1:0")
-    assert process.stderr is not None
-    line = await asyncio.wait_for(process.stderr.readline(), 30)
-    while b"serving metrics on" not in line:
-        line = await asyncio.wait_for(process.stderr.readline(), 30)
+    url, line = await read_serving_url(process)
     assert f"(event loop: {choice}".encode() in line
-    url = line.split(b"serving metrics on ", 1)[1].split(b"/metrics")[0].decode()
     async with aiohttp.ClientSession() as session:
 
         async def up() -> bool:

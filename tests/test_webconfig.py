@@ -6,7 +6,6 @@ import asyncio
 import base64
 import contextlib
 import logging
-import re
 import signal
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -40,6 +39,7 @@ from tests.helpers import (
     StartSim,
     campaign,
     exporter_settings,
+    read_serving_url,
     serve,
     serve_guarded,
     spawn_exporter,
@@ -809,18 +809,13 @@ async def test_cli_serves_https_with_the_web_config(pki: Pki, start_simulator: S
         {"tls_server_config": tls_section(), "basic_auth_users": {"alice": ALICE_HASH}},
     )
     process = await spawn_exporter(_cli_env(config, sim.api_url), stdout=asyncio.subprocess.DEVNULL)
-    assert process.stderr is not None
     try:
-        port = None
-        while port is None:
-            line = await asyncio.wait_for(process.stderr.readline(), timeout=30)
-            assert line, "exporter exited before serving"
-            match = re.search(rb"serving metrics on https://127\.0\.0\.1:(\d+)/metrics", line)
-            port = int(match.group(1)) if match else None
+        base, line = await read_serving_url(process)
+        assert base.startswith("https://127.0.0.1:"), base
+        assert f"{base}/metrics".encode() in line
         client = pki.client_context()
         connector = aiohttp.TCPConnector(ssl=client, force_close=True)
         async with aiohttp.ClientSession(connector=connector) as session:
-            base = f"https://127.0.0.1:{port}"
             async with session.get(f"{base}/healthz") as response:
                 assert response.status == 200
             async with session.get(f"{base}/metrics") as response:

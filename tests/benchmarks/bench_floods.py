@@ -44,10 +44,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import trustme
-
 from exporter.simulator import demo_campaigns
 from tests.benchmarks.bench_exporter import Child
+from tests.helpers import write_tls_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KINDS = ("plain idle", "plain half request", "TLS no ClientHello", "TLS half request")
@@ -102,15 +101,7 @@ class Certificates:
 
 def make_certificates(workdir: Path) -> Certificates:
     """A fresh CA and server certificate, and the web config naming them."""
-    ca = trustme.CA()
-    leaf = ca.issue_cert("127.0.0.1")
-    (workdir / "server.crt").write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
-    (workdir / "server.key").write_bytes(leaf.private_key_pem.bytes())
-    web_config = workdir / "web.yml"
-    web_config.write_text("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n")
-    client = ssl.create_default_context()
-    ca.configure_trust(client)
-    return Certificates(web_config, client)
+    return Certificates(*write_tls_config(workdir))
 
 
 @dataclass
