@@ -7,12 +7,12 @@ import asyncio
 from collections import Counter
 from typing import NamedTuple, TextIO
 
-from exporter.client import DialNexaClient, FetchError, client_for
+from exporter.api.client import DialNexaClient, FetchError, client_for
+from exporter.api.models import Campaign
+from exporter.api.transport import create_transport
 from exporter.clock import SystemClock
 from exporter.config import Settings, campaigns_for_shard, env_name
-from exporter.models import Campaign
-from exporter.outcome import error_reason
-from exporter.transport import create_transport
+from exporter.polling.outcome import error_reason
 
 # Exit statuses: every campaign answered / some failed (a configuration error is 2, from main).
 OK = 0

@@ -30,15 +30,15 @@ from exporter.config import (
     env_name,
     load_settings,
 )
-from exporter.connections import start_guarded_sites
-from exporter.demo_prometheus import DEFAULT_LISTEN_ADDRESS as PROMETHEUS_LISTEN_ADDRESS
-from exporter.demo_prometheus import optional_demo_prometheus
-from exporter.listen import bind_listen_address, close_all
+from exporter.demo.prometheus import DEFAULT_LISTEN_ADDRESS as PROMETHEUS_LISTEN_ADDRESS
+from exporter.demo.prometheus import optional_demo_prometheus
+from exporter.demo.simulator import Simulator, demo_campaigns, load_campaigns
 from exporter.logformat import formatter_for
 from exporter.logs import RedactingFormatter, install_log_filters
-from exporter.server import RELOADER, create_app
-from exporter.simulator import Simulator, demo_campaigns, load_campaigns
-from exporter.webconfig import listening_context
+from exporter.web.connections import start_guarded_sites
+from exporter.web.listen import bind_listen_address, close_all
+from exporter.web.server import RELOADER, create_app
+from exporter.web.webconfig import listening_context
 
 log = logging.getLogger("exporter")
 

@@ -36,7 +36,7 @@ _RESERVED_PATHS = frozenset({"/healthz", "/readyz"})
 # The YAML file names the campaign list `campaigns`; every other key is a setting name.
 _YAML_ALIASES = {"campaigns": "campaign_ids"}
 
-# How API requests are made (exporter.transport): the built-in HTTP/1.1 client or aiohttp's.
+# How API requests are made (exporter.api.transport): the built-in HTTP/1.1 client or aiohttp's.
 HttpClientChoice = Literal["builtin", "aiohttp"]
 
 _SECRET_FIELDS = frozenset({"api_key"})

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestServer
 
-from exporter.demo_alertmanager import (
+from exporter.demo.alertmanager import (
     ALERTMANAGER_FILE_NAME,
     BINARIES,
     NOTIFY_PATH,
@@ -27,7 +27,7 @@ from exporter.demo_alertmanager import (
     alertmanager_command,
     receiver_app,
 )
-from exporter.demo_process import DemoProcess, ServerStartError, launch
+from exporter.demo.process import DemoProcess, ServerStartError, launch
 from tests.prometheus_server import free_port
 
 # Ports are picked free and then bound by Alertmanager: another process may take one in between.

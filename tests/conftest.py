@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestServer
 
 from exporter import loops
 from exporter.config import Settings
-from exporter.server import create_app
-from exporter.simulator import SimCampaign, Simulator
+from exporter.demo.simulator import SimCampaign, Simulator
+from exporter.web.server import create_app
 from tests.helpers import (
     API_KEY,
     RunningExporter,

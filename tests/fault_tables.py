@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporter.simulator import Fault, FaultKind
+from exporter.demo.simulator import Fault, FaultKind
 from tests.helpers import Samples
 
 HUGE_READ_LIMIT = 16 * 1024 * 1024  # a capped read hangs up long before 50 MB

@@ -33,12 +33,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from exporter.config import Settings, load_settings
-from exporter.connections import start_guarded_sites
-from exporter.demo_alertmanager import ALERTMANAGER_FILE_NAME
-from exporter.demo_prometheus import scale_rule_durations
-from exporter.poller import Poller
-from exporter.server import EXPOSITION, POLLER
-from exporter.simulator import SimCampaign, Simulator, demo_campaigns
+from exporter.demo.alertmanager import ALERTMANAGER_FILE_NAME
+from exporter.demo.prometheus import scale_rule_durations
+from exporter.demo.simulator import SimCampaign, Simulator, demo_campaigns
+from exporter.polling.poller import Poller
+from exporter.web.connections import start_guarded_sites
+from exporter.web.server import EXPOSITION, POLLER
 from tests.alertmanager_server import amtool
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -3,7 +3,7 @@
 Everything here blocks (subprocess, urllib), so that synchronous callers such as the benchmark
 can use it directly; async tests whose exporter runs in their own event loop call it through
 ``asyncio.to_thread`` so that the loop keeps serving scrapes meanwhile. The prometheus.yml itself
-comes from ``exporter.demo_prometheus.render_config``, the same shape the demo uses.
+comes from ``exporter.demo.prometheus.render_config``, the same shape the demo uses.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from exporter.demo_prometheus import prometheus_command
+from exporter.demo.prometheus import prometheus_command
 
 # Ports are picked free and then bound by Prometheus: another process may take one in between.
 _START_ATTEMPTS = 3

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from exporter.config import Settings
-from exporter.demo_alertmanager import ALERTMANAGER_FILE_NAME, packaged_alertmanager_text
+from exporter.demo.alertmanager import ALERTMANAGER_FILE_NAME, packaged_alertmanager_text
 from tests.alertmanager_server import start_alertmanager
 from tests.helpers import (
     AM_FILE,

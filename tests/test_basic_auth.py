@@ -1,5 +1,6 @@
-"""Basic auth against bcrypt hashes (exporter/basic_auth.py): remembered logins, and the bounded,
-fair queue of password checks that keeps a flood of wrong guesses from delaying a valid login.
+"""Basic auth against bcrypt hashes (exporter/web/basic_auth.py): remembered logins, and the
+bounded, fair queue of password checks that keeps a flood of wrong guesses from delaying a valid
+login.
 
 The flood tests hold every check at a gate (a threading.Event) until the test opens it, so
 "answered at once" is shown by answers arriving while the gate is still shut, never by timing.
@@ -18,15 +19,15 @@ import aiohttp
 import bcrypt
 import pytest
 
-from exporter.basic_auth import (
+from exporter.web.basic_auth import (
     BasicAuthenticator,
     CheckLimits,
     CheckQueue,
     Verdict,
     parse_basic_authorization,
 )
-from exporter.server import create_app
-from exporter.webconfig import WebConfigWatcher, protect
+from exporter.web.server import create_app
+from exporter.web.webconfig import WebConfigWatcher, protect
 from tests.helpers import StartSim, campaign, exporter_settings, serve_guarded, wait_for
 
 ALICE_PASSWORD = "correct horse battery staple"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.connections import ConnectionLimits
+from exporter.web.connections import ConnectionLimits
 from tests.benchmarks import bench_floods as bench
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.simulator import load_campaigns
+from exporter.demo.simulator import load_campaigns
 from tests.benchmarks import bench_exporter as bench
 
 pytestmark = pytest.mark.slow

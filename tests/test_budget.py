@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from exporter.budget import MAX_STRETCH, ApiBudget, RateLimit, parse_rate_limit
-from exporter.simulator import RateLimitPolicy
+from exporter.api.budget import MAX_STRETCH, ApiBudget, RateLimit, parse_rate_limit
+from exporter.demo.simulator import RateLimitPolicy
 from tests.helpers import (
     EPOCH,
     FakeClock,

@@ -9,11 +9,11 @@ import os
 import pytest
 from pydantic import SecretStr
 
+from exporter.api.models import Campaign, CampaignStatus
 from exporter.check import Result, describe, run_check, summary
 from exporter.cli import main
 from exporter.config import load_settings
-from exporter.models import Campaign, CampaignStatus
-from exporter.simulator import Fault, FaultKind
+from exporter.demo.simulator import Fault, FaultKind
 from tests.helpers import API_KEY, StartSim, campaign, exporter_settings, spawn_exporter
 
 

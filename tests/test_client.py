@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
-from exporter.client import (
+from exporter.api.client import (
     MAX_BODY_BYTES,
     USER_AGENT,
     ConnectionFailedError,
@@ -27,9 +27,9 @@ from exporter.client import (
     Transport,
     parse_retry_after,
 )
+from exporter.api.transport import HTTP_CLIENTS, create_transport
 from exporter.config import HttpClientChoice
-from exporter.simulator import Fault, FaultKind, retry_after_date
-from exporter.transport import HTTP_CLIENTS, create_transport
+from exporter.demo.simulator import Fault, FaultKind, retry_after_date
 from tests.helpers import API_KEY, FakeClock, RunningSimulator, campaign, serve, wait_for
 
 CID = "cmp_client"

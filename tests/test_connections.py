@@ -1,6 +1,6 @@
 """The HTTP server under hostile clients: the connection guard's cap, deadlines and shedding,
-plain and TLS (exporter/connections.py, exporter/tls_stream.py), and the requests it refuses
-(exporter/request_policy.py). Every test attacks the exporter served as the CLI serves it, on a
+plain and TLS (exporter/web/connections.py, exporter/web/tls_stream.py), and the requests it refuses
+(exporter/web/request_policy.py). Every test attacks the exporter served as the CLI serves it, on a
 real loopback port; deadlines move on an injected clock, never by sleeping."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from exporter.connections import (
+from exporter.web.connections import (
     COLLECT_AFTER_CLOSED,
     GUARD,
     ConnectionGuard,
@@ -30,8 +30,8 @@ from exporter.connections import (
     guard_connections,
     raise_open_file_limit,
 )
-from exporter.server import create_app
-from exporter.webconfig import listening_context
+from exporter.web.server import create_app
+from exporter.web.webconfig import listening_context
 from tests.helpers import (
     OffsetClock,
     StartSim,

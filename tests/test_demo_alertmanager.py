@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 import yaml
 
-from exporter.demo_alertmanager import (
+from exporter.demo.alertmanager import (
     MAX_FIELD_CHARS,
     MAX_NOTIFICATION_BYTES,
     MAX_PRINTED_ALERTS,
@@ -38,9 +38,9 @@ from exporter.demo_alertmanager import (
     scale_route_timings,
     start_demo_alertmanager,
 )
-from exporter.demo_process import ServerStartError, duration_seconds
-from exporter.demo_prometheus import SCRAPE_INTERVAL_SECONDS, WINDOW_SCRAPES, scale_rule_durations
-from exporter.simulator import CALL_SECONDS, demo_campaigns
+from exporter.demo.process import ServerStartError, duration_seconds
+from exporter.demo.prometheus import SCRAPE_INTERVAL_SECONDS, WINDOW_SCRAPES, scale_rule_durations
+from exporter.demo.simulator import CALL_SECONDS, demo_campaigns
 from tests.alertmanager_server import alertmanager_binary, amtool
 from tests.helpers import RULE_FILE, load_config, serve, wait_for
 from tests.prometheus_server import free_port, port_is_open

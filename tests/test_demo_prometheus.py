@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.demo_alertmanager import BINARIES
-from exporter.demo_process import duration_seconds
-from exporter.demo_prometheus import (
+from exporter.demo.alertmanager import BINARIES
+from exporter.demo.process import duration_seconds
+from exporter.demo.prometheus import (
     RULES_FILE_NAME,
     local_url,
     optional_demo_prometheus,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.outcome import ERROR_REASONS
-from exporter.simulator import Fault, FaultKind
+from exporter.demo.simulator import Fault, FaultKind
+from exporter.polling.outcome import ERROR_REASONS
 from tests.fault_tables import (
     FAILURES,
     MATRIX,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from exporter.due_queue import DueQueue
-from exporter.state import CampaignState
+from exporter.polling.due_queue import DueQueue
+from exporter.polling.state import CampaignState
 
 
 def queued(*due: float) -> tuple[DueQueue, list[CampaignState]]:

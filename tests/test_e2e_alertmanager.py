@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 
-from exporter.demo_alertmanager import TIMING_KEYS, with_webhook_receivers
-from exporter.demo_prometheus import render_config
-from exporter.simulator import SimCampaign, Simulator
+from exporter.demo.alertmanager import TIMING_KEYS, with_webhook_receivers
+from exporter.demo.prometheus import render_config
+from exporter.demo.simulator import SimCampaign, Simulator
 from tests.alertmanager_server import RunningAlertmanager, WebhookSink, start_alertmanager
 from tests.helpers import (
     API_KEY,

@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from exporter.demo_process import duration_seconds
-from exporter.demo_prometheus import render_config
-from exporter.simulator import Fault, FaultKind
+from exporter.demo.process import duration_seconds
+from exporter.demo.prometheus import render_config
+from exporter.demo.simulator import Fault, FaultKind
 from tests.helpers import (
     FAILING,
     JOB,

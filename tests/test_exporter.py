@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from exporter.config import load_settings
-from exporter.server import RELOADER, create_app
-from exporter.simulator import Fault, FaultKind, retry_after_date
+from exporter.demo.simulator import Fault, FaultKind, retry_after_date
+from exporter.web.server import RELOADER, create_app
 from tests.fault_tables import FAILURES
 from tests.helpers import (
     API_KEY,
@@ -390,7 +390,7 @@ async def test_shutdown_survives_a_background_task_that_died(
         crashed.append(True)
         raise RuntimeError("simulated poller crash")
 
-    monkeypatch.setattr("exporter.poller.Poller.run", crash)
+    monkeypatch.setattr("exporter.polling.poller.Poller.run", crash)
     sim = await start_simulator([campaign("cmp_a")])
     app = create_app(exporter_settings(sim, ["cmp_a"]))
     server = await serve(app)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import gzip
 import zlib
 
-from exporter.exposition import ExpositionCache
-from exporter.models import Campaign
-from exporter.state import CampaignView, Snapshot
+from exporter.api.models import Campaign
+from exporter.exposition.cache import ExpositionCache
+from exporter.polling.state import CampaignView, Snapshot
 
 VIEWS = tuple(
     CampaignView(f"cmp_{n}", Campaign(f"cmp_{n}", total_leads=n), True, 1.0) for n in range(300)

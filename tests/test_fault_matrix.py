@@ -27,9 +27,9 @@ from pydantic import SecretStr
 
 from exporter import loops
 from exporter.config import load_settings
-from exporter.poller import Poller
-from exporter.server import POLLER, create_app
-from exporter.simulator import Fault, FaultKind, SimCampaign, Simulator, retry_after_date
+from exporter.demo.simulator import Fault, FaultKind, SimCampaign, Simulator, retry_after_date
+from exporter.polling.poller import Poller
+from exporter.web.server import POLLER, create_app
 from tests.fault_tables import (
     CONTROL,
     MATRIX,

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import trustme
 
-from exporter import http1
-from exporter.http1 import (
+from exporter.api import http1
+from exporter.api.http1 import (
     MAX_HEADERS,
     BodyTooLargeError,
     ConnectFailedError,

@@ -15,39 +15,63 @@ PACKAGE = ROOT / "exporter"
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
 MAX_CLASS_LINES = 210  # "about 200"
 MAX_FUNCTION_LINES = 55  # "about 50"
-# Imports that would break the layers: (importing module, imported top-level package or module).
+# The top-level modules every layer may use: settings, time, logging, the event loop, memory.
+FOUNDATION = {"config", "clock", "logs", "logformat", "loops", "memory"}
+# The entry points: the command line and its commands.
+ENTRY = {"cli", "check"}
+# Which layer may import which, top to bottom: the command line uses everything; the web side
+# serves what exposition renders from what polling keeps of what the API answered; the demo
+# stands apart (the command line starts it, it knows nothing of the exporter's inside).
+MAY_IMPORT = {
+    "entry": {"entry", "demo", "web", "exposition", "polling", "api", "foundation"},
+    "web": {"web", "exposition", "polling", "api", "foundation"},
+    "exposition": {"exposition", "polling", "api", "foundation"},
+    "polling": {"polling", "api", "foundation"},
+    "api": {"api", "foundation"},
+    "demo": {"demo", "foundation"},
+    "foundation": {"foundation"},
+}
+# Third-party imports that would break the layers: (module or subpackage, forbidden package).
 FORBIDDEN = {
-    ("client", "prometheus_client"),
-    ("budget", "prometheus_client"),
-    ("metrics", "aiohttp"),
-    ("render", "aiohttp"),
-    ("models", "aiohttp"),
-    ("state", "aiohttp"),
-    ("outcome", "prometheus_client"),
-    # The client is transport-agnostic (aiohttp lives in exporter.transport), and the built-in
-    # HTTP/1.1 client stands on asyncio and llhttp alone.
-    ("client", "aiohttp"),
-    ("http1", "aiohttp"),
-    ("http1", "exporter"),
+    ("api", "prometheus_client"),
+    ("polling", "prometheus_client"),
+    ("exposition.metrics", "aiohttp"),
+    ("exposition.render", "aiohttp"),
+    ("polling", "aiohttp"),
+    ("api.models", "aiohttp"),
 }
 
 
 def modules() -> dict[str, ast.Module]:
-    """Every module of the package (but the entry points), parsed, by short name."""
-    return {
-        path.stem: ast.parse(path.read_text(encoding="utf-8"))
-        for path in sorted(PACKAGE.glob("*.py"))
-        if path.stem not in ("__init__", "__main__")
-    }
+    """Every module of the package (but the entry points and package markers), parsed, by its
+    dotted name inside the package (``cli``, ``api.client``)."""
+    found: dict[str, ast.Module] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.stem in ("__init__", "__main__"):
+            continue
+        name = ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+        found[name] = ast.parse(path.read_text(encoding="utf-8"))
+    return found
+
+
+def layer(name: str) -> str:
+    """The layer a module belongs to: its subpackage, or entry / foundation at the top level."""
+    if "." in name:
+        return name.split(".")[0]
+    if name in ENTRY:
+        return "entry"
+    assert name in FOUNDATION, f"top-level module {name} is in no layer: add it to one"
+    return "foundation"
 
 
 def architecture_rows() -> dict[str, str]:
-    """docs/architecture.md's module table: module short name → its test file."""
+    """docs/architecture.md's module table: module's dotted name → its test file."""
     rows: dict[str, str] = {}
+    pattern = r"\| `exporter/((?:\w+/)?\w+)\.py` \| [^|]+ \| `(tests/test_\w+\.py)` \|"
     for line in ARCHITECTURE.read_text(encoding="utf-8").splitlines():
-        match = re.fullmatch(r"\| `exporter/(\w+)\.py` \| [^|]+ \| `(tests/test_\w+\.py)` \|", line)
+        match = re.fullmatch(pattern, line)
         if match:
-            rows[match.group(1)] = match.group(2)
+            rows[match.group(1).replace("/", ".")] = match.group(2)
     return rows
 
 
@@ -59,8 +83,8 @@ def imported(tree: ast.Module) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
-            if node.module == "exporter":
-                names.update(f"exporter.{alias.name}" for alias in node.names)
+            if node.module == "exporter" or node.module.startswith("exporter."):
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
     return names
 
 
@@ -72,36 +96,67 @@ def test_every_module_has_its_row_and_its_test_file() -> None:
     assert sorted(rows) == sorted(modules())
     for module, test_file in rows.items():
         assert (ROOT / test_file).is_file(), test_file
-        own = ROOT / "tests" / f"test_{module}.py"
-        if own.is_file():
-            assert test_file == f"tests/test_{module}.py", module
+        short = module.rsplit(".", 1)[-1]
+        candidates = [f"tests/test_{module.replace('.', '_')}.py", f"tests/test_{short}.py"]
+        own = next((c for c in candidates if (ROOT / c).is_file()), None)
+        if own is not None:
+            assert test_file == own, module
 
 
 def test_the_table_parser_reads_the_rows_it_should() -> None:
     """The parser above is not vacuous: it finds the rows of well-known modules."""
     rows = architecture_rows()
-    assert rows["poller"] == "tests/test_poller.py"
-    assert rows["metrics"] == "tests/test_metrics.py"
+    assert rows["polling.poller"] == "tests/test_poller.py"
+    assert rows["exposition.metrics"] == "tests/test_metrics.py"
+    assert rows["cli"] == "tests/test_cli.py"
     assert len(rows) > 20
 
 
-def test_imports_run_one_way() -> None:
-    """No import cycle between the package's modules, and the layer rules hold: the client
-    and the budget never import prometheus_client, the metrics layer and the client never
-    aiohttp, the HTTP/1.1 client nothing of the exporter's."""
+def internal_imports(tree: ast.Module, known: set[str]) -> set[str]:
+    """The package's own modules that ``tree`` imports, by dotted name inside the package."""
+    found = set()
+    for dep in imported(tree):
+        name = dep.removeprefix("exporter.")
+        if dep.startswith("exporter.") and name in known:
+            found.add(name)
+    return found
+
+
+def test_layers_import_downwards_only() -> None:
+    """Each layer imports only itself and the layers below it (entry → web → exposition →
+    polling → api → foundation; the demo beside them), so the folders read as the architecture."""
     trees = modules()
-    graph = {
-        name: {
-            dep.removeprefix("exporter.")
-            for dep in imported(tree)
-            if dep.startswith("exporter.") and dep.removeprefix("exporter.") in trees
-        }
+    wrong = [
+        f"{name} ({layer(name)}) imports {dep} ({layer(dep)})"
         for name, tree in trees.items()
+        for dep in sorted(internal_imports(tree, set(trees)))
+        if layer(dep) not in MAY_IMPORT[layer(name)]
+    ]
+    assert wrong == []
+
+
+def test_the_layer_check_can_fail() -> None:
+    """The layer rule refuses what it should: polling reaching up into web, api into polling."""
+    assert "web" not in MAY_IMPORT[layer("polling.poller")]
+    assert "polling" not in MAY_IMPORT[layer("api.client")]
+    assert "exposition" not in MAY_IMPORT[layer("demo.simulator")]
+    tree = ast.parse("from exporter.web import server\nfrom exporter.polling.state import X\n")
+    assert internal_imports(tree, {"web.server", "polling.state"}) == {
+        "web.server",
+        "polling.state",
     }
+
+
+def test_imports_run_one_way() -> None:
+    """No import cycle between the package's modules, and no layer imports the third-party
+    package it must not: the API and polling sides never prometheus_client, polling and the
+    metric declarations never aiohttp."""
+    trees = modules()
+    graph = {name: internal_imports(tree, set(trees)) for name, tree in trees.items()}
     for name, tree in trees.items():
         tops = {dep.split(".")[0] for dep in imported(tree)}
         for importer, target in FORBIDDEN:
-            if name == importer:
+            if name == importer or name.startswith(importer + "."):
                 assert target not in tops, f"{name} imports {target}"
 
     def visit(node: str, path: list[str]) -> None:

@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from exporter.config import ConfigError
-from exporter.listen import bind_listen_address, close_all
+from exporter.web.listen import bind_listen_address, close_all
 
 
 def test_a_loopback_address_gives_one_listening_socket() -> None:

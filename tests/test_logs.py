@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 from aiohttp import web
 
+from exporter.demo.simulator import load_campaigns
 from exporter.logformat import formatter_for
 from exporter.logs import (
     AcceptErrorBursts,
@@ -25,7 +26,6 @@ from exporter.logs import (
     install_log_filters,
     redact,
 )
-from exporter.simulator import load_campaigns
 from tests.helpers import API_KEY, StartSim, read_serving_url, serve, spawn_exporter, wait_for
 
 CREDENTIALS = "cHJvbWV0aGV1czpjaGFuZ2UtbWU="  # prometheus:change-me

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from exporter import metrics
-from exporter.client import RequestStats
+from exporter.api.client import RequestStats
+from exporter.api.models import parse_campaign
 from exporter.config import load_settings
-from exporter.metrics import (
+from exporter.exposition import metrics
+from exporter.exposition.metrics import (
     BUDGET_FAMILIES,
     BUILD_FAMILIES,
     CAMPAIGN_FAMILIES,
@@ -30,10 +31,9 @@ from exporter.metrics import (
     escape_label_value,
     format_value,
 )
-from exporter.models import parse_campaign
-from exporter.reloader import ReloadStatus
-from exporter.render import CampaignRenderer, render_exporter_families
-from exporter.state import BuildInfo, CampaignView, Snapshot
+from exporter.exposition.render import CampaignRenderer, render_exporter_families
+from exporter.polling.reloader import ReloadStatus
+from exporter.polling.state import BuildInfo, CampaignView, Snapshot
 from tests.helpers import SECOND_EXAMPLE, parse_samples, promtool_check, value
 
 EXPORTER_FAMILY_TUPLES: tuple[tuple[ExporterFamily[Any], ...], ...] = (

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from exporter.models import CampaignStatus, RecordError, parse_campaign
+from exporter.api.models import CampaignStatus, RecordError, parse_campaign
 from tests.helpers import FIRST_EXAMPLE, SECOND_EXAMPLE
 
 

@@ -9,17 +9,17 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from exporter import outcome
-from exporter.client import (
+from exporter.api.client import (
     ConnectionFailedError,
     FetchError,
     HTTPStatusError,
     InvalidResponseError,
     RequestTimeoutError,
 )
+from exporter.api.models import parse_campaign
 from exporter.config import Settings, load_settings
-from exporter.models import parse_campaign
-from exporter.outcome import (
+from exporter.polling import outcome
+from exporter.polling.outcome import (
     ERROR_REASONS,
     Reason,
     Retry,

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from exporter import poller as poller_module
-from exporter.client import ConnectionFailedError, HTTPStatusError
+from exporter.api.client import ConnectionFailedError, HTTPStatusError
+from exporter.api.models import Campaign, parse_campaign
 from exporter.config import Settings, load_settings
-from exporter.models import Campaign, parse_campaign
-from exporter.poller import Poller
-from exporter.state import Snapshot
+from exporter.polling import poller as poller_module
+from exporter.polling.poller import Poller
+from exporter.polling.state import Snapshot
 from tests.helpers import FakeClock, wait_for
 
 

@@ -21,12 +21,12 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from exporter.client import DialNexaClient, FetchError, InvalidResponseError
-from exporter.models import MAX_EXACT, MAX_RETRY_INTERVAL_MINUTES, Campaign, parse_campaign
-from exporter.render import CampaignRenderer
-from exporter.simulator import Fault, FaultKind, Simulator
-from exporter.state import CampaignView, Snapshot
-from exporter.transport import create_transport
+from exporter.api.client import DialNexaClient, FetchError, InvalidResponseError
+from exporter.api.models import MAX_EXACT, MAX_RETRY_INTERVAL_MINUTES, Campaign, parse_campaign
+from exporter.api.transport import create_transport
+from exporter.demo.simulator import Fault, FaultKind, Simulator
+from exporter.exposition.render import CampaignRenderer
+from exporter.polling.state import CampaignView, Snapshot
 from tests.helpers import API_KEY, Samples, parse_samples, promtool_check, serve
 
 CID = "cmp_prop"

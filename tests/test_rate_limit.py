@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from exporter.config import ConfigError, load_settings
-from exporter.simulator import Fault, FaultKind
+from exporter.demo.simulator import Fault, FaultKind
 from tests.helpers import (
     API_KEY,
     RunningSimulator,

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from exporter import reloader as reloader_module
 from exporter.config import MAX_CAMPAIGNS, MAX_CONFIG_FILE_BYTES
-from exporter.reloader import ConfigReloader, ReloadStatus
+from exporter.polling import reloader as reloader_module
+from exporter.polling.reloader import ConfigReloader, ReloadStatus
 from tests.helpers import API_KEY, FakeClock, wait_for
 
 

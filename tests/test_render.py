@@ -9,12 +9,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter import render
-from exporter.exposition import ExpositionCache
-from exporter.metrics import BUILD_FAMILIES
-from exporter.models import parse_campaign
-from exporter.render import CampaignRenderer, render_exporter_families
-from exporter.state import BuildInfo, CampaignView, Snapshot
+from exporter.api.models import parse_campaign
+from exporter.exposition import render
+from exporter.exposition.cache import ExpositionCache
+from exporter.exposition.metrics import BUILD_FAMILIES
+from exporter.exposition.render import CampaignRenderer, render_exporter_families
+from exporter.polling.state import BuildInfo, CampaignView, Snapshot
 from tests.helpers import FIRST_EXAMPLE, SECOND_EXAMPLE, parse_samples, promtool_check, value
 
 BUILD = BuildInfo(version="1.2.3", python_version="3.11.7", event_loop="uvloop")

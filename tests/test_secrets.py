@@ -27,13 +27,13 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from exporter.client import DialNexaClient, FetchError
+from exporter.api.client import DialNexaClient, FetchError
+from exporter.api.transport import HTTP_CLIENTS, create_transport
 from exporter.config import ConfigError, Settings, load_settings
+from exporter.demo.simulator import Fault, FaultKind
 from exporter.logformat import JsonFormatter
-from exporter.poller import Poller
-from exporter.server import SETTINGS
-from exporter.simulator import Fault, FaultKind
-from exporter.transport import HTTP_CLIENTS, create_transport
+from exporter.polling.poller import Poller
+from exporter.web.server import SETTINGS
 from tests.helpers import (
     RunningExporter,
     RunningSimulator,

@@ -13,9 +13,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from exporter import reloader as reloader_module
 from exporter.config import load_settings
-from exporter.server import accepts_gzip
+from exporter.polling import reloader as reloader_module
+from exporter.web.server import accepts_gzip
 from tests.helpers import (
     API_KEY,
     StartExporter,

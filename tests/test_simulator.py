@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.simulator import (
+from exporter.demo.simulator import (
     CALL_SECONDS,
     SimCampaign,
     Simulator,

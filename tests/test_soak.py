@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 
-from exporter.simulator import Fault, FaultKind, SimCampaign, load_campaigns
+from exporter.demo.simulator import Fault, FaultKind, SimCampaign, load_campaigns
 from tests.helpers import (
     RunningExporter,
     RunningSimulator,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.models import Campaign, CampaignStatus
-from exporter.staleness import StalenessTracker
-from exporter.state import CampaignState
+from exporter.api.models import Campaign, CampaignStatus
+from exporter.polling.staleness import StalenessTracker
+from exporter.polling.state import CampaignState
 
 ACTIVE = Campaign("c", status=CampaignStatus.ACTIVE)
 DONE = Campaign("c", status=CampaignStatus.COMPLETED)

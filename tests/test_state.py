@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from exporter.models import Campaign, CampaignStatus
-from exporter.state import CampaignState, Snapshot
+from exporter.api.models import Campaign, CampaignStatus
+from exporter.polling.state import CampaignState, Snapshot
 
 RECORD = Campaign("c", status=CampaignStatus.ACTIVE, total_leads=10)
 

@@ -20,13 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter import __version__
-from exporter.exposition import ExpositionCache
-from exporter.models import Campaign, CampaignStatus
-from exporter.outcome import ERROR_REASONS
-from exporter.server import EXPOSITION, create_app
-from exporter.simulator import Fault, FaultKind, RateLimitPolicy
-from exporter.state import CampaignView, Snapshot
-from exporter.status_page import (
+from exporter.api.models import Campaign, CampaignStatus
+from exporter.demo.simulator import Fault, FaultKind, RateLimitPolicy
+from exporter.exposition.cache import ExpositionCache
+from exporter.exposition.status_page import (
     CONTENT_SECURITY_POLICY,
     MAX_TEXT_CHARS,
     ORDER_SLICE,
@@ -49,6 +46,9 @@ from exporter.status_page import (
     status_page_parts,
     utc,
 )
+from exporter.polling.outcome import ERROR_REASONS
+from exporter.polling.state import CampaignView, Snapshot
+from exporter.web.server import EXPOSITION, create_app
 from tests.helpers import (
     API_KEY,
     EPOCH,

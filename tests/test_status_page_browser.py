@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from exporter.simulator import Fault, FaultKind, SimCampaign
-from exporter.status_page import PAGE_HEADERS
+from exporter.demo.simulator import Fault, FaultKind, SimCampaign
+from exporter.exposition.status_page import PAGE_HEADERS
 from tests.helpers import (
     ROOT,
     RunningExporter,

@@ -14,9 +14,8 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 
-from exporter.models import Campaign, CampaignStatus
-from exporter.state import CampaignView, Snapshot
-from exporter.status_page import (
+from exporter.api.models import Campaign, CampaignStatus
+from exporter.exposition.status_page import (
     ROWS_PER_PAGE,
     OrderCache,
     PageFacts,
@@ -26,6 +25,7 @@ from exporter.status_page import (
     render_status_page,
     status_page_parts,
 )
+from exporter.polling.state import CampaignView, Snapshot
 from tests.helpers import EPOCH, StatusPageParser
 
 CAMPAIGNS = 10_000

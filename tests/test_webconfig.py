@@ -22,8 +22,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
 from exporter.config import ConfigError
-from exporter.server import EXPOSITION, create_app
-from exporter.webconfig import (
+from exporter.web.server import EXPOSITION, create_app
+from exporter.web.webconfig import (
     CHALLENGE,
     DEFAULT_CHECK_SECONDS,
     MAX_PEM_FILE_BYTES,
@@ -32,7 +32,7 @@ from exporter.webconfig import (
     listening_context,
     read_web_config,
 )
-from exporter.webconfig_model import ClientAuth
+from exporter.web.webconfig_model import ClientAuth
 from tests.helpers import (
     API_KEY,
     OffsetClock,

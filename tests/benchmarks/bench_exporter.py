@@ -74,9 +74,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from yarl import URL
 
 from exporter import loops as event_loops
-from exporter.http1 import Http1Pool
+from exporter.api.http1 import Http1Pool
+from exporter.demo.simulator import load_campaigns
 from exporter.memory import MemoryTuning
-from exporter.simulator import load_campaigns
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "bench-key-0f3c9a"

@@ -44,7 +44,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exporter.simulator import demo_campaigns
+from exporter.demo.simulator import demo_campaigns
 from tests.benchmarks.bench_exporter import Child
 from tests.helpers import write_tls_config
 

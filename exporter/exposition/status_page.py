@@ -18,8 +18,8 @@ from html import escape
 from typing import NamedTuple, TypeVar
 
 from exporter import __version__
-from exporter.models import CampaignStatus
-from exporter.state import CampaignView, Snapshot
+from exporter.api.models import CampaignStatus
+from exporter.polling.state import CampaignView, Snapshot
 
 # Rows on one page: problems come first, so an operator sees them all on page 1 unless there
 # are more than this; the rest are a click away. Bounds the work and the size of one answer

@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import attrgetter
 from typing import Any, NamedTuple, TypeVar
 
-from exporter.metrics import (
+from exporter.api.models import Campaign
+from exporter.exposition.metrics import (
     CAMPAIGN_FAMILIES,
     SNAPSHOT_FAMILIES,
     CampaignFamily,
@@ -15,8 +16,7 @@ from exporter.metrics import (
     escape_label_value,
     format_value,
 )
-from exporter.models import Campaign
-from exporter.state import CampaignView, Snapshot
+from exporter.polling.state import CampaignView, Snapshot
 
 S = TypeVar("S")
 

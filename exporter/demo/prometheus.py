@@ -20,8 +20,8 @@ import aiohttp
 import yaml
 
 from exporter.config import parse_listen_address
-from exporter.demo_alertmanager import BINARIES, DemoAlertmanager, start_demo_alertmanager
-from exporter.demo_process import DemoProcess, ServerStartError, duration_seconds, launch
+from exporter.demo.alertmanager import BINARIES, DemoAlertmanager, start_demo_alertmanager
+from exporter.demo.process import DemoProcess, ServerStartError, duration_seconds, launch
 
 DEFAULT_LISTEN_ADDRESS = "127.0.0.1:9090"
 JOB_NAME = "dialnexa-exporter"

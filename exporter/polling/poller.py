@@ -10,12 +10,12 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from exporter.client import FetchError, InvalidResponseError
+from exporter.api.client import FetchError, InvalidResponseError
+from exporter.api.models import Campaign
 from exporter.clock import Clock, SystemClock
 from exporter.config import Settings
-from exporter.due_queue import DueQueue
-from exporter.models import Campaign
-from exporter.outcome import (
+from exporter.polling.due_queue import DueQueue
+from exporter.polling.outcome import (
     FAILURE_JITTER,
     SUCCESS_JITTER,
     drops_data,
@@ -25,10 +25,10 @@ from exporter.outcome import (
     retry_after_failure,
     stale_limit,
 )
-from exporter.staleness import StalenessTracker
-from exporter.state import CampaignState, Snapshot
+from exporter.polling.staleness import StalenessTracker
+from exporter.polling.state import CampaignState, Snapshot
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("exporter.poller")
 
 # A round also takes campaigns due within this fraction of the poll interval, so that
 # per-campaign jitter does not split every round into many tiny ones.

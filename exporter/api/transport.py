@@ -15,8 +15,8 @@ from typing import get_args
 import aiohttp
 from yarl import URL
 
-from exporter import http1
-from exporter.client import (
+from exporter.api import http1
+from exporter.api.client import (
     MAX_BODY_BYTES,
     ConnectionFailedError,
     InvalidResponseError,
@@ -64,7 +64,7 @@ class _HeaderLines:
 
 
 class Http1Transport:
-    """Requests on the built-in pool of kept-alive HTTP/1.1 connections (exporter.http1)."""
+    """Requests on the built-in pool of kept-alive HTTP/1.1 connections (exporter.api.http1)."""
 
     def __init__(
         self, api_url: str, limit: int, *, ssl_context: ssl.SSLContext | None = None

@@ -8,7 +8,7 @@ import ssl
 from collections.abc import Callable
 from pathlib import Path
 
-from exporter.webconfig_model import TLSServerConfig, problem
+from exporter.web.webconfig_model import TLSServerConfig, problem
 
 
 class _EncryptedKeyError(Exception):
@@ -41,7 +41,7 @@ def build_ssl_context(tls: TLSServerConfig, config_path: Path) -> ssl.SSLContext
     context.minimum_version = tls.min_version
     context.maximum_version = tls.max_version
     # TLS 1.2 renegotiation lets a client make the server redo handshakes at will, and would
-    # make a write wait for the client's bytes (exporter.tls_stream never does).
+    # make a write wait for the client's bytes (exporter.web.tls_stream never does).
     context.options |= ssl.OP_NO_RENEGOTIATION
     if tls.prefer_server_cipher_suites:
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from exporter import __version__
-from exporter.models import Campaign
+from exporter.api.models import Campaign
 
 
 class CampaignView(NamedTuple):

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from exporter.clock import Clock
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("exporter.budget")
 
 # A reset value from this many seconds up is a Unix time, below it a delay from now: no rate
 # limit window lasts 30 years, and no Unix time of this century is that small.

@@ -1,7 +1,7 @@
 """Protects the HTTP server with an exporter-toolkit web config file: TLS, basic auth, headers.
 
 ``DIALNEXA_WEB_CONFIG_FILE`` takes the YAML format of the Prometheus exporter-toolkit's
-``--web.config.file`` (the schema is in ``exporter.webconfig_model``): ``tls_server_config``,
+``--web.config.file`` (the schema is in ``exporter.web.webconfig_model``): ``tls_server_config``,
 ``basic_auth_users`` (user name: bcrypt hash) and ``http_server_config`` (``headers``; ``http2``
 is accepted and ignored, the server speaks HTTP/1.1). Relative paths are relative to the file's
 directory. Keys of that format this exporter does not implement are refused rather than
@@ -41,12 +41,12 @@ from pathlib import Path
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from exporter.basic_auth import BasicAuthenticator, CheckQueue, Verdict
 from exporter.config import ConfigError
-from exporter.webconfig_model import WebConfig, parse_web_config, problem
-from exporter.webconfig_tls import ReloadingServerContext, build_ssl_context, reloading_context
+from exporter.web.basic_auth import BasicAuthenticator, CheckQueue, Verdict
+from exporter.web.webconfig_model import WebConfig, parse_web_config, problem
+from exporter.web.webconfig_tls import ReloadingServerContext, build_ssl_context, reloading_context
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("exporter.webconfig")
 
 DEFAULT_CHECK_SECONDS = 2.0
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})

@@ -7,10 +7,10 @@ import itertools
 import logging
 from collections.abc import Callable
 
-from exporter.models import Campaign
-from exporter.state import CampaignState
+from exporter.api.models import Campaign
+from exporter.polling.state import CampaignState
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("exporter.staleness")
 
 
 class StalenessTracker:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 
-from exporter.state import CampaignState
+from exporter.polling.state import CampaignState
 
 
 class DueQueue:

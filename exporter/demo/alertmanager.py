@@ -16,7 +16,7 @@ import yaml
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from exporter.demo_process import DemoProcess, duration_seconds, launch
+from exporter.demo.process import DemoProcess, duration_seconds, launch
 
 ALERTMANAGER_FILE_NAME = "alertmanager.yml"
 # Debian's name for the binary first, then the upstream release's.

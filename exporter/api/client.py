@@ -1,5 +1,5 @@
 """DialNexa API client: auth, deadlines, redirects, typed errors; requests go through a
-Transport (exporter.transport)."""
+Transport (exporter.api.transport)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from pydantic import SecretStr
 from yarl import URL
 
 from exporter import __version__
+from exporter.api.models import Campaign, RecordError, parse_campaign
 from exporter.clock import Clock
 from exporter.config import ConfigError, Settings, env_name
-from exporter.models import Campaign, RecordError, parse_campaign
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_REDIRECTS = 3
@@ -90,7 +90,7 @@ class Reply:
 
 
 class Transport(Protocol):
-    """How requests reach the API (exporter.transport: the built-in HTTP/1.1 pool or aiohttp).
+    """How requests reach the API (exporter.api.transport: the built-in HTTP/1.1 pool or aiohttp).
 
     ``get`` returns the answer, raising ConnectionFailedError when there is none and
     InvalidResponseError (with the status) when a 2xx body is over MAX_BODY_BYTES or cannot
@@ -402,7 +402,7 @@ class TokenBucket:
 
 
 class Budget(Protocol):
-    """What the client needs of the API budget (exporter.budget.ApiBudget)."""
+    """What the client needs of the API budget (exporter.api.budget.ApiBudget)."""
 
     async def acquire(self) -> None:
         """Wait until the budget allows the next request."""

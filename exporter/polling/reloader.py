@@ -12,7 +12,7 @@ from typing import Any
 from exporter.clock import Clock
 from exporter.config import ConfigError, campaigns_for_shard, load_settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("exporter.reloader")
 
 # How often the YAML config file is checked for changes (seconds).
 CONFIG_CHECK_SECONDS = 5.0

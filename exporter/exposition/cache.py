@@ -8,9 +8,9 @@ import gc
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 
+from exporter.exposition.render import CampaignRenderer
 from exporter.memory import MemoryTuning
-from exporter.render import CampaignRenderer
-from exporter.state import Snapshot
+from exporter.polling.state import Snapshot
 
 # gzip level of the /metrics body: level 6 costs several times level 1 for a few percent
 # smaller output; rendered once per poll round, so the cheap level wins.

@@ -5,13 +5,13 @@ from __future__ import annotations
 import enum
 from typing import NamedTuple
 
-from exporter.client import (
+from exporter.api.client import (
     ConnectionFailedError,
     HTTPStatusError,
     RequestTimeoutError,
 )
+from exporter.api.models import Campaign
 from exporter.config import Settings
-from exporter.models import Campaign
 
 # Longest wait honoured from a Retry-After header (seconds).
 MAX_RETRY_AFTER_SECONDS = 3600.0

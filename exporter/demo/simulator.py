@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("exporter.simulator")
 
 # Average simulated seconds one line needs per call: a campaign makes
 # max_concurrent_calls / CALL_SECONDS calls per simulated second.

@@ -4,7 +4,8 @@ Campaign families read each campaign: ``RecordFamily`` its record (only while it
 shown), ``HealthFamily`` its view (every polled campaign). Exporter families read the object
 that owns their values: the poll round's snapshot, the client's request statistics, the
 settings, the config reloader, the build. Adding a metric is adding one declaration here and
-listing it in its tuple; ``exporter.render`` turns declarations and data into the text format.
+listing it in its tuple; ``exporter.exposition.render`` turns declarations and data into
+the text format.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Generic, Literal, Protocol, TypeVar
 
 from prometheus_client import ProcessCollector
 
+from exporter.api.models import Campaign, CampaignStatus
 from exporter.config import Settings
-from exporter.models import Campaign, CampaignStatus
-from exporter.state import BuildInfo, CampaignView, Snapshot
+from exporter.polling.state import BuildInfo, CampaignView, Snapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _AS_OF = " As of the last successful fetch."
@@ -291,7 +292,7 @@ SNAPSHOT_FAMILIES: tuple[ExporterFamily[Snapshot], ...] = (CONFIGURED, LAST_POLL
 
 
 class RequestCounts(Protocol):
-    """What the API client's statistics offer (exporter.client.RequestStats)."""
+    """What the API client's statistics offer (exporter.api.client.RequestStats)."""
 
     def requests_by_code(self) -> tuple[tuple[str, int], ...]:
         """Counts per HTTP status code ('error' for no response)."""
@@ -301,7 +302,7 @@ class RequestCounts(Protocol):
 
 
 class Histogram(Protocol):
-    """Cumulative histogram data (exporter.client.HistogramData)."""
+    """Cumulative histogram data (exporter.api.client.HistogramData)."""
 
     @property
     def bounds(self) -> tuple[float, ...]:
@@ -321,7 +322,7 @@ class Histogram(Protocol):
 
 
 class ReloadStatus(Protocol):
-    """What the configuration reloader reports (exporter.reloader.ConfigReloader)."""
+    """What the configuration reloader reports (exporter.polling.reloader.ConfigReloader)."""
 
     @property
     def last_reload_successful(self) -> bool:
@@ -333,7 +334,7 @@ class ReloadStatus(Protocol):
 
 
 class BudgetReading(Protocol):
-    """What the API budget tracker reports (exporter.budget.ApiBudget)."""
+    """What the API budget tracker reports (exporter.api.budget.ApiBudget)."""
 
     @property
     def limit(self) -> int | None:
@@ -353,7 +354,7 @@ class BudgetReading(Protocol):
 
 
 class ConnectionsReading(Protocol):
-    """What the HTTP server's connection guard reports (exporter.connections.ConnectionGuard)."""
+    """What the HTTP server's connection guard reports (``web.connections.ConnectionGuard``)."""
 
     @property
     def open_connections(self) -> int:
@@ -369,7 +370,7 @@ class ConnectionsReading(Protocol):
 
 
 class ClientConnectionsReading(Protocol):
-    """What the API client reports of its connections (exporter.transport.ClientConnections);
+    """What the API client reports of its connections (exporter.api.transport.ClientConnections);
     None when the client in use does not tell."""
 
     @property

@@ -34,7 +34,7 @@ import bcrypt
 
 from exporter.logs import BurstLog
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("exporter.basic_auth")
 
 
 class Verdict(enum.Enum):

@@ -10,7 +10,7 @@ a complete request, else the one idle the longest, else (all answering) it is re
 flood of idle, slow or half-open connections costs the flooder, while a scraper gets its turn
 as soon as it sends its request, and a kept-alive scraper is the last to be shed.
 
-TLS is done here, per connection (``exporter.tls_stream``), rather than by the listening
+TLS is done here, per connection (``exporter.web.tls_stream``), rather than by the listening
 server, so that a handshake in progress is a connection like any other: counted, timed and
 closable, and a few tens of KiB instead of the event loops' 256 KiB buffer. The cap times that
 is the bound on the connections' memory. Closed connections leave reference cycles that the
@@ -41,8 +41,8 @@ from yarl import URL
 from exporter.config import Settings
 from exporter.logs import BurstLog
 from exporter.memory import MemoryTuning
-from exporter.request_policy import QuietRequestHandler
-from exporter.tls_stream import ServerTLS, TLSTransport
+from exporter.web.request_policy import QuietRequestHandler
+from exporter.web.tls_stream import ServerTLS, TLSTransport
 
 log = logging.getLogger("exporter.http")
 

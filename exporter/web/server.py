@@ -11,15 +11,13 @@ from typing import Any
 
 from aiohttp import web
 
-from exporter.budget import ApiBudget
-from exporter.client import RequestStats, client_for
+from exporter.api.budget import ApiBudget
+from exporter.api.client import RequestStats, client_for
+from exporter.api.transport import ClientConnections, create_transport
 from exporter.clock import Clock, SystemClock
 from exporter.config import Settings, campaigns_for_shard
-from exporter.connections import ConnectionLimits, guard_connections
-from exporter.exposition import ExpositionCache, ScrapePart
-from exporter.loops import loop_name
-from exporter.memory import MemoryTuning
-from exporter.metrics import (
+from exporter.exposition.cache import ExpositionCache, ScrapePart
+from exporter.exposition.metrics import (
     BUDGET_FAMILIES,
     BUILD_FAMILIES,
     CLIENT_FAMILIES,
@@ -30,12 +28,8 @@ from exporter.metrics import (
     SHARD_FAMILIES,
     ProcessMetrics,
 )
-from exporter.poller import Poller
-from exporter.reloader import ConfigReloader, ReloadStatus
-from exporter.render import render_exporter_families
-from exporter.request_policy import name_the_server, refuse_unsupported
-from exporter.state import BuildInfo
-from exporter.status_page import (
+from exporter.exposition.render import render_exporter_families
+from exporter.exposition.status_page import (
     PAGE_HEADERS,
     BudgetFacts,
     PageFacts,
@@ -43,10 +37,16 @@ from exporter.status_page import (
     StatusPages,
     parse_query,
 )
-from exporter.transport import ClientConnections, create_transport
-from exporter.webconfig import WebConfigWatcher, protect
+from exporter.loops import loop_name
+from exporter.memory import MemoryTuning
+from exporter.polling.poller import Poller
+from exporter.polling.reloader import ConfigReloader, ReloadStatus
+from exporter.polling.state import BuildInfo
+from exporter.web.connections import ConnectionLimits, guard_connections
+from exporter.web.request_policy import name_the_server, refuse_unsupported
+from exporter.web.webconfig import WebConfigWatcher, protect
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("exporter.server")
 
 SETTINGS = web.AppKey("settings", Settings)
 FLAGS: web.AppKey[dict[str, Any]] = web.AppKey("flags")

@@ -1,0 +1,1 @@
+"""The demo: the DialNexa API simulator and the throwaway Prometheus and Alertmanager."""

@@ -1,0 +1,1 @@
+"""Exposition: metric declarations, their rendering, the /metrics body and the status page."""

@@ -1,0 +1,1 @@
+"""The web side: the aiohttp application and its defences (connections, TLS, auth, policy)."""
