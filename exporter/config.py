@@ -38,6 +38,9 @@ _YAML_ALIASES = {"campaigns": "campaign_ids"}
 
 # How API requests are made (exporter.api.transport): the built-in HTTP/1.1 client or aiohttp's.
 HttpClientChoice = Literal["builtin", "aiohttp"]
+# Which dialnexa_campaign_status series a campaign has: all seven (the current one 1, the others
+# 0) or only the current one (exporter.exposition.metrics.campaign_families).
+StatusSeries = Literal["all", "current"]
 
 _SECRET_FIELDS = frozenset({"api_key"})
 
@@ -199,6 +202,10 @@ class Settings(BaseSettings):
         default="builtin",
         description="API client: builtin (lean HTTP/1.1 pool) or aiohttp (its general client)",
     )
+    status_series: StatusSeries = Field(
+        default="all",
+        description="status series per campaign: all (7, the current one 1) or current (just it)",
+    )
     # The HTTP server's defences against floods of idle or slow clients (docs/security.md).
     max_connections: int = Field(
         default=256,
@@ -240,7 +247,9 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return ()
 
-    @field_validator("log_level", "log_format", "event_loop", "http_client", mode="before")
+    @field_validator(
+        "log_level", "log_format", "event_loop", "http_client", "status_series", mode="before"
+    )
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

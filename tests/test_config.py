@@ -88,6 +88,7 @@ def test_path_changing_campaign_ids_are_rejected(base_env: pytest.MonkeyPatch, b
         ("DIALNEXA_LOG_LEVEL", "loud"),
         ("DIALNEXA_LOG_FORMAT", "xml"),
         ("DIALNEXA_SHARD_COUNT", "0"),
+        ("DIALNEXA_STATUS_SERIES", "sparse"),
     ],
 )
 def test_bad_values_name_their_variable(
@@ -277,3 +278,20 @@ def test_cli_config_error_is_one_line_without_traceback_or_key(
     assert expected in lines[0]
     assert "Traceback" not in result.stderr
     assert KEY[:8] not in result.stderr + result.stdout
+
+
+def test_status_series_from_env_flag_and_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """DIALNEXA_STATUS_SERIES is `all` by default and `current` from the file, the environment
+    (any case) or a flag, in the usual precedence."""
+    monkeypatch.setenv("DIALNEXA_API_KEY", KEY)
+    monkeypatch.setenv("DIALNEXA_CAMPAIGN_IDS", "cmp_a")
+    assert load_settings().status_series == "all"
+    config = tmp_path / "config.yaml"
+    config.write_text("status_series: current\n")
+    monkeypatch.setenv("DIALNEXA_CONFIG_FILE", str(config))
+    assert load_settings().status_series == "current"
+    monkeypatch.setenv("DIALNEXA_STATUS_SERIES", "ALL")
+    assert load_settings().status_series == "all"
+    assert load_settings({"status_series": "current"}).status_series == "current"

@@ -129,7 +129,7 @@ def test_shortened_rules_divide_every_duration_and_keep_the_canonical_file() -> 
         assert copy["for"] == f"{expected}s", rule["alert"]
     stalled = shortened["DialNexaCampaignStalled"]["expr"]
     assert "[15m]" not in stalled
-    assert stalled.count("[5s]") == 2
+    assert stalled.count("[5s]") == 3
     assert "offset 5s" in stalled
     assert "[1d]" not in shortened["DialNexaCampaignPaused"]["expr"]
     assert "[480s]" in shortened["DialNexaCampaignPaused"]["expr"]
@@ -139,15 +139,23 @@ def test_shortened_rules_divide_every_duration_and_keep_the_canonical_file() -> 
     assert RULE_FILE.read_bytes() == before
 
 
+@pytest.mark.parametrize("status_series", ["all", "current"])
 async def test_dashboard_rules_and_alerts_against_a_real_prometheus(
-    start_simulator: StartSim, start_exporter: StartExporter, prometheus: StartPrometheus
+    start_simulator: StartSim,
+    start_exporter: StartExporter,
+    prometheus: StartPrometheus,
+    status_series: str,
 ) -> None:
-    """Every panel query and recording rule has data; pause and stall alert, the others don't."""
+    """Every panel query and recording rule has data; pause and stall alert, the others don't;
+    the same with either DIALNEXA_STATUS_SERIES mode."""
     campaigns = {c.id: c for c in e2e_campaigns()}
     sim = await start_simulator(campaigns.values(), speed=SPEED)
     sim.sim.set_fault(Fault(FaultKind.STATUS, status=503), FAILING)
     campaign_ids = sorted(sim.sim.campaigns)
-    exporter = await start_exporter(exporter_settings(sim, campaign_ids, poll_interval_seconds=0.5))
+    settings = exporter_settings(
+        sim, campaign_ids, poll_interval_seconds=0.5, status_series=status_series
+    )
+    exporter = await start_exporter(settings)
     server = await prometheus(f"127.0.0.1:{exporter.server.port}")
     began = time.time()
 
@@ -214,6 +222,10 @@ async def test_dashboard_rules_and_alerts_against_a_real_prometheus(
     for cid, status in states.items():
         selector = f'dialnexa_campaign_status{{campaign_id="{cid}", status="{status}"}} == 1'
         assert await asyncio.to_thread(server.query, selector), f"{cid} is not {status}"
+
+    # In `current` mode Prometheus holds no 0-valued status series at all.
+    zeros = await asyncio.to_thread(server.query, "dialnexa_campaign_status == 0")
+    assert bool(zeros) is (status_series == "all")
 
     # ... and no campaign alert was ever pending or firing for them; nothing else is active now.
     elapsed = math.ceil(time.time() - began) + 5

@@ -397,3 +397,31 @@ async def test_shutdown_survives_a_background_task_that_died(
     await wait_for(lambda: bool(crashed), what="the poller task to crash")
     await server.close()
     assert "background task dialnexa-poller had failed" in caplog.text
+
+
+def statuses_served(samples: Samples, cid: str) -> dict[str, float]:
+    """The status series of one campaign: status label -> value."""
+    return {
+        dict(labels)["status"]: found
+        for (name, labels), found in samples.items()
+        if name == "dialnexa_campaign_status" and dict(labels)["campaign_id"] == cid
+    }
+
+
+async def test_current_status_series_follow_the_status(
+    start_simulator: StartSim, start_exporter: StartExporter
+) -> None:
+    """With DIALNEXA_STATUS_SERIES=current the exporter serves the current status's series
+    only, and a change of status replaces it (the old series is gone, not 0)."""
+    sim = await start_simulator([campaign("cmp_a")])
+    sim.sim.set_raw("cmp_a", {"id": "cmp_a", "status": "active", "pending_calls": 5})
+    exporter = await start_exporter(exporter_settings(sim, ["cmp_a"], status_series="current"))
+    samples = await exporter.wait_published(
+        lambda s: bool(statuses_served(s, "cmp_a")), "the first status"
+    )
+    assert statuses_served(samples, "cmp_a") == {"active": 1}
+    sim.sim.set_raw("cmp_a", {"id": "cmp_a", "status": "paused", "pending_calls": 5})
+    samples = await exporter.wait_published(
+        lambda s: "paused" in statuses_served(s, "cmp_a"), "the paused status"
+    )
+    assert statuses_served(samples, "cmp_a") == {"paused": 1}

@@ -611,6 +611,17 @@ def test_config_map_is_an_exporter_config_file(chart: helm.Chart, tmp_path: Path
     assert settings["campaign_ids"] == ["cmp_alpha"]
 
 
+def test_status_series_reaches_the_config_file(chart: helm.Chart, tmp_path: Path) -> None:
+    """config.status_series is `all` by default and `current` when set, as the exporter reads it."""
+    assert config_file(render(chart, {"campaigns": ["c1"]}))["status_series"] == "all"
+    parsed = config_file(
+        render(chart, {"campaigns": ["c1"], "config": {"status_series": "current"}})
+    )
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(parsed))
+    assert read_yaml_settings(path)["status_series"] == "current"
+
+
 def test_null_settings_are_left_out_of_the_config_file(chart: helm.Chart) -> None:
     """A setting left null (max_requests_per_second by default) is omitted, so its default holds."""
     parsed = config_file(render(chart, {"campaigns": ["c1"]}))
@@ -1220,6 +1231,7 @@ def test_the_service_monitor_scrapes_the_configured_telemetry_path(chart: helm.C
         {"api_budget_share": 0},
         {"max_connections": 0},
         {"telemetry_path": "metrics"},
+        {"status_series": "sparse"},
     ],
 )
 def test_the_schema_refuses_bad_new_settings(config: dict[str, Any]) -> None:

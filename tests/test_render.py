@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from exporter.api.models import parse_campaign
 from exporter.exposition import render
 from exporter.exposition.cache import ExpositionCache
-from exporter.exposition.metrics import BUILD_FAMILIES
+from exporter.exposition.metrics import BUILD_FAMILIES, CAMPAIGN_FAMILIES, campaign_families
 from exporter.exposition.render import CampaignRenderer, render_exporter_families
 from exporter.polling.state import BuildInfo, CampaignView, Snapshot
 from tests.helpers import FIRST_EXAMPLE, SECOND_EXAMPLE, parse_samples, promtool_check, value
@@ -151,6 +151,28 @@ def test_unknown_status_sets_only_unknown() -> None:
         if name == "dialnexa_campaign_status" and v == 1
     ]
     assert ones == ["unknown"]
+
+
+def test_current_status_series_renders_only_the_current_state() -> None:
+    """DIALNEXA_STATUS_SERIES=current serves one status series, value 1, and the same other
+    families as `all` (only the status lines differ), and promtool accepts it."""
+    views = (view_of(SECOND_EXAMPLE), view_of({"id": "c", "status": "archived"}))
+    sparse = CampaignRenderer(campaign_families("current")).render(snapshot_of(*views)).decode()
+    full = CampaignRenderer(campaign_families("all")).render(snapshot_of(*views)).decode()
+    status_lines = [line for line in sparse.splitlines() if line.startswith("dialnexa_campaign_s")]
+    assert status_lines == [
+        'dialnexa_campaign_status{campaign_id="cmp_5tw8vz2rnx1q",status="active"} 1',
+        'dialnexa_campaign_status{campaign_id="c",status="unknown"} 1',
+    ]
+    assert "the current state only, always 1 (DIALNEXA_STATUS_SERIES=current)" in sparse
+
+    def others(text: str) -> list[str]:
+        return [line for line in text.splitlines() if "dialnexa_campaign_status" not in line]
+
+    assert others(sparse) == others(full)
+    assert len(full.splitlines()) - len(sparse.splitlines()) == 2 * 6
+    assert campaign_families("all") == CAMPAIGN_FAMILIES
+    assert promtool_check(sparse.encode()).returncode == 0
 
 
 def test_missing_status_renders_no_status_series() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections import defaultdict
 from collections.abc import Iterator
@@ -64,6 +65,95 @@ def load_rule_tests() -> Iterator[tuple[Path, dict[str, Any]]]:
         yield path, yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
+# --- the two status modes ----------------------------------------------------------------------
+
+# DIALNEXA_STATUS_SERIES: every rule must judge the same data the same way in both modes.
+STATUS_MODES = ("all", "current")
+_STATUS_SERIES = re.compile(r"dialnexa_campaign_status\{")
+# One term of promtool's expanding notation: `a+bxn` (n+1 samples), `_xn` (n missing samples),
+# or a single sample (a number, `_` or `stale`).
+_TERM = re.compile(r"(?P<start>[-+]?[\d.e+]+?)(?P<sign>[-+])(?P<step>[\d.e]+)x(?P<count>\d+)")
+_BLANKS = re.compile(r"_x(?P<count>\d+)")
+
+
+def expand_values(values: str) -> list[str]:
+    """promtool's `values` notation as one token per sample: a number, `_` or `stale`."""
+    tokens: list[str] = []
+    for term in values.split():
+        if blanks := _BLANKS.fullmatch(term):
+            tokens += ["_"] * int(blanks["count"])
+        elif series := _TERM.fullmatch(term):
+            start, step = float(series["start"]), float(series["step"])
+            step = -step if series["sign"] == "-" else step
+            tokens += [f"{start + i * step:g}" for i in range(int(series["count"]) + 1)]
+        else:
+            tokens.append(term)
+    return tokens
+
+
+def without_zero_samples(values: str) -> str | None:
+    """The samples a status series has with DIALNEXA_STATUS_SERIES=current: its 0 samples are
+    not scraped; where it leaves a scrape Prometheus writes a staleness marker. None when the
+    series never exists."""
+    kept: list[str] = []
+    for token in expand_values(values):
+        present = bool(kept) and kept[-1] not in ("_", "stale")
+        if token != "_" and token != "stale" and float(token) == 0:
+            token = "stale" if present else "_"
+        kept.append(token)
+    return " ".join(kept) if any(t not in ("_", "stale") for t in kept) else None
+
+
+def in_status_mode(document: dict[str, Any], mode: str) -> dict[str, Any]:
+    """A promtool test document with its input series as the exporter serves them in ``mode``
+    (the rule file named by its absolute path, so the copy can live anywhere)."""
+    converted = copy.deepcopy(document)
+    converted["rule_files"] = [str(RULE_FILE)]
+    if mode == "all":
+        return converted
+    for group in converted["tests"]:
+        series = []
+        for entry in group.get("input_series", []):
+            if _STATUS_SERIES.match(entry["series"]):
+                values = without_zero_samples(str(entry["values"]))
+                if values is None:
+                    continue
+                entry = {**entry, "values": values}
+            series.append(entry)
+        group["input_series"] = series
+    return converted
+
+
+def test_promtool_notation_is_expanded_as_promtool_does() -> None:
+    """`a+bxn` is n+1 samples, `_xn` n missing ones; singles stay as they are."""
+    assert expand_values("1+0x2 _x2 stale 5 0-1x1 _") == [
+        "1", "1", "1", "_", "_", "stale", "5", "0", "-1", "_",
+    ]  # fmt: skip
+
+
+def test_current_mode_drops_the_zero_samples_and_marks_them_stale() -> None:
+    """A 0 after a scraped sample becomes a staleness marker, further 0s missing samples; a
+    series that is never 1 is not scraped at all."""
+    assert without_zero_samples("1+0x1 0+0x2 1") == "1 1 stale _ _ 1"
+    assert without_zero_samples("0+0x1 1+0x1") == "_ _ 1 1"
+    assert without_zero_samples("0+0x110") is None
+
+
+def test_current_mode_variant_changes_only_status_series() -> None:
+    """The converted campaign-alert tests keep every other series, and no 0 status sample."""
+    path = RULE_TESTS_DIR / "campaign-alerts.test.yml"
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    converted = in_status_mode(document, "current")
+    for before, after in zip(document["tests"], converted["tests"], strict=True):
+        others = [s for s in before["input_series"] if not _STATUS_SERIES.match(s["series"])]
+        assert [s for s in after["input_series"] if s in others] == others
+        for entry in after["input_series"]:
+            if _STATUS_SERIES.match(entry["series"]):
+                assert "0" not in expand_values(entry["values"]), entry
+        assert before["alert_rule_test"] == after["alert_rule_test"]
+    assert converted != document
+
+
 # --- promtool ------------------------------------------------------------------------------------
 
 
@@ -87,10 +177,15 @@ def test_rule_test_files_exist() -> None:
     } <= names
 
 
+@pytest.mark.parametrize("mode", STATUS_MODES)
 @pytest.mark.parametrize("test_file", RULE_TEST_FILES, ids=lambda path: path.name)
-def test_promtool_rule_unit_tests_pass(test_file: Path) -> None:
-    """Every scenario of a tests/rules/ file passes `promtool test rules`."""
-    result = run_promtool("test", "rules", str(test_file))
+def test_promtool_rule_unit_tests_pass(test_file: Path, mode: str, tmp_path: Path) -> None:
+    """Every scenario of a tests/rules/ file passes `promtool test rules`, with the status
+    series of either DIALNEXA_STATUS_SERIES mode and the same expected results."""
+    document = yaml.safe_load(test_file.read_text(encoding="utf-8"))
+    converted = tmp_path / test_file.name
+    converted.write_text(yaml.safe_dump(in_status_mode(document, mode)), encoding="utf-8")
+    result = run_promtool("test", "rules", str(converted))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 

@@ -8,6 +8,7 @@ import gc
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 
+from exporter.exposition.metrics import CAMPAIGN_FAMILIES, CampaignFamily
 from exporter.exposition.render import CampaignRenderer
 from exporter.memory import MemoryTuning
 from exporter.polling.state import Snapshot
@@ -68,8 +69,13 @@ def open_gzip() -> zlib._Compress:
 class ExpositionCache:
     """Turns each published snapshot into its gzipped text once; scrapes only finish it."""
 
-    def __init__(self, scrape_parts: Sequence[ScrapePart] = (), tune_memory: bool = False) -> None:
-        self._renderer = CampaignRenderer()
+    def __init__(
+        self,
+        scrape_parts: Sequence[ScrapePart] = (),
+        tune_memory: bool = False,
+        families: Sequence[CampaignFamily] = CAMPAIGN_FAMILIES,
+    ) -> None:
+        self._renderer = CampaignRenderer(families)
         self._scrape_parts = tuple(scrape_parts)
         self._memory = MemoryTuning() if tune_memory else None
         if self._memory is not None:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from operator import attrgetter
 from typing import Generic, Literal, Protocol, TypeVar
 
 from prometheus_client import ProcessCollector
 
 from exporter.api.models import Campaign, CampaignStatus
-from exporter.config import Settings
+from exporter.config import Settings, StatusSeries
 from exporter.polling.state import BuildInfo, CampaignView, Snapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -134,6 +134,11 @@ def _status(record: Campaign) -> tuple[LabelledValue, ...]:
     if current is None:
         return ()
     return tuple((_STATUS_LABELS[state], int(state is current)) for state in _STATES)
+
+
+def _current_status(record: Campaign) -> tuple[LabelledValue, ...]:
+    current = record.status
+    return () if current is None else ((_STATUS_LABELS[current], 1),)
 
 
 def _error_samples(errors: tuple[tuple[str, int], ...]) -> Iterable[LabelledValue]:
@@ -265,6 +270,22 @@ CAMPAIGN_FAMILIES: tuple[CampaignFamily, ...] = (
     LAST_SUCCESS,
     ERRORS,
 )
+
+# The status family of DIALNEXA_STATUS_SERIES=current: the current state's series only, so a
+# campaign has 1 status sample instead of 7; a series vanishes (and goes stale) when left.
+_CURRENT_STATUS_HELP = (
+    "Campaign lifecycle status: a series for the current state only, always 1 "
+    "(DIALNEXA_STATUS_SERIES=current)." + _AS_OF
+)
+
+
+def campaign_families(status_series: StatusSeries = "all") -> tuple[CampaignFamily, ...]:
+    """The per-campaign families served, the status family as ``status_series`` asks."""
+    if status_series == "all":
+        return CAMPAIGN_FAMILIES
+    sparse = replace(STATUS, help=_CURRENT_STATUS_HELP, samples=_current_status)
+    return tuple(sparse if family is STATUS else family for family in CAMPAIGN_FAMILIES)
+
 
 # --- the poll round, from the snapshot -------------------------------------------------------
 

@@ -27,6 +27,7 @@ from exporter.exposition.metrics import (
     REQUEST_FAMILIES,
     SHARD_FAMILIES,
     ProcessMetrics,
+    campaign_families,
 )
 from exporter.exposition.render import render_exporter_families
 from exporter.exposition.status_page import (
@@ -254,7 +255,8 @@ def create_app(
         *_owners(app, settings, clock),
         partial(render_exporter_families, CONNECTION_FAMILIES, guard),
     )
-    app[EXPOSITION] = ExpositionCache(scrape_parts, tune_memory)
+    families = campaign_families(settings.status_series)
+    app[EXPOSITION] = ExpositionCache(scrape_parts, tune_memory, families)
     app[STATUS_PAGES] = StatusPages()
     app.router.add_get(settings.telemetry_path, handle_metrics)
     app.router.add_get("/healthz", handle_healthz)
