@@ -299,12 +299,18 @@ HOSTILE_HEADING = "## Hostile clients"
 HOSTILE_COLUMNS = ("a client does", "the exporter does", "test")
 UPSTREAM_HEADING = "## A broken upstream, byte by byte"
 UPSTREAM_COLUMNS = ("the API sends", "the client does", "test")
+STOPPED_HEADING = "## Polling stopped or behind"
+STOPPED_COLUMNS = ("polling stops because", "the exporter shows", "test")
 
 
 @pytest.mark.parametrize(
     ("heading", "columns", "at_least"),
-    [(HOSTILE_HEADING, HOSTILE_COLUMNS, 15), (UPSTREAM_HEADING, UPSTREAM_COLUMNS, 10)],
-    ids=["hostile-clients", "broken-upstream"],
+    [
+        (HOSTILE_HEADING, HOSTILE_COLUMNS, 15),
+        (UPSTREAM_HEADING, UPSTREAM_COLUMNS, 10),
+        (STOPPED_HEADING, STOPPED_COLUMNS, 4),
+    ],
+    ids=["hostile-clients", "broken-upstream", "polling-stopped"],
 )
 def test_every_hostile_client_row_names_a_test_that_exists(
     heading: str, columns: tuple[str, ...], at_least: int

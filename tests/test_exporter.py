@@ -9,20 +9,26 @@ import re
 import signal
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
-from exporter.config import load_settings
-from exporter.demo.simulator import Fault, FaultKind, retry_after_date
-from exporter.web.server import RELOADER, create_app
+from exporter.config import Settings, load_settings
+from exporter.demo.simulator import Fault, FaultKind, RateLimitPolicy, retry_after_date
+from exporter.polling.poller import Poller
+from exporter.web.server import EXPOSITION, RELOADER, create_app
 from tests.fault_tables import FAILURES
 from tests.helpers import (
     API_KEY,
+    OffsetClock,
     Samples,
     StartExporter,
     StartSim,
     campaign,
     config_file_flags,
     exporter_settings,
+    parse_samples,
     series_for,
     serve,
     spawn_exporter,
@@ -122,8 +128,9 @@ async def test_endpoints(start_simulator: StartSim, start_exporter: StartExporte
     )
     assert headers["Content-Encoding"] == "gzip"
 
-    def steady(body: bytes) -> list[bytes]:  # process_* are measured anew at each scrape
-        return [line for line in body.splitlines() if not line.startswith(b"process_")]
+    def steady(body: bytes) -> list[bytes]:  # measured anew at each scrape: process, lag
+        measured = (b"process_", b"dialnexa_exporter_oldest_", b"dialnexa_exporter_poll_over")
+        return [line for line in body.splitlines() if not line.startswith(measured)]
 
     assert steady(gzip.decompress(packed)) == steady(plain)
     assert len(packed) < len(plain)
@@ -425,3 +432,92 @@ async def test_current_status_series_follow_the_status(
         lambda s: "paused" in statuses_served(s, "cmp_a"), "the paused status"
     )
     assert statuses_served(samples, "cmp_a") == {"paused": 1}
+
+
+# --- freshness: whatever stops polling shows --------------------------------------------------
+
+
+async def _serve_with_clock(
+    settings: Settings, clock: OffsetClock
+) -> tuple[web.Application, TestServer]:
+    """The exporter app on a loopback port with ``clock`` injected (the caller closes it)."""
+    app = create_app(settings, clock=clock)
+    return app, await serve(app)
+
+
+async def _scrape(server: TestServer) -> Samples:
+    """One /metrics scrape of ``server``, parsed."""
+    async with aiohttp.ClientSession() as session, session.get(server.make_url("/metrics")) as got:
+        assert got.status == 200
+        return parse_samples(await got.text())
+
+
+async def _page(server: TestServer) -> str:
+    """The status page of ``server``."""
+    async with aiohttp.ClientSession() as session, session.get(server.make_url("/")) as got:
+        assert got.status == 200
+        return await got.text()
+
+
+async def test_data_dropped_as_stale_while_paced_turns_campaign_up_to_0(
+    start_simulator: StartSim, start_exporter: StartExporter
+) -> None:
+    """The budget holding every request (remaining 0, reset an hour away) lets the data go
+    stale: it is dropped and campaign_up says 0 then, never 1 beside no data."""
+    sim = await start_simulator([campaign("cmp_a")])
+    sim.sim.set_rate_limit(RateLimitPolicy(limit=10, window=3600))
+    sim.sim.spend(9)  # the first answer says 0 left: the budget holds every later request
+    exporter = await start_exporter(
+        exporter_settings(sim, ["cmp_a"], poll_interval_seconds=0.1, stale_after_seconds=1)
+    )
+    await exporter.wait_ready()
+    first = await exporter.samples()
+    assert up(first, "cmp_a") == 1
+    stale = await exporter.wait_published(
+        lambda s: not series_for(s, "cmp_a"), "the stale data to be dropped"
+    )
+    assert up(stale, "cmp_a") == 0
+    assert sim.sim.stats.by_campaign["cmp_a"] == 1
+    overdue = value(stale, "dialnexa_exporter_poll_overdue_seconds")
+    assert overdue is not None
+    assert overdue > 0.5
+
+
+async def test_a_wedged_poller_still_shows_growing_lag_and_drops_stale_data(
+    start_simulator: StartSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The poll loop dies (a bug) and nothing is published any more: scrapes still show the
+    lag growing, and past STALE_AFTER the data goes and campaign_up is 0."""
+    sim = await start_simulator([campaign("cmp_a")])
+    clock = OffsetClock()
+    settings = exporter_settings(sim, ["cmp_a"], poll_interval_seconds=0.2, stale_after_seconds=60)
+    app, server = await _serve_with_clock(settings, clock)
+    try:
+        await wait_for(lambda: app[EXPOSITION].current.ready, what="first poll round")
+
+        def broken(self: Poller) -> float:
+            raise RuntimeError("a bug in the poll loop")
+
+        monkeypatch.setattr(Poller, "_next_wakeup", broken)
+        (task,) = [t for t in asyncio.all_tasks() if t.get_name() == "dialnexa-poller"]
+        await wait_for(task.done, what="the poll loop to die")
+        fresh = await _scrape(server)
+        assert up(fresh, "cmp_a") == 1
+        before = value(fresh, "dialnexa_exporter_poll_overdue_seconds")
+        assert before is not None
+        clock.advance(30)
+        later = await _scrape(server)
+        assert up(later, "cmp_a") == 1  # 30 s old: still within STALE_AFTER
+        lag = value(later, "dialnexa_exporter_poll_overdue_seconds")
+        assert lag is not None
+        assert lag >= before + 29
+        age = value(later, "dialnexa_exporter_oldest_campaign_data_age_seconds")
+        assert age is not None
+        assert age >= 30
+        clock.advance(35)  # past STALE_AFTER and the grace the poller would have had
+        stale = await _scrape(server)
+        assert up(stale, "cmp_a") == 0
+        assert not series_for(stale, "cmp_a")
+        assert (value(stale, "dialnexa_exporter_poll_overdue_seconds") or 0) >= 60
+    finally:
+        await server.close()

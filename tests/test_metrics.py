@@ -20,6 +20,7 @@ from exporter.exposition.metrics import (
     CAMPAIGN_FAMILIES,
     CLIENT_FAMILIES,
     CONNECTION_FAMILIES,
+    LAG_FAMILIES,
     RELOAD_FAMILIES,
     REQUEST_FAMILIES,
     SHARD_FAMILIES,
@@ -45,6 +46,7 @@ EXPORTER_FAMILY_TUPLES: tuple[tuple[ExporterFamily[Any], ...], ...] = (
     BUDGET_FAMILIES,
     CONNECTION_FAMILIES,
     CLIENT_FAMILIES,
+    LAG_FAMILIES,
 )
 
 

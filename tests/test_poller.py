@@ -395,3 +395,45 @@ async def test_a_reload_replaces_the_list_in_slices_and_reports_changes(
     assert others_ran >= 3  # the event loop ran between slices
     assert harness.poller.campaign_ids == (*ids[5:], "cmp_new1", "cmp_new2")
     assert len(harness.poller._due) == 7
+
+
+async def test_data_dropped_as_stale_is_not_up() -> None:
+    """No fetch for STALE_AFTER (polling held, whatever the reason): the data goes and the
+    view is no longer up, although the last fetch had succeeded."""
+    harness = Harness(["cmp_a"], stale_after_seconds=100)
+    harness.fetcher.answers["cmp_a"] = ACTIVE
+    await harness.poller.poll_once()
+    assert harness.view("cmp_a").up
+    harness.clock.now += 99
+    assert harness.view("cmp_a").up
+    harness.clock.now += 1
+    view = harness.view("cmp_a")
+    assert view.record is None
+    assert not view.up
+    assert view.last_error is None  # not a failure: nothing was fetched
+
+
+async def test_snapshots_say_when_the_oldest_due_campaign_was_due_and_the_oldest_data() -> None:
+    """A snapshot carries the Unix time the most overdue campaign fell due (its fetch hanging
+    keeps it there) and the time of the least recent data shown."""
+    harness = Harness(["cmp_a", "cmp_b"])
+    harness.fetcher.answers = {"cmp_a": ACTIVE, "cmp_b": dict(ACTIVE, id="cmp_b")}
+    started = harness.clock.time()
+    await harness.poller.poll_once()
+    snapshot = harness.poller.build_snapshot()
+    assert snapshot.oldest_data == started
+    assert snapshot.oldest_due is not None
+    assert started + 9 <= snapshot.oldest_due <= started + 10
+    due = snapshot.oldest_due
+    hang = asyncio.Event()
+    harness.fetcher.answers["cmp_a"] = hang
+    harness.fetcher.after["cmp_a"] = ACTIVE
+    await harness.running()
+    harness.clock.advance(10)
+    await wait_for(lambda: "cmp_a" in harness.fetcher.calls[2:], what="the hanging fetch")
+    harness.clock.advance(50)
+    snapshot = harness.poller.build_snapshot()
+    assert snapshot.oldest_due is not None
+    assert snapshot.oldest_due <= due + 1  # still due: its fetch never finished
+    assert snapshot.oldest_data == started  # cmp_a's data, 60 s old
+    hang.set()

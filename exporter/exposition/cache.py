@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 
@@ -12,6 +13,8 @@ from exporter.exposition.metrics import CAMPAIGN_FAMILIES, CampaignFamily
 from exporter.exposition.render import CampaignRenderer
 from exporter.memory import MemoryTuning
 from exporter.polling.state import Snapshot
+
+log = logging.getLogger("exporter.exposition")
 
 # gzip level of the /metrics body: level 6 costs several times level 1 for a few percent
 # smaller output; rendered once per poll round, so the cheap level wins.
@@ -23,6 +26,10 @@ GZIP_LEVEL = 1
 GC_YOUNG_THRESHOLD = 10_000
 # Compressed bytes decompressed per chunk of a plain /metrics answer (a few hundred KiB out).
 PLAIN_CHUNK_INPUT = 16 * 1024
+
+# A scrape drops stale data itself only this long after its deadline: until then the poller,
+# which wakes at that deadline, is expected to publish the snapshot without it.
+STALE_GRACE_SECONDS = 2.0
 
 ScrapePart = Callable[[], str]
 
@@ -91,6 +98,7 @@ class ExpositionCache:
         gzipped = compressor.compress(empty) + compressor.flush(zlib.Z_SYNC_FLUSH)
         self._current = Exposition(gzipped, compressor, len(empty), ready=False)
         self._snapshot = Snapshot()
+        self._lock = asyncio.Lock()  # one rendering at a time: the newest snapshot wins
 
     @property
     def current(self) -> Exposition:
@@ -102,11 +110,34 @@ class ExpositionCache:
         """The snapshot ``current`` was rendered from (the status page shows what /metrics does)."""
         return self._snapshot
 
+    async def drop_stale(self, now: float) -> None:
+        """Publish the snapshot without its stale data when it holds data past its deadline at
+        monotonic ``now`` (plus STALE_GRACE_SECONDS): the poller drops stale data itself and
+        publishes, so this happens only when it publishes nothing any more (a wedged poll loop).
+        """
+        deadline = self._snapshot.fresh_until
+        if deadline is None or now < deadline + STALE_GRACE_SECONDS:
+            return
+        async with self._lock:
+            snapshot = self._snapshot
+            if snapshot.fresh_until is None or now < snapshot.fresh_until + STALE_GRACE_SECONDS:
+                return  # another scrape or the poller published meanwhile
+            log.warning(
+                "campaign data past its stale deadline and nothing published since: dropping "
+                "it when serving (the poll loop may be stuck)"
+            )
+            await self._render(snapshot.without_stale_data(now))
+
     def scrape_tail(self) -> bytes:
         """The exporter-wide families, measured now, as the end of a /metrics body."""
         return "".join([part() for part in self._scrape_parts]).encode()
 
     async def update(self, snapshot: Snapshot) -> None:
+        """Publish ``snapshot``: render and compress it (see ``_render``)."""
+        async with self._lock:
+            await self._render(snapshot)
+
+    async def _render(self, snapshot: Snapshot) -> None:
         """Render and compress ``snapshot`` in slices, so that the event loop keeps serving.
 
         Each chunk is compressed as soon as it is made, so the whole text (over ten megabytes

@@ -20,7 +20,7 @@ from prometheus_client import ProcessCollector
 
 from exporter.api.models import Campaign, CampaignStatus
 from exporter.config import Settings, StatusSeries
-from exporter.polling.state import BuildInfo, CampaignView, Snapshot
+from exporter.polling.state import BuildInfo, CampaignView, PollingLag, Snapshot
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _AS_OF = " As of the last successful fetch."
@@ -238,7 +238,8 @@ SCHEDULED = RecordFamily(
 CAMPAIGN_UP = HealthFamily(
     "dialnexa_exporter_campaign_up",
     "gauge",
-    "1 if the last fetch of the campaign succeeded, else 0.",
+    "1 while the last fetch of the campaign succeeded and its data is fresh (shown, younger "
+    "than the stale limit), else 0.",
     value=lambda view: int(view.up),
 )
 LAST_SUCCESS = HealthFamily(
@@ -554,6 +555,25 @@ API_RESENT: ExporterFamily[ClientConnectionsReading] = ExporterFamily(
     "went out; counted once in api_requests_total (built-in client; absent with aiohttp's).",
     samples=lambda client: _one(client.requests_resent),
 )
+
+# --- polling lag, from the published snapshot at the scrape's time ------------------------------
+
+POLL_OVERDUE: ExporterFamily[PollingLag] = ExporterFamily(
+    "dialnexa_exporter_poll_overdue_seconds",
+    "gauge",
+    "How long the campaign that has waited longest past its due time has waited for its fetch "
+    "(a fetch that hangs or waits for the API budget counts); 0 when none is overdue. Measured "
+    "at the scrape, so it grows even when the poller publishes nothing.",
+    samples=lambda lag: _one(lag.overdue_seconds),
+)
+OLDEST_DATA_AGE: ExporterFamily[PollingLag] = ExporterFamily(
+    "dialnexa_exporter_oldest_campaign_data_age_seconds",
+    "gauge",
+    "Age of the oldest campaign data served: seconds since the least recent successful fetch "
+    "whose data is still shown; absent when none is. Measured at the scrape.",
+    samples=lambda lag: _one(lag.oldest_data_age_seconds),
+)
+LAG_FAMILIES: tuple[ExporterFamily[PollingLag], ...] = (POLL_OVERDUE, OLDEST_DATA_AGE)
 
 BUILD_FAMILIES: tuple[ExporterFamily[BuildInfo], ...] = (BUILD_INFO,)
 CLIENT_FAMILIES: tuple[ExporterFamily[ClientConnectionsReading], ...] = (

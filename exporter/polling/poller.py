@@ -26,7 +26,7 @@ from exporter.polling.outcome import (
     stale_limit,
 )
 from exporter.polling.staleness import StalenessTracker
-from exporter.polling.state import CampaignState, Snapshot
+from exporter.polling.state import CampaignState, Snapshot, snapshot_of
 
 log = logging.getLogger("exporter.poller")
 
@@ -353,9 +353,11 @@ class Poller:
 
     def build_snapshot(self) -> Snapshot:
         """The current state as an immutable snapshot (stale data dropped first)."""
-        self._staleness.expire(self._clock.monotonic())
-        return Snapshot(
-            campaigns=tuple(state.current_view() for state in self._campaigns.states.values()),
+        now = self._clock.monotonic()
+        self._staleness.expire(now)
+        return snapshot_of(
+            self._campaigns.states.values(),
+            self._clock.time() - now,
             last_poll_timestamp=self._last_round_end,
             poll_duration=self._last_round_duration,
             ready=self._readiness.ready,
@@ -454,7 +456,8 @@ class Poller:
             log.info(
                 "campaign %s recovered after %d failed fetches", state.campaign_id, state.failures
             )
-        state.succeeded(record, self._clock.time(), self._clock.monotonic())
+        fresh_for = stale_limit(record, self._settings)
+        state.succeeded(record, self._clock.time(), self._clock.monotonic(), fresh_for)
         interval = poll_interval(record, self._settings)
         jitter = self._rng.uniform(*SUCCESS_JITTER)
         state.next_due = next_due_after_success(round_started, interval, jitter)

@@ -14,7 +14,8 @@ log = logging.getLogger("exporter.staleness")
 
 
 class StalenessTracker:
-    """Drops a campaign's data once it has gone ``limit(record)`` seconds without a success.
+    """Drops a campaign's data once it has gone ``limit(record)`` seconds without a success
+    (and with it the campaign's ``up``: data that old does not count as fetched).
 
     A heap of ``(deadline, seq, state)`` with lazy deletion, like the due queue: ``track`` pushes
     an entry only when the campaign's deadline moves earlier than the one it has
@@ -69,8 +70,7 @@ class StalenessTracker:
                 state.campaign_id,
                 silent,
             )
-            state.record = None
-            state.make_view()
+            state.went_stale()
             dropped += 1
         return dropped
 

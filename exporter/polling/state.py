@@ -3,7 +3,10 @@ immutable views and snapshots it publishes for the server to render."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import platform
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -26,6 +29,7 @@ class CampaignView(NamedTuple):
     last_attempt: float | None = None  # when the latest fetch ended, success or not
     failing_since: float | None = None  # first failure of the current run of failures
     last_error: str | None = None  # reason of the latest failure, while failing
+    fresh_until: float | None = None  # monotonic time its data goes stale; None: none shown
 
 
 @dataclass(slots=True)
@@ -49,6 +53,7 @@ class CampaignState:
     errors: tuple[tuple[str, int], ...] = ()
     due_seq: int = -1  # sequence number of its live entry in the due queue
     stale_at: float | None = None  # deadline of its live entry in the staleness tracker
+    fresh_until: float | None = None  # monotonic time its data goes stale
     view: CampaignView | None = None
 
     def make_view(self) -> CampaignView:
@@ -62,11 +67,15 @@ class CampaignState:
             self.last_attempt,
             self.failing_since,
             self.last_error,
+            self.fresh_until if self.record is not None else None,
         )
         return self.view
 
-    def succeeded(self, record: Campaign, wall: float, mono: float) -> None:
-        """A fetch returned ``record`` at ``wall`` (Unix) / ``mono`` (monotonic) time."""
+    def succeeded(
+        self, record: Campaign, wall: float, mono: float, fresh_for: float = math.inf
+    ) -> None:
+        """A fetch returned ``record`` at ``wall`` (Unix) / ``mono`` (monotonic) time; its data
+        stays fresh for ``fresh_for`` seconds."""
         if record is not self.record:
             self.record = record  # a body unchanged since the last fetch keeps its record
         self.up = True
@@ -74,6 +83,15 @@ class CampaignState:
         self.failing_since = self.last_error = None
         self.last_success = self.last_attempt = wall
         self.last_success_mono = mono
+        self.fresh_until = mono + fresh_for
+        self.make_view()
+
+    def went_stale(self) -> None:
+        """Its data is past its deadline: dropped, and the campaign no longer up (its last
+        fetch may have succeeded, but what it fetched is too old to count)."""
+        self.record = None
+        self.up = False
+        self.fresh_until = None
         self.make_view()
 
     def failed(self, reason: str, wall: float, *, drop_data: bool) -> None:
@@ -89,6 +107,7 @@ class CampaignState:
         self.last_error = reason
         if drop_data:
             self.record = None
+            self.fresh_until = None
         self.make_view()
 
     def current_view(self) -> CampaignView:
@@ -113,8 +132,80 @@ class Snapshot:
     last_poll_timestamp: float | None = None  # when the latest round finished
     poll_duration: float | None = None  # how long it took
     ready: bool = False  # the first round is done (or was given up waiting for)
+    # Polling lag (Unix times): scrapes subtract them from their own time, so the lag grows
+    # even when no snapshot is published any more (a wedged poller).
+    oldest_due: float | None = None  # when the campaign longest due became due
+    oldest_data: float | None = None  # last success of the least recent data shown
+    fresh_until: float | None = None  # monotonic time the first data shown goes stale
 
     @property
     def campaigns_configured(self) -> int:
         """Campaigns being polled."""
         return len(self.campaigns)
+
+    def lag(self, now: float) -> PollingLag:
+        """How far behind polling is at Unix time ``now``, judged from this snapshot."""
+        overdue = None if self.oldest_due is None else max(0.0, now - self.oldest_due)
+        age = None if self.oldest_data is None else max(0.0, now - self.oldest_data)
+        return PollingLag(overdue, age)
+
+    def without_stale_data(self, now: float) -> Snapshot:
+        """This snapshot with the data past its deadline at monotonic ``now`` dropped (and its
+        campaigns no longer up), as the poller would have published it."""
+        views = tuple(
+            view._replace(record=None, up=False, fresh_until=None)
+            if view.fresh_until is not None and view.fresh_until <= now
+            else view
+            for view in self.campaigns
+        )
+        return dataclasses.replace(
+            self,
+            campaigns=views,
+            oldest_data=oldest_data(views),
+            fresh_until=earliest_deadline(views),
+        )
+
+
+class PollingLag(NamedTuple):
+    """How far behind polling is: the exporter-wide lag series, read at scrape time."""
+
+    overdue_seconds: float | None  # the longest any campaign has waited past its due time
+    oldest_data_age_seconds: float | None  # age of the least recent data shown
+
+
+def oldest_data(views: tuple[CampaignView, ...]) -> float | None:
+    """Unix time of the least recent successful fetch whose data is shown."""
+    return min(
+        (v.last_success for v in views if v.record is not None and v.last_success is not None),
+        default=None,
+    )
+
+
+def snapshot_of(
+    states: Collection[CampaignState],
+    wall_offset: float,
+    *,
+    last_poll_timestamp: float | None,
+    poll_duration: float | None,
+    ready: bool,
+) -> Snapshot:
+    """A snapshot of ``states`` and the latest round; ``wall_offset`` turns monotonic times
+    into Unix times."""
+    views = tuple(state.current_view() for state in states)
+    # A campaign being fetched keeps its past due time until the fetch ends: a fetch that
+    # hangs, or waits for the API budget, counts as overdue.
+    due = min((state.next_due for state in states), default=None)
+    return Snapshot(
+        campaigns=views,
+        last_poll_timestamp=last_poll_timestamp,
+        poll_duration=poll_duration,
+        ready=ready,
+        oldest_due=None if due is None else due + wall_offset,
+        oldest_data=oldest_data(views),
+        fresh_until=earliest_deadline(views),
+    )
+
+
+def earliest_deadline(views: tuple[CampaignView, ...]) -> float | None:
+    """Monotonic time at which the first data shown goes stale."""
+    return min((v.fresh_until for v in views if v.fresh_until is not None), default=None)

@@ -23,6 +23,7 @@ from exporter.exposition.metrics import (
     CLIENT_FAMILIES,
     CONNECTION_FAMILIES,
     CONTENT_TYPE,
+    LAG_FAMILIES,
     RELOAD_FAMILIES,
     REQUEST_FAMILIES,
     SHARD_FAMILIES,
@@ -82,6 +83,7 @@ async def handle_metrics(request: web.Request) -> web.StreamResponse:
     """Serve the published exposition finished with this scrape's exporter-wide families,
     gzipped when the client accepts it."""
     cache = request.app[EXPOSITION]
+    await cache.drop_stale(request.app[CLOCK].monotonic())
     exposition = cache.current
     tail = cache.scrape_tail()
     headers = {"Content-Type": CONTENT_TYPE, "Vary": "Accept-Encoding"}
@@ -127,6 +129,7 @@ async def handle_index(request: web.Request) -> web.Response:
         return web.Response(status=400, text=f"{exc}\n", headers=PAGE_HEADERS)
     app = request.app
     settings, budget = app[SETTINGS], app[BUDGET]
+    await app[EXPOSITION].drop_stale(app[CLOCK].monotonic())
     snapshot = app[EXPOSITION].snapshot
     facts = PageFacts(
         now=app[CLOCK].time(),
@@ -230,6 +233,16 @@ def _owners(app: web.Application, settings: Settings, clock: Clock) -> tuple[Scr
     )
 
 
+def _lag_part(app: web.Application, clock: Clock) -> ScrapePart:
+    """The polling lag, from the published snapshot at the scrape's time: it grows even while
+    nothing is published."""
+
+    def render() -> str:
+        return render_exporter_families(LAG_FAMILIES, app[EXPOSITION].snapshot.lag(clock.time()))
+
+    return render
+
+
 def create_app(
     settings: Settings,
     *,
@@ -254,6 +267,7 @@ def create_app(
     scrape_parts: tuple[ScrapePart, ...] = (
         *_owners(app, settings, clock),
         partial(render_exporter_families, CONNECTION_FAMILIES, guard),
+        _lag_part(app, clock),
     )
     families = campaign_families(settings.status_series)
     app[EXPOSITION] = ExpositionCache(scrape_parts, tune_memory, families)
