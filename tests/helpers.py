@@ -413,7 +413,8 @@ class PageRow:
 
 class StatusPageParser(HTMLParser):
     """What a test reads of a status page, served or dumped by a browser: the campaign rows,
-    every element by tag, the visible text, the title, the stylesheet, the refresh and links."""
+    every element by tag, the visible text, the banners, the title, the stylesheet, the refresh
+    and links."""
 
     def __init__(self, html: str) -> None:
         super().__init__(convert_charrefs=True)
@@ -423,6 +424,8 @@ class StatusPageParser(HTMLParser):
         self.title = ""
         self.style = ""
         self.refresh: str | None = None
+        self.banners: list[str] = []  # the text of each banner above the health boxes
+        self._banner: list[str] | None = None
         self._texts: list[str] = []
         self._raw: str | None = None  # inside <title> or <style>
         self._in_tbody = False
@@ -453,10 +456,15 @@ class StatusPageParser(HTMLParser):
             self.refresh = attributes.get("content")
         elif tag in ("title", "style"):
             self._raw = tag
+        elif tag == "div" and "banner" in (attributes.get("class") or "").split():
+            self._banner = []
 
     def handle_endtag(self, tag: str) -> None:
-        """Close a cell, the table body or a raw text element."""
-        if tag == "td" and self._cell is not None:
+        """Close a cell, a banner, the table body or a raw text element."""
+        if tag == "div" and self._banner is not None:
+            self.banners.append("".join(self._banner))
+            self._banner = None
+        elif tag == "td" and self._cell is not None:
             self.rows[-1].cells.append("".join(self._cell))
             self._cell = None
         elif tag == "tbody":
@@ -474,6 +482,8 @@ class StatusPageParser(HTMLParser):
             self._texts.append(data)
             if self._cell is not None:
                 self._cell.append(data)
+            if self._banner is not None:
+                self._banner.append(data)
 
 
 # --- the rule file and the PromQL it holds -------------------------------------------------------

@@ -25,6 +25,7 @@ from tests.helpers import (
     Samples,
     StartExporter,
     StartSim,
+    StatusPageParser,
     campaign,
     config_file_flags,
     exporter_settings,
@@ -481,6 +482,10 @@ async def test_data_dropped_as_stale_while_paced_turns_campaign_up_to_0(
     overdue = value(stale, "dialnexa_exporter_poll_overdue_seconds")
     assert overdue is not None
     assert overdue > 0.5
+    _, _, body = await exporter.get("/")
+    (banner,) = StatusPageParser(body.decode()).banners
+    assert banner.startswith("Polling paused by the API budget until its reset at ")
+    assert "0 of 10 requests left" in banner
 
 
 async def test_a_wedged_poller_still_shows_growing_lag_and_drops_stale_data(
@@ -519,5 +524,7 @@ async def test_a_wedged_poller_still_shows_growing_lag_and_drops_stale_data(
         assert up(stale, "cmp_a") == 0
         assert not series_for(stale, "cmp_a")
         assert (value(stale, "dialnexa_exporter_poll_overdue_seconds") or 0) >= 60
+        (banner,) = StatusPageParser(await _page(server)).banners
+        assert banner.startswith("Polling is behind a campaign due since ")
     finally:
         await server.close()

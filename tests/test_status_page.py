@@ -21,10 +21,12 @@ from hypothesis import strategies as st
 
 from exporter import __version__
 from exporter.api.models import Campaign, CampaignStatus
+from exporter.config import load_settings
 from exporter.demo.simulator import Fault, FaultKind, RateLimitPolicy
 from exporter.exposition.cache import ExpositionCache
 from exporter.exposition.status_page import (
     CONTENT_SECURITY_POLICY,
+    MAX_ERROR_CHARS,
     MAX_TEXT_CHARS,
     ORDER_SLICE,
     REASON_HINTS,
@@ -36,6 +38,7 @@ from exporter.exposition.status_page import (
     PageQuery,
     Problem,
     QueryError,
+    ReloadFacts,
     StatusPages,
     duration,
     order_campaigns,
@@ -48,7 +51,7 @@ from exporter.exposition.status_page import (
 )
 from exporter.polling.outcome import ERROR_REASONS
 from exporter.polling.state import CampaignView, Snapshot
-from exporter.web.server import EXPOSITION, create_app
+from exporter.web.server import EXPOSITION, RELOADER, create_app
 from tests.helpers import (
     API_KEY,
     EPOCH,
@@ -56,6 +59,7 @@ from tests.helpers import (
     StartSim,
     StatusPageParser,
     campaign,
+    config_file_flags,
     exporter_settings,
     serve,
     wait_for,
@@ -737,3 +741,120 @@ async def test_page_needs_basic_auth_like_metrics(
             assert "Guarded" in text
     finally:
         await server.close()
+
+
+# -- banners: polling paused or behind, a rejected reload
+
+
+def lagging(views: list[CampaignView], due_ago: float, facts: PageFacts) -> StatusPageParser:
+    """The page of a snapshot whose most overdue campaign fell due ``due_ago`` seconds ago."""
+    snapshot = Snapshot(tuple(views), NOW - 3, 1.25, True, oldest_due=NOW - due_ago)
+    return StatusPageParser(render_status_page(snapshot, facts))
+
+
+def banner_texts(parsed: StatusPageParser) -> list[str]:
+    """The text of each banner, in page order."""
+    return parsed.banners
+
+
+def test_no_banner_while_polling_keeps_up() -> None:
+    """Campaigns due for less than a poll interval, no budget hold, no rejected reload: no
+    banner at all."""
+    facts = PageFacts(now=NOW, poll_interval_seconds=30, budget=BudgetFacts(1000, 900, NOW + 60))
+    assert banner_texts(lagging([fine("c1"), failing("c2")], 25, facts)) == []
+
+
+def test_a_budget_hold_says_until_when_and_since_when() -> None:
+    """The budget holding every request until its reset: the banner names the budget, the
+    reset and how long campaigns have waited."""
+    budget = BudgetFacts(1000, 0, NOW + 300, 100.0, held_until=NOW + 300)
+    facts = PageFacts(now=NOW, poll_interval_seconds=30, budget=budget)
+    (text,) = banner_texts(lagging([fine("c1")], 120, facts))
+    assert text.startswith("Polling paused by the API budget until its reset at ")
+    assert f"at {utc(NOW + 300)} (in 5 min): 0 of 1,000 requests left" in text
+    assert f"campaigns waiting since {utc(NOW - 120)} (2 min)" in text
+
+
+def test_pacing_that_puts_polling_behind_says_so() -> None:
+    """Polling stretched by the budget and campaigns waiting past a poll interval."""
+    budget = BudgetFacts(1000, 150, NOW + 3000, 3.0)
+    facts = PageFacts(now=NOW, poll_interval_seconds=30, budget=budget)
+    (text,) = banner_texts(lagging([fine("c1")], 90, facts))
+    assert text.startswith("Polling is behind: paced by the API budget 3.0x slower")
+    assert "since" in text
+
+
+def test_polling_behind_for_no_known_reason_says_what_it_may_be() -> None:
+    """Overdue campaigns without a budget reason: hanging fetches or a stuck poll loop, since
+    when the oldest fell due."""
+    (text,) = banner_texts(lagging([fine("c1")], 600, FACTS))
+    assert text.startswith("Polling is behind a campaign due since ")
+    assert f"since {utc(NOW - 600)} (10 min)" in text
+    assert "fetches may hang" in text
+    assert "poll loop may be stuck" in text
+
+
+def test_every_campaign_failing_says_since_when_and_why() -> None:
+    """All campaigns failing: one banner with the earliest start and the reasons."""
+    views = [failing("c1", reason="unauthorized"), failing("c2", reason="<b>odd</b>")]
+    (text,) = banner_texts(lagging(views, 0, FACTS))
+    assert text.startswith(f"Every campaign is failing since {utc(NOW - 300)} (5 min)")
+    assert "<b>odd</b>, unauthorized" in text
+    assert "b" not in lagging(views, 0, FACTS).tags
+
+
+def test_a_rejected_reload_shows_what_and_since_when_escaped_and_cut() -> None:
+    """The rejected reload's one-line error, inert and cut to its bound, the time of the first
+    rejection, and the configuration still in force."""
+    error = "campaigns: invalid campaign id '<script>alert(1)</script>\x1b[2J'" + "x" * 1000
+    reload = ReloadFacts(loaded_at=NOW - 7200, rejected_since=NOW - 60, error=error)
+    parsed = page([fine("c1")], PageFacts(now=NOW, poll_interval_seconds=30, reload=reload))
+    (text,) = banner_texts(parsed)
+    assert text.startswith(f"Configuration reload rejected since {utc(NOW - 60)} (1 min): ")
+    assert "invalid campaign id '<script>alert(1)</script>\ufffd[2J'" in text
+    assert "x" * (MAX_ERROR_CHARS - 80) in text
+    assert "x" * MAX_ERROR_CHARS not in text
+    assert "Still running the configuration loaded 2 h ago." in text
+    assert "script" not in parsed.tags
+    accepted = ReloadFacts(loaded_at=NOW - 10)
+    assert (
+        banner_texts(
+            page([fine("c1")], PageFacts(now=NOW, poll_interval_seconds=30, reload=accepted))
+        )
+        == []
+    )
+
+
+async def test_a_rejected_reload_shows_on_the_served_page(
+    start_simulator: StartSim, start_exporter: StartExporter, tmp_path: Path
+) -> None:
+    """A configuration file that no longer validates: the page says the reload was rejected,
+    why and since when, until a good file is loaded again."""
+    sim = await start_simulator([campaign("cmp_a")])
+    config = tmp_path / "config.yaml"
+    config.write_text("campaigns: [cmp_a]\n")
+    flags = config_file_flags(sim, config)
+    exporter = await start_exporter(load_settings(flags), flags)
+    await exporter.wait_ready()
+    config.write_text("campaigns: ['../etc']\n")
+    assert not await exporter.app[RELOADER].reload()
+    _, _, body = await exporter.get("/")
+    (text,) = StatusPageParser(body.decode()).banners
+    assert text.startswith("Configuration reload rejected since ")
+    assert "invalid campaign id" in text
+    assert API_KEY not in body.decode()
+    config.write_text("campaigns: [cmp_a]\n")
+    assert await exporter.app[RELOADER].reload()
+    _, _, body = await exporter.get("/")
+    assert StatusPageParser(body.decode()).banners == []
+
+
+def test_data_dropped_as_stale_is_no_data_not_a_failure() -> None:
+    """A campaign whose last fetch succeeded but whose data went stale (nothing fetched since)
+    is listed without data, saying for how long nothing was fetched, and not as failing."""
+    stale = CampaignView("c1", None, False, NOW - 400, (), NOW - 400)
+    assert problem_of(stale) is Problem.NO_DATA
+    parsed = page([stale, fine("c2")])
+    assert [row.css for row in parsed.rows] == ["nodata", "ok"]
+    assert parsed.rows[0].cells[5] == "no fetch for 6 min: data dropped as stale"
+    assert "Failing0" in parsed.text

@@ -36,6 +36,11 @@ MAX_TEXT_CHARS = 120
 # millisecond of work each on a small machine).
 ORDER_SLICE = 2000
 ROW_SLICE = 100
+# Polling counts as behind on the page once a campaign has waited this long past its due
+# time, or one poll interval if that is longer (see behind_after).
+BEHIND_MIN_SECONDS = 5.0
+# A rejected reload's message is cut to this many characters on the page.
+MAX_ERROR_CHARS = 300
 # Pages (distinct queries) kept for reuse within one second.
 MAX_PAGES_MADE = 16
 # A page number of more digits than this is beyond any last page: it is clamped unread.
@@ -76,6 +81,10 @@ tr.failing .problem{color:#b71c1c}
 progress{width:9em;height:.8em;vertical-align:middle}
 .muted{color:#8a94a3}
 footer{margin-top:1em;color:#5b6675;font-size:.85em}
+.banner{border:1px solid;border-radius:4px;padding:.5em .8em;margin:0 0 .6em}
+.banner.alarm{border-color:#c62828;background:#fdecea}
+.banner.warn{border-color:#b26a00;background:#fff4e0}
+.banner code{font:12px ui-monospace,monospace;overflow-wrap:anywhere}
 """
 # The stylesheet is the page's only inline content; the policy allows exactly it by its hash.
 CSS_HASH = "sha256-" + base64.b64encode(hashlib.sha256(_CSS.encode()).digest()).decode()
@@ -111,7 +120,7 @@ class Problem(enum.IntEnum):
     FAILING = 0  # the latest fetch failed
     PAUSED = 1
     UNKNOWN_STATUS = 2  # the API sent a status it does not document, or none
-    NO_DATA = 3  # not fetched yet, or its data was dropped
+    NO_DATA = 3  # not fetched yet, or its data dropped as stale without a failing fetch
     NONE = 4
 
 
@@ -126,7 +135,7 @@ _ROW_CLASS = {
 
 def problem_of(view: CampaignView) -> Problem:
     """The campaign's problem, if any."""
-    if not view.up and view.last_attempt is not None:
+    if not view.up and view.last_error is not None:
         return Problem.FAILING
     record = view.record
     if record is None:
@@ -167,8 +176,8 @@ def _group(by_name: Sequence[CampaignView], groups: list[list[CampaignView]]) ->
     campaign would cost several milliseconds at ten thousand campaigns.
     """
     failing, paused, unknown, no_data, fine = groups
-    failing.extend([v for v in by_name if not v.up and v.last_attempt is not None])
-    rest = [v for v in by_name if v.up or v.last_attempt is None]
+    failing.extend([v for v in by_name if not v.up and v.last_error is not None])
+    rest = [v for v in by_name if v.up or v.last_error is None]
     no_data.extend([v for v in rest if v.record is None])
     fetched = [(v, v.record.status) for v in rest if v.record is not None]
     paused.extend([v for v, status in fetched if status is CampaignStatus.PAUSED])
@@ -286,6 +295,16 @@ class BudgetFacts:
     remaining: int | None
     reset_at: float | None  # Unix time
     stretch: float = 1.0  # how many times slower than planned polling runs to spare it
+    held_until: float | None = None  # Unix time until which the budget holds every request
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadFacts:
+    """The configuration in force, and the latest reload rejected since it was loaded."""
+
+    loaded_at: float  # Unix time of the latest successful load
+    rejected_since: float | None = None  # first rejection since then (Unix time)
+    error: str = ""  # the latest rejection's one-line message (names a setting, never a secret)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,6 +319,7 @@ class PageFacts:
     budget: BudgetFacts | None = None
     shard_index: int = 0
     shard_count: int = 1
+    reload: ReloadFacts | None = None
 
 
 # -- text helpers
@@ -388,6 +408,9 @@ def _problem_cell(view: CampaignView, problem: Problem, now: float) -> str:
         return '<td class="problem">paused</td>'
     if problem is Problem.UNKNOWN_STATUS:
         return '<td class="problem">status not documented by the API</td>'
+    if problem is Problem.NO_DATA and view.last_success is not None:
+        silent = duration(now - view.last_success)
+        return f'<td class="problem">no fetch for {silent}: data dropped as stale</td>'
     if problem is Problem.NO_DATA:
         return '<td class="problem muted">waiting for the first fetch</td>'
     return "<td></td>"
@@ -469,6 +492,104 @@ def _health(snapshot: Snapshot, ordering: Ordering, facts: PageFacts) -> str:
     )
 
 
+# -- banners: polling paused or behind, a rejected configuration reload
+
+
+def behind_after(poll_interval_seconds: float) -> float:
+    """How long a campaign may wait past its due time before the page calls polling behind:
+    one poll interval (a round of many campaigns takes a while), at least BEHIND_MIN_SECONDS."""
+    return max(BEHIND_MIN_SECONDS, poll_interval_seconds)
+
+
+def _banner(css: str, title: str, text: str) -> str:
+    return f'<div class="banner {css}" role="alert"><strong>{title}</strong> {text}</div>\n'
+
+
+def _since(moment: float, now: float) -> str:
+    return f"since {utc(moment)} ({duration(now - moment)})"
+
+
+def _budget_banner(budget: BudgetFacts, behind: float | None, now: float) -> str:
+    """Polling held, or slowed, for the API budget; empty when it is neither."""
+    left = f"{_count(budget.remaining)} of {_count(budget.limit)} requests left"
+    since = f"; campaigns waiting {_since(behind, now)}" if behind is not None else ""
+    if budget.held_until is not None and budget.held_until > now:
+        return _banner(
+            "alarm",
+            "Polling paused by the API budget",
+            f"until its reset at {utc(budget.held_until)} (in "
+            f"{duration(budget.held_until - now)}): {left}, none to spare before then{since}.",
+        )
+    if behind is not None and budget.stretch > 1.0:
+        return _banner(
+            "warn",
+            "Polling is behind: paced by the API budget",
+            f"{budget.stretch:.1f}x slower than configured ({left}){since}.",
+        )
+    return ""
+
+
+def _failing_banner(ordering: Ordering, now: float) -> str:
+    """Every campaign failing: polling only retries, backing off; empty otherwise."""
+    failing = ordering.counts.get(Problem.FAILING, 0)
+    if failing == 0 or failing != len(ordering.rows):
+        return ""
+    rows = ordering.rows
+    since = min((v.failing_since for v in rows if v.failing_since is not None), default=None)
+    reasons = sorted({v.last_error or "unknown" for v in rows})
+    named = ", ".join(_text(reason, 40) for reason in reasons[:5])
+    when = f"{_since(since, now)}: " if since is not None else ""
+    return _banner(
+        "alarm",
+        "Every campaign is failing",
+        f"{when}{named}. Polling only retries, backing off between tries.",
+    )
+
+
+def _polling_banner(snapshot: Snapshot, ordering: Ordering, facts: PageFacts) -> str:
+    """Why polling is paused or behind, and since when; empty when it is neither."""
+    now = facts.now
+    overdue = snapshot.lag(now).overdue_seconds
+    behind = (
+        snapshot.oldest_due
+        if overdue and overdue > behind_after(facts.poll_interval_seconds)
+        else None
+    )
+    if facts.budget is not None:
+        paced = _budget_banner(facts.budget, behind, now)
+        if paced:
+            return paced
+    failing = _failing_banner(ordering, now)
+    if failing or behind is None:
+        return failing
+    last = snapshot.last_poll_timestamp
+    round_text = f"the latest poll round ended {_ago(last, now)}" if last else "no round ended yet"
+    return _banner(
+        "alarm",
+        "Polling is behind",
+        f"a campaign due {_since(behind, now)} has not been fetched, and the API budget does "
+        f"not explain it: fetches may hang (each for up to the request timeout) or the poll "
+        f"loop may be stuck; {round_text}.",
+    )
+
+
+def _reload_banner(reload: ReloadFacts | None, now: float) -> str:
+    """A rejected configuration reload: what was rejected and since when."""
+    if reload is None or reload.rejected_since is None:
+        return ""
+    return _banner(
+        "warn",
+        "Configuration reload rejected",
+        f"{_since(reload.rejected_since, now)}: <code>{_text(reload.error, MAX_ERROR_CHARS)}"
+        f"</code>. Still running the configuration loaded {_ago(reload.loaded_at, now)}.",
+    )
+
+
+def banners(snapshot: Snapshot, ordering: Ordering, facts: PageFacts) -> str:
+    """The banners above the health boxes: polling paused or behind, a rejected reload."""
+    return _polling_banner(snapshot, ordering, facts) + _reload_banner(facts.reload, facts.now)
+
+
 def _link(path: str) -> str:
     """A link relative to the page (so that a path prefix of a proxy in front still holds)."""
     relative = path.lstrip("/")
@@ -541,6 +662,7 @@ def status_page_parts(
             f'<a href="{metrics}">metrics</a> · '
             '<a href="healthz">healthz</a> (process alive) · '
             '<a href="readyz">readyz</a> (first poll round done)</p>\n',
+            banners(snapshot, ordering, facts),
             _health(snapshot, ordering, facts),
             _navigation(len(shown), total, ordering, query, pages),
         )

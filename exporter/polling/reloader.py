@@ -23,10 +23,13 @@ ApplyCampaigns = Callable[[tuple[str, ...]], Awaitable[tuple[int, int]]]
 
 @dataclass(slots=True)
 class ReloadStatus:
-    """Outcome of the latest configuration load, for the exporter's own metrics."""
+    """Outcome of the latest configuration load, for the exporter's own metrics and its
+    status page."""
 
     last_success_timestamp: float
     last_reload_successful: bool = True
+    rejected_since: float | None = None  # first rejected reload since the last success
+    rejected_error: str = ""  # the latest rejection's one-line message (never a secret)
 
 
 class ConfigReloader:
@@ -94,11 +97,13 @@ class ConfigReloader:
             campaigns = await asyncio.to_thread(campaigns_for_shard, settings)
         except ConfigError as exc:
             log.error("configuration reload rejected, keeping the running one: %s", exc)
-            self.status.last_reload_successful = False
+            self._rejected(str(exc))
             return False
         added, removed = await self._apply(campaigns)
-        self.status.last_reload_successful = True
-        self.status.last_success_timestamp = self._clock.time()
+        status = self.status
+        status.last_reload_successful = True
+        status.last_success_timestamp = self._clock.time()
+        status.rejected_since, status.rejected_error = None, ""
         log.info(
             "configuration reloaded: %d campaigns (%d added, %d removed)",
             len(campaigns),
@@ -106,3 +111,10 @@ class ConfigReloader:
             removed,
         )
         return True
+
+    def _rejected(self, error: str) -> None:
+        status = self.status
+        status.last_reload_successful = False
+        if status.rejected_since is None:
+            status.rejected_since = self._clock.time()
+        status.rejected_error = error.splitlines()[0] if error else "rejected"

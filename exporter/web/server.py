@@ -36,6 +36,7 @@ from exporter.exposition.status_page import (
     BudgetFacts,
     PageFacts,
     QueryError,
+    ReloadFacts,
     StatusPages,
     parse_query,
 )
@@ -120,6 +121,18 @@ async def handle_readyz(request: web.Request) -> web.Response:
     return web.Response(status=503, text="waiting for the first poll round\n")
 
 
+def budget_facts(budget: ApiBudget) -> BudgetFacts:
+    """What the status page says of the API budget; held until the reset while it allows no
+    request at all before then."""
+    held = budget.reset_at if budget.allowed_rate() == 0 else None
+    return BudgetFacts(budget.limit, budget.remaining, budget.reset_at, budget.stretch, held)
+
+
+def reload_facts(status: ReloadStatus) -> ReloadFacts:
+    """What the status page says of the configuration in force and a rejected reload."""
+    return ReloadFacts(status.last_success_timestamp, status.rejected_since, status.rejected_error)
+
+
 async def handle_index(request: web.Request) -> web.Response:
     """The status page: every campaign of the published snapshot (never a poll), problems
     first, with the exporter's health on top."""
@@ -136,9 +149,10 @@ async def handle_index(request: web.Request) -> web.Response:
         poll_interval_seconds=settings.poll_interval_seconds,
         api_url=settings.api_url,
         metrics_path=settings.telemetry_path,
-        budget=BudgetFacts(budget.limit, budget.remaining, budget.reset_at, budget.stretch),
+        budget=budget_facts(budget),
         shard_index=settings.effective_shard_index,
         shard_count=settings.shard_count,
+        reload=reload_facts(app[RELOAD_STATUS]),
     )
     page = await app[STATUS_PAGES].page(snapshot, facts, query)
     return web.Response(text=page, content_type="text/html", headers=PAGE_HEADERS)
