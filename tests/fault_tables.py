@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from exporter.api.fields import FieldKind
+from exporter.api.models import RECORD_FIELDS
 from exporter.demo.simulator import Fault, FaultKind
 from tests.helpers import Samples
 
@@ -140,13 +142,11 @@ def without(name: str) -> Callable[[dict[str, Any]], Any]:
     return mutate
 
 
+# Every declared number field: its JSON name (dotted when nested) and its metric.
 NUMERIC_FIELDS: dict[str, str] = {
-    "total_leads": "dialnexa_campaign_total_leads",
-    "completed_calls": "dialnexa_campaign_completed_calls",
-    "pending_calls": "dialnexa_campaign_pending_calls",
-    "max_concurrent_calls": "dialnexa_campaign_max_concurrent_calls",
-    "retry_config.max_retries": "dialnexa_campaign_retry_max_retries",
-    "retry_config.retry_interval_minutes": "dialnexa_campaign_retry_interval_seconds",
+    field.json or field.attr: str(field.metric)
+    for field in RECORD_FIELDS
+    if field.kind in (FieldKind.COUNT, FieldKind.NUMBER)
 }
 WRONG_VALUES: tuple[tuple[str, Any], ...] = (
     ("lots", "lots"),

@@ -26,6 +26,8 @@ from aiohttp.test_utils import TestServer
 from pydantic import SecretStr
 
 from exporter import loops
+from exporter.api.fields import FieldKind
+from exporter.api.models import RECORD_FIELDS
 from exporter.config import load_settings
 from exporter.demo.simulator import Fault, FaultKind, SimCampaign, Simulator, retry_after_date
 from exporter.polling.poller import Poller
@@ -51,11 +53,13 @@ MAX_SCRAPE_SECONDS = 1.0  # /metrics must answer within this while the API misbe
 CREATED_AT = "2024-05-01T09:00:00.000Z"
 
 TIMESTAMP_FIELDS: dict[str, str] = {
-    "created_at": "dialnexa_campaign_created_timestamp_seconds",
-    "scheduled_at": "dialnexa_campaign_scheduled_timestamp_seconds",
+    field.json or field.attr: str(field.metric)
+    for field in RECORD_FIELDS
+    if field.kind is FieldKind.TIMESTAMP
 }
+SCALES = {field.json or field.attr: field.scale for field in RECORD_FIELDS}
 STATES = ("draft", "active", "running", "paused", "completed", "cancelled", "unknown")
-INFO_LABELS = ("name", "agent_id", "from_phone_number", "organization_id")
+INFO_LABELS = tuple(field.attr for field in RECORD_FIELDS if field.kind is FieldKind.TEXT)
 
 # Rows whose observed behaviour contradicts docs/failures.md: kept failing on purpose.
 KNOWN_BUGS: dict[str, str] = {}
@@ -419,7 +423,7 @@ def assert_shows_document(samples: Samples, cid: str, document: dict[str, Any]) 
         if path in TIMESTAMP_FIELDS:
             expected[metric] = iso_seconds(raw)
         else:
-            expected[metric] = raw * 60 if path.endswith("_minutes") else raw
+            expected[metric] = raw * SCALES[path]
     shown = {name: val for (name, labels), val in data.items() if labels == only_id}
     assert shown == expected
     status = document.get("status")

@@ -4,14 +4,14 @@ from their owners."""
 from __future__ import annotations
 
 import re
-from operator import attrgetter
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
 from exporter.api.client import RequestStats
-from exporter.api.models import parse_campaign
+from exporter.api.fields import FieldKind, RecordField
+from exporter.api.models import RECORD_FIELDS, parse_campaign, record_document
 from exporter.config import load_settings
 from exporter.exposition import metrics
 from exporter.exposition.metrics import (
@@ -21,6 +21,7 @@ from exporter.exposition.metrics import (
     CLIENT_FAMILIES,
     CONNECTION_FAMILIES,
     LAG_FAMILIES,
+    RECORD_FAMILIES,
     RELOAD_FAMILIES,
     REQUEST_FAMILIES,
     SHARD_FAMILIES,
@@ -51,8 +52,10 @@ EXPORTER_FAMILY_TUPLES: tuple[tuple[ExporterFamily[Any], ...], ...] = (
 
 
 def declared() -> list[Family]:
-    """Every family object the metrics module defines at top level."""
-    return [item for item in vars(metrics).values() if isinstance(item, Family)]
+    """Every family object the metrics module defines: at top level, and one per declared
+    record field."""
+    top = [item for item in vars(metrics).values() if isinstance(item, Family)]
+    return top + [family for family in RECORD_FAMILIES if family not in top]
 
 
 def test_every_declared_family_is_served_exactly_once() -> None:
@@ -210,12 +213,26 @@ def test_value_formatting(number: float, text: str) -> None:
     assert format_value(number) == text
 
 
-def test_record_extractors_read_the_field_they_name() -> None:
-    """The plain count families read the record field of their name (no crossed wires)."""
-    for family in CAMPAIGN_FAMILIES:
-        if isinstance(family, RecordFamily) and isinstance(family.value, attrgetter):
-            field = family.name.removeprefix("dialnexa_campaign_")
-            assert repr(family.value) == f"operator.attrgetter('{field}')", family.name
+@pytest.mark.parametrize(
+    "field", [f for f in RECORD_FIELDS if f.metric], ids=lambda field: str(field.metric)
+)
+def test_each_declared_field_is_served_as_its_family(field: RecordField) -> None:
+    """A record with only that field set (a distinct value) shows it in the field's family,
+    scaled as declared, and in no other record family."""
+    sent: dict[FieldKind, tuple[object, float]] = {
+        FieldKind.STATUS: ("paused", 1),
+        FieldKind.COUNT: (4321, 4321),
+        FieldKind.NUMBER: (2.5, 2.5 * field.scale),
+        FieldKind.TIMESTAMP: ("2024-03-01T09:00:00Z", 1709283600),
+    }
+    json_value, expected = sent[field.kind]
+    record = parse_campaign({"id": "c", **record_document({field.attr: json_value})}, "c")
+    text = CampaignRenderer().render(Snapshot((CampaignView("c", record, True, 1.0),))).decode()
+    samples = parse_samples(text)
+    extra = {"status": "paused"} if field.kind is FieldKind.STATUS else {}
+    assert value(samples, str(field.metric), campaign_id="c", **extra) == expected
+    shown = {name for name, _ in samples if name.startswith("dialnexa_campaign_")}
+    assert shown == {"dialnexa_campaign_info", field.metric}
 
 
 def test_process_metrics_read_like_prometheus_clients_own() -> None:

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any, get_args, get_type_hints
 
 import pytest
 
-from exporter.api.models import CampaignStatus, RecordError, parse_campaign
+from exporter.api.fields import FieldKind
+from exporter.api.models import (
+    RECORD_FIELDS,
+    TEXT_MAX_CHARS,
+    TRUNCATION_MARK,
+    Campaign,
+    CampaignStatus,
+    RecordError,
+    RecordField,
+    parse_campaign,
+    record_document,
+)
 from tests.helpers import FIRST_EXAMPLE, SECOND_EXAMPLE
+
+COUNT_FIELDS = [field for field in RECORD_FIELDS if field.kind is FieldKind.COUNT]
+TEXT_FIELDS = [field for field in RECORD_FIELDS if field.kind is FieldKind.TEXT]
 
 
 def test_first_example_parses_without_counters() -> None:
@@ -19,9 +35,8 @@ def test_first_example_parses_without_counters() -> None:
     assert record.completed_calls is None
     assert record.pending_calls is None
     assert record.organization_id == "org_xyz"
-    assert record.retry_config is not None
-    assert record.retry_config.max_retries == 3
-    assert record.retry_config.retry_interval_minutes == 120
+    assert record.max_retries == 3
+    assert record.retry_interval_minutes == 120
     assert record.scheduled_at is None
     assert record.created_at == datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -32,7 +47,7 @@ def test_second_example_parses_with_counters() -> None:
     assert record.status is CampaignStatus.ACTIVE
     assert (record.total_leads, record.completed_calls, record.pending_calls) == (1200, 438, 762)
     assert record.organization_id is None
-    assert record.retry_config is None
+    assert (record.max_retries, record.retry_interval_minutes) == (None, None)
 
 
 @pytest.mark.parametrize(
@@ -88,17 +103,16 @@ def test_null_counters_mean_absent() -> None:
     """JSON null in an optional field is the same as the field missing."""
     record = parse_campaign({"id": "c", "total_leads": None, "retry_config": None}, "c")
     assert record.total_leads is None
-    assert record.retry_config is None
+    assert record.max_retries is None
 
 
-@pytest.mark.parametrize(
-    "field", ["total_leads", "completed_calls", "pending_calls", "max_concurrent_calls"]
-)
+@pytest.mark.parametrize("field", COUNT_FIELDS, ids=lambda field: field.json or field.attr)
 @pytest.mark.parametrize("bad", ["lots", [1], {"n": 1}, True, -1, "438", 1.5, float("nan")])
-def test_wrong_types_in_counts_are_refused(field: str, bad: object) -> None:
-    """Strings (numeric ones too), lists, objects, booleans, negatives and fractions are refused."""
-    with pytest.raises(RecordError, match=field):
-        parse_campaign({"id": "c", field: bad}, "c")
+def test_wrong_types_in_counts_are_refused(field: RecordField, bad: object) -> None:
+    """Strings (numeric ones too), lists, objects, booleans, negatives and fractions are refused
+    in every declared count, named in the error."""
+    with pytest.raises(RecordError, match=re.escape(field.json or field.attr)):
+        parse_campaign({"id": "c", **record_document({field.attr: bad})}, "c")
 
 
 @pytest.mark.parametrize(
@@ -132,3 +146,84 @@ def test_record_for_another_campaign_is_refused() -> None:
 def test_integral_floats_count_as_integers() -> None:
     """1200.0 from a JSON encoder that writes floats is still 1200."""
     assert parse_campaign({"id": "c", "total_leads": 1200.0}, "c").total_leads == 1200
+
+
+# --- the declarations ----------------------------------------------------------------------
+
+KIND_TYPES = {
+    FieldKind.TEXT: str,
+    FieldKind.STATUS: CampaignStatus,
+    FieldKind.COUNT: int,
+    FieldKind.NUMBER: float,
+    FieldKind.TIMESTAMP: datetime,
+}
+# A JSON value of each kind, and what the model holds for it.
+KIND_SAMPLES: dict[FieldKind, tuple[object, object]] = {
+    FieldKind.TEXT: ('Zoë\'s "list" \\ \n', 'Zoë\'s "list" \\ \n'),
+    FieldKind.STATUS: ("Paused", CampaignStatus.PAUSED),
+    FieldKind.COUNT: (17.0, 17),
+    FieldKind.NUMBER: (2.5, 2.5),
+    FieldKind.TIMESTAMP: (
+        "2024-03-01T14:30:00+05:30",
+        datetime(2024, 3, 1, 14, 30, tzinfo=UTC) - timedelta(hours=5, minutes=30),
+    ),
+}
+
+
+def test_every_field_after_the_id_is_declared_with_a_type_of_its_kind() -> None:
+    """Each model attribute has one declaration whose kind matches the attribute's type, and no
+    two declarations share a JSON name or a metric."""
+    hints = get_type_hints(Campaign)
+    assert [field.attr for field in RECORD_FIELDS] == list(Campaign._fields[1:])
+    for field in RECORD_FIELDS:
+        assert set(get_args(hints[field.attr])) == {KIND_TYPES[field.kind], type(None)}, field
+        assert (field.metric is None) == (field.kind is FieldKind.TEXT), field
+    paths = [field.path for field in RECORD_FIELDS]
+    metrics = [field.metric for field in RECORD_FIELDS if field.metric]
+    assert len(paths) == len(set(paths))
+    assert len(metrics) == len(set(metrics))
+
+
+@pytest.mark.parametrize("field", RECORD_FIELDS, ids=lambda field: field.attr)
+def test_every_declared_field_is_read_from_its_json_name(field: RecordField) -> None:
+    """A value at the field's JSON name (nested where declared) lands in its attribute, and in
+    no other."""
+    sent, held = KIND_SAMPLES[field.kind]
+    document = {"id": "c", **record_document({field.attr: sent})}
+    record = parse_campaign(document, "c")
+    assert getattr(record, field.attr) == held
+    others = {attr: getattr(record, attr) for attr in Campaign._fields[1:] if attr != field.attr}
+    assert set(others.values()) == {None}
+
+
+# --- text from the API is bounded ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", TEXT_FIELDS, ids=lambda field: field.attr)
+@pytest.mark.parametrize("length", [TEXT_MAX_CHARS + 1, 10_000, 1_000_000])
+def test_long_text_is_cut_to_the_cap_with_the_mark(field: RecordField, length: int) -> None:
+    """Text longer than the cap keeps its first cap-1 characters and ends in the mark."""
+    text = "".join(chr(0x41 + n % 26) for n in range(length))
+    record = parse_campaign({"id": "c", field.attr: text}, "c")
+    held = getattr(record, field.attr)
+    assert len(held) == TEXT_MAX_CHARS
+    assert held == text[: TEXT_MAX_CHARS - 1] + TRUNCATION_MARK
+
+
+def test_text_at_the_cap_is_kept_whole() -> None:
+    """Exactly the cap (and below) is not cut and carries no mark."""
+    text = "n" * TEXT_MAX_CHARS
+    assert parse_campaign({"id": "c", "name": text}, "c").name == text
+    assert parse_campaign({"id": "c", "name": "…"}, "c").name == "…"
+
+
+def test_the_cut_counts_characters_and_never_splits_a_surrogate_pair() -> None:
+    """An astral character (a surrogate pair in the JSON body) counts as one and is kept or
+    dropped whole; a lone surrogate becomes U+FFFD, also after the cut."""
+    body = '{"id": "c", "name": "' + "\\ud83d\\ude00" * 300 + '", "agent_id": "a\\ud800b"}'
+    record = parse_campaign(json.loads(body), "c")
+    assert record.name == "😀" * (TEXT_MAX_CHARS - 1) + TRUNCATION_MARK
+    assert record.agent_id == "a\ufffdb"
+    lone = json.loads('"' + "x" * (TEXT_MAX_CHARS - 2) + '\\udc00yz"')
+    cut = parse_campaign({"id": "c", "name": lone}, "c").name
+    assert cut == "x" * (TEXT_MAX_CHARS - 2) + "\ufffd" + TRUNCATION_MARK

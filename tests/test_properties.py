@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -22,7 +23,16 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from exporter.api.client import DialNexaClient, FetchError, InvalidResponseError
-from exporter.api.models import MAX_EXACT, MAX_RETRY_INTERVAL_MINUTES, Campaign, parse_campaign
+from exporter.api.fields import FieldKind
+from exporter.api.models import (
+    MAX_EXACT,
+    RECORD_FIELDS,
+    TEXT_MAX_CHARS,
+    TRUNCATION_MARK,
+    Campaign,
+    RecordField,
+    parse_campaign,
+)
 from exporter.api.transport import create_transport
 from exporter.demo.simulator import Fault, FaultKind, Simulator
 from exporter.exposition.render import CampaignRenderer
@@ -31,9 +41,11 @@ from tests.helpers import API_KEY, Samples, parse_samples, promtool_check, serve
 
 CID = "cmp_prop"
 STATES = ("draft", "active", "running", "paused", "completed", "cancelled")
-COUNT_FIELDS = ("total_leads", "completed_calls", "pending_calls", "max_concurrent_calls")
-TEXT_FIELDS = ("name", "organization_id", "agent_id", "from_phone_number")
-COUNT_METRICS = {field: f"dialnexa_campaign_{field}" for field in COUNT_FIELDS}
+# The record's fields and their kinds come from the declarations; what each kind accepts is
+# spelled out again below (the oracles), from docs/failures.md rather than from the code.
+TEXT_FIELDS = tuple(f.attr for f in RECORD_FIELDS if f.kind is FieldKind.TEXT)
+TOP_LEVEL = sorted({f.path[0] for f in RECORD_FIELDS})
+NESTING = sorted({f.path[0] for f in RECORD_FIELDS if len(f.path) > 1})
 PROPERTY_SETTINGS = settings(
     max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
@@ -111,7 +123,7 @@ counts = st.integers(min_value=0, max_value=2**63)
 exact_counts = st.integers(min_value=0, max_value=MAX_EXACT)
 # Numbers around and far beyond what a Prometheus sample carries exactly (2^53).
 huge = st.integers(MAX_EXACT - 2, 10**400) | st.sampled_from(
-    [float("inf"), 1e308, float(MAX_EXACT), float(MAX_EXACT) * 2, float(MAX_RETRY_INTERVAL_MINUTES)]
+    [float("inf"), 1e308, float(MAX_EXACT), float(MAX_EXACT) * 2, float(MAX_EXACT // 60)]
 )
 count_like = counts | huge | st.integers(-5, -1) | counts.map(float) | json_values
 number_like = st.floats(min_value=0, max_value=1e9) | counts | huge | json_values
@@ -120,12 +132,6 @@ text_like = st.text() | json_values
 timestamp_like = (
     iso_datetimes | iso_datetimes.map(lambda t: t + "Z") | st.text(max_size=30) | json_values
 )
-retry_like = (
-    st.fixed_dictionaries(
-        {}, optional={"max_retries": count_like, "retry_interval_minutes": number_like}
-    )
-    | json_values
-)
 id_like = (
     st.just(CID)
     | st.just(CID)
@@ -133,29 +139,46 @@ id_like = (
     | st.sampled_from([CID.upper(), "cmp_other", ""])
     | json_values
 )
-record_fields: dict[str, st.SearchStrategy[Any]] = {
-    **{field: count_like for field in COUNT_FIELDS},
-    **{field: text_like for field in TEXT_FIELDS},
-    "status": status_like,
-    "retry_config": retry_like,
-    "created_at": timestamp_like,
-    "scheduled_at": timestamp_like,
+ANY_OF_KIND: dict[FieldKind, st.SearchStrategy[Any]] = {
+    FieldKind.TEXT: text_like,
+    FieldKind.STATUS: status_like,
+    FieldKind.COUNT: count_like,
+    FieldKind.NUMBER: number_like,
+    FieldKind.TIMESTAMP: timestamp_like,
 }
+
+
+def by_json_name(
+    strategy_of: Callable[[RecordField], st.SearchStrategy[Any]],
+    objects: Callable[[st.SearchStrategy[Any]], st.SearchStrategy[Any]] = lambda obj: obj,
+) -> dict[str, st.SearchStrategy[Any]]:
+    """A strategy per top-level JSON name: a field's own, or an object of its nested fields
+    (passed through ``objects``), each field optional."""
+    strategies: dict[str, st.SearchStrategy[Any]] = {}
+    for key in TOP_LEVEL:
+        fields = [f for f in RECORD_FIELDS if f.path[0] == key]
+        if len(fields[0].path) == 1:
+            strategies[key] = strategy_of(fields[0])
+        else:
+            inner = {f.path[1]: strategy_of(f) for f in fields}
+            strategies[key] = objects(st.fixed_dictionaries({}, optional=inner))
+    return strategies
+
+
+record_fields = by_json_name(lambda f: ANY_OF_KIND[f.kind], lambda obj: obj | json_values)
 # Dicts shaped like campaign records, each known field with a random type, plus extra keys.
 record_like = st.tuples(
     st.fixed_dictionaries({"id": id_like}, optional=record_fields),
     st.dictionaries(st.text(max_size=8), json_values, max_size=3),
 ).map(lambda pair: {**pair[1], **pair[0]})
-valid_fields: dict[str, st.SearchStrategy[Any]] = {
-    **{field: counts for field in COUNT_FIELDS},
-    **{field: st.text() for field in TEXT_FIELDS},
-    "status": st.sampled_from(STATES) | st.text(max_size=10),
-    "retry_config": st.fixed_dictionaries(
-        {}, optional={"max_retries": counts, "retry_interval_minutes": st.floats(0, 1e9)}
-    ),
-    "created_at": iso_datetimes,
-    "scheduled_at": st.none() | iso_datetimes,
+VALID_OF_KIND: dict[FieldKind, st.SearchStrategy[Any]] = {
+    FieldKind.TEXT: st.text() | st.text(min_size=TEXT_MAX_CHARS - 2, max_size=TEXT_MAX_CHARS + 2),
+    FieldKind.STATUS: st.sampled_from(STATES) | st.text(max_size=10),
+    FieldKind.COUNT: counts,
+    FieldKind.NUMBER: st.floats(0, 1e9),
+    FieldKind.TIMESTAMP: st.none() | iso_datetimes,
 }
+valid_fields = by_json_name(lambda f: VALID_OF_KIND[f.kind])
 # Valid records with at most one field swapped for any JSON value: near the accept/refuse edge.
 nearly_valid = st.tuples(
     st.fixed_dictionaries({"id": st.just(CID)}, optional=valid_fields),
@@ -180,37 +203,50 @@ def is_count(raw: Any) -> bool:
     )
 
 
+def json_value(document: dict[str, Any], field: RecordField) -> Any:
+    """The value at the field's JSON name (None when missing or null)."""
+    value: Any = document
+    for key in field.path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def cut(text: str) -> str:
+    """What docs/metrics.md says a text becomes: at most the cap, the last one the mark."""
+    return text if len(text) <= TEXT_MAX_CHARS else text[: TEXT_MAX_CHARS - 1] + TRUNCATION_MARK
+
+
+def is_number(raw: Any, field: RecordField) -> bool:
+    """A finite, non-negative JSON number (never a boolean or a numeric string) whose exported
+    value (times the field's scale) stays exact."""
+    return (
+        isinstance(raw, int | float)
+        and not isinstance(raw, bool)
+        # the range first: math.isfinite cannot take an int of hundreds of digits
+        and 0 <= raw <= MAX_EXACT // field.scale
+        and math.isfinite(raw)
+    )
+
+
 def assert_record_matches(document: Any, record: Campaign) -> None:
-    """An accepted record says exactly what the document said."""
+    """An accepted record says exactly what the document said (text cut to the cap)."""
     assert isinstance(document, dict)
     assert document["id"] == CID
     assert record.id == CID
-    for field in COUNT_FIELDS:
-        raw = document.get(field)
+    for field in RECORD_FIELDS:
+        raw = json_value(document, field)
+        held = getattr(record, field.attr)
         if raw is None:
-            assert getattr(record, field) is None
-        else:
-            assert is_count(raw), (field, raw)
-            assert getattr(record, field) == raw
-    for field in TEXT_FIELDS:
-        raw = document.get(field)
-        assert getattr(record, field) == raw
-        assert raw is None or isinstance(raw, str)
-    retry = document.get("retry_config")
-    if retry is None:
-        assert record.retry_config is None
-    else:
-        assert isinstance(retry, dict)
-        assert record.retry_config is not None
-        minutes = retry.get("retry_interval_minutes")
-        if minutes is None:
-            assert record.retry_config.retry_interval_minutes is None
-        else:  # a finite, non-negative JSON number, unchanged (never a numeric string)
-            assert isinstance(minutes, int | float)
-            assert not isinstance(minutes, bool)
-            assert 0 <= minutes <= MAX_RETRY_INTERVAL_MINUTES
-            assert math.isfinite(minutes)
-            assert record.retry_config.retry_interval_minutes == minutes
+            assert held is None, field.attr
+        elif field.kind is FieldKind.COUNT:
+            assert is_count(raw), (field.attr, raw)
+            assert held == raw
+        elif field.kind is FieldKind.NUMBER:
+            assert is_number(raw, field), (field.attr, raw)
+            assert held == raw
+        elif field.kind is FieldKind.TEXT:
+            assert isinstance(raw, str)
+            assert held == cut(raw)
 
 
 def render(*views: CampaignView) -> str:
@@ -228,18 +264,14 @@ def same_number(got: float | None, expected: float | None) -> bool:
 def assert_exposition_shows(samples: Samples, campaign_id: str, record: Campaign) -> None:
     """The parsed exposition holds exactly the record's values for ``campaign_id``."""
     only_id = frozenset({("campaign_id", campaign_id)})
-    for field, metric in COUNT_METRICS.items():
-        assert same_number(samples.get((metric, only_id)), getattr(record, field)), field
-    retry = record.retry_config
-    minutes = retry.retry_interval_minutes if retry is not None else None
-    retries = retry.max_retries if retry is not None else None
-    interval = samples.get(("dialnexa_campaign_retry_interval_seconds", only_id))
-    assert same_number(interval, None if minutes is None else minutes * 60)
-    assert same_number(samples.get(("dialnexa_campaign_retry_max_retries", only_id)), retries)
-    created = samples.get(("dialnexa_campaign_created_timestamp_seconds", only_id))
-    assert created == (None if record.created_at is None else record.created_at.timestamp())
-    scheduled = samples.get(("dialnexa_campaign_scheduled_timestamp_seconds", only_id))
-    assert scheduled == (None if record.scheduled_at is None else record.scheduled_at.timestamp())
+    for field in RECORD_FIELDS:
+        held = getattr(record, field.attr)
+        if field.kind in (FieldKind.COUNT, FieldKind.NUMBER):
+            expected = None if held is None else held * field.scale
+            assert same_number(samples.get((str(field.metric), only_id)), expected), field.attr
+        elif field.kind is FieldKind.TIMESTAMP:
+            expected = None if held is None else held.timestamp()
+            assert samples.get((str(field.metric), only_id)) == expected, field.attr
     statuses = {
         dict(labels)["status"]: val
         for (name, labels), val in samples.items()
@@ -266,27 +298,22 @@ def usable(document: Any) -> bool:
     """Independent oracle: is this a record docs/failures.md and docs/metrics.md say to accept?"""
     if not isinstance(document, dict) or document.get("id") != CID:
         return False
-    checks = [document.get(f) is None or is_count(document.get(f)) for f in COUNT_FIELDS]
-    checks += [isinstance(document.get(f), str | None) for f in (*TEXT_FIELDS, "status")]
-    for field in ("created_at", "scheduled_at"):
-        raw = document.get(field)
-        checks.append(raw is None or (isinstance(raw, str) and parses_as_iso(raw)))
-    retry = document.get("retry_config")
-    if retry is not None:
-        if not isinstance(retry, dict):
+    for key in NESTING:  # a nested field's object must be an object
+        if not isinstance(document.get(key), dict | None):
             return False
-        checks.append(retry.get("max_retries") is None or is_count(retry.get("max_retries")))
-        minutes = retry.get("retry_interval_minutes")
-        checks.append(
-            minutes is None
-            or (
-                isinstance(minutes, int | float)
-                and not isinstance(minutes, bool)
-                # the range first: math.isfinite cannot take an int of hundreds of digits
-                and 0 <= minutes <= MAX_RETRY_INTERVAL_MINUTES
-                and math.isfinite(minutes)
-            )
-        )
+    checks: list[bool] = []
+    for field in RECORD_FIELDS:
+        raw = json_value(document, field)
+        if raw is None:
+            continue
+        if field.kind is FieldKind.COUNT:
+            checks.append(is_count(raw))
+        elif field.kind is FieldKind.NUMBER:
+            checks.append(is_number(raw, field))
+        elif field.kind is FieldKind.TIMESTAMP:
+            checks.append(isinstance(raw, str) and parses_as_iso(raw))
+        else:
+            checks.append(isinstance(raw, str))
     return all(checks)
 
 
@@ -360,31 +387,23 @@ campaign_ids = st.from_regex(r"[A-Za-z0-9_-]{1,64}", fullmatch=True)
 any_text = st.text(max_size=40)  # arbitrary Unicode (UTF-8 encodable: no lone surrogates)
 
 
+EXACT_OF_KIND: dict[FieldKind, st.SearchStrategy[Any]] = {
+    FieldKind.TEXT: any_text,
+    FieldKind.STATUS: st.sampled_from(STATES) | st.text(max_size=10),
+    FieldKind.COUNT: exact_counts,
+    FieldKind.NUMBER: st.floats(0, MAX_EXACT // max(f.scale for f in RECORD_FIELDS)),
+    FieldKind.TIMESTAMP: iso_datetimes,
+}
+exact_fields = by_json_name(lambda f: EXACT_OF_KIND[f.kind])
+
+
 @st.composite
 def campaign_records(draw: st.DrawFn, campaign_id: str) -> Campaign:
     """A valid campaign record with arbitrary Unicode metadata and random values."""
     document: dict[str, Any] = {"id": campaign_id}
-    for field in TEXT_FIELDS:
+    for key, values in exact_fields.items():
         if draw(st.booleans()):
-            document[field] = draw(any_text)
-    for field in COUNT_FIELDS:
-        if draw(st.booleans()):
-            document[field] = draw(exact_counts)
-    if draw(st.booleans()):
-        document["status"] = draw(st.sampled_from(STATES) | st.text(max_size=10))
-    if draw(st.booleans()):
-        document["retry_config"] = draw(
-            st.fixed_dictionaries(
-                {},
-                optional={
-                    "max_retries": exact_counts,
-                    "retry_interval_minutes": st.floats(0, MAX_RETRY_INTERVAL_MINUTES),
-                },
-            )
-        )
-    for field in ("created_at", "scheduled_at"):
-        if draw(st.booleans()):
-            document[field] = draw(iso_datetimes)
+            document[key] = draw(values)
     return parse_campaign(document, campaign_id)
 
 
@@ -479,3 +498,32 @@ def test_no_record_the_client_accepts_makes_promtool_reject_the_scrape(
         view = CampaignView(CID, outcome, up=True, last_success=1700000000.0)
         result = promtool_check(render_exposition(Snapshot(campaigns=(view,))))
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+# Any string, as the API can send it: lone surrogates, control characters, quotes, backslashes
+# and newlines included, often far longer than the cap.
+hostile_alphabet = st.characters(exclude_categories=()) | st.sampled_from('"\\\n\r\t\x00😀…')
+hostile_text = st.text(hostile_alphabet, max_size=40) | st.text(
+    hostile_alphabet, min_size=TEXT_MAX_CHARS - 3, max_size=4 * TEXT_MAX_CHARS
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.tuples(*(hostile_text for _ in TEXT_FIELDS)))
+def test_any_text_becomes_a_label_of_at_most_the_cap_that_parses_back(
+    texts: tuple[str, ...],
+) -> None:
+    """Any string in any text field, sent as JSON, is a label value of at most the cap that
+    the exposition parser reads back as the string cut to the cap (a lone surrogate shown as
+    U+FFFD)."""
+    body = json.dumps({"id": CID, **dict(zip(TEXT_FIELDS, texts, strict=True))})
+    document = json.loads(body)
+    record = parse_campaign(document, CID)
+    samples = parse_samples(render(CampaignView(CID, record, up=True, last_success=1.0)))
+    (labels,) = [dict(key) for name, key in samples if name == "dialnexa_campaign_info"]
+    for field in TEXT_FIELDS:
+        sent = document[field]
+        shown = labels[field]
+        assert len(shown) <= TEXT_MAX_CHARS
+        assert shown == re.sub("[\ud800-\udfff]", "\ufffd", cut(sent))
+        assert shown.endswith(TRUNCATION_MARK) or shown == re.sub("[\ud800-\udfff]", "\ufffd", sent)

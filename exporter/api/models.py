@@ -1,138 +1,145 @@
-"""Campaign records as the DialNexa API returns them, parsed and checked; no I/O."""
+"""Campaign records as the DialNexa API returns them: each field declared once, checked; no I/O.
+
+A field is one annotated attribute of ``Campaign``: its type and its ``RecordField`` (JSON
+name, kind, bounds, metric name, help). The record check below, the metric families
+(``exporter.exposition.metrics``), the simulator's records and the tests' tables are made from
+``RECORD_FIELDS``; docs/metrics.md gets a row, which tests/test_docs.py checks.
+"""
 
 from __future__ import annotations
 
-import enum
-import math
-from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Annotated, Any, NamedTuple, get_type_hints
 
+from exporter.api.fields import (
+    MAX_EXACT,
+    TEXT_MAX_CHARS,
+    TRUNCATION_MARK,
+    CampaignStatus,
+    FieldKind,
+    RecordError,
+    RecordField,
+    truncate_text,
+)
 
-class CampaignStatus(enum.StrEnum):
-    """Lifecycle states from the API's enum, plus ``unknown`` for anything else it may send."""
+__all__ = [
+    "MAX_EXACT",
+    "RECORD_FIELDS",
+    "TERMINAL_STATUSES",
+    "TEXT_MAX_CHARS",
+    "TRUNCATION_MARK",
+    "Campaign",
+    "CampaignStatus",
+    "RecordError",
+    "RecordField",
+    "parse_campaign",
+    "record_document",
+    "truncate_text",
+]
 
-    DRAFT = "draft"
-    ACTIVE = "active"
-    RUNNING = "running"
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    CANCELLED = "cancelled"
-    UNKNOWN = "unknown"
-
-    @classmethod
-    def parse(cls, value: str) -> CampaignStatus:
-        """Map an API status string to a state; unrecognised values become ``unknown``."""
-        return _STATUS_BY_TEXT.get(value.strip().lower(), cls.UNKNOWN)
-
-
-_STATUS_BY_TEXT: dict[str, CampaignStatus] = {state.value: state for state in CampaignStatus}
 TERMINAL_STATUSES = frozenset({CampaignStatus.COMPLETED, CampaignStatus.CANCELLED})
-
-
-class RecordError(ValueError):
-    """A response body is not a usable campaign record."""
-
-
-# The largest number every Prometheus sample value (a float64) carries exactly. A larger one
-# would either lose digits or, beyond float range, make the whole scrape unparseable (one such
-# record would take every campaign out of Prometheus), so a record holding one is refused.
-MAX_EXACT = 2**53
-# retry_interval_minutes is exported in seconds (x 60): that too must stay exact.
-MAX_RETRY_INTERVAL_MINUTES = MAX_EXACT // 60
-
-
-def _text(value: object) -> str:
-    if not isinstance(value, str):
-        raise ValueError("expected a string")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        # JSON may carry lone surrogates ("\ud800") that no UTF-8 exposition can hold:
-        # show U+FFFD in their place rather than refuse an otherwise good record.
-        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return value
-
-
-def _count(value: object) -> int:
-    # JSON true/false must not pass as 1/0, nor "438" as 438; 1200.0 is 1200.
-    if type(value) is float and value.is_integer():
-        value = int(value)
-    if type(value) is not int:
-        raise ValueError("expected a whole number")
-    if value < 0:
-        raise ValueError("must not be negative")
-    if value > MAX_EXACT:
-        raise ValueError("is larger than 2^53")
-    return value
-
-
-def _minutes(value: object) -> float:
-    if type(value) is not int and type(value) is not float:
-        raise ValueError("expected a number")
-    if type(value) is int and value > MAX_RETRY_INTERVAL_MINUTES:  # before float(): may overflow
-        raise ValueError("is too large")
-    number = float(value)
-    if not math.isfinite(number) or number < 0:
-        raise ValueError("must be a finite number, not negative")
-    if number > MAX_RETRY_INTERVAL_MINUTES:
-        raise ValueError("is too large")
-    return number
-
-
-def _timestamp(value: object) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError("expected an ISO 8601 date-time string")
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError("not an ISO 8601 date-time") from None
-    if parsed.tzinfo is None:
-        # The API documents UTC ("...Z"); a bare local time is read as UTC too.
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed
-
-
-def _status(value: object) -> CampaignStatus:
-    if not isinstance(value, str):
-        raise ValueError("expected a string")
-    return CampaignStatus.parse(value)
-
-
-# Records are checked by hand-written code rather than a validation library: the check costs
-# a few microseconds, which matters at ten thousand campaigns polled every few seconds.
-
-
-class RetryConfig(NamedTuple):
-    """``retry_config``: how often a lead is retried and how far apart."""
-
-    max_retries: int | None = None
-    retry_interval_minutes: float | None = None
+_AS_OF = " As of the last successful fetch."
 
 
 class Campaign(NamedTuple):
     """One campaign as returned by ``GET /v1/campaigns/{id}``; absent fields stay ``None``.
 
     A named tuple: immutable, and the cheapest such object to make, which matters when
-    thousands of records are replaced every round.
+    thousands of records are replaced every round. The fields after ``id`` are exported in
+    this order (the text fields as labels of dialnexa_campaign_info).
     """
 
     id: str
-    name: str | None = None
-    organization_id: str | None = None
-    agent_id: str | None = None
-    from_phone_number: str | None = None
-    status: CampaignStatus | None = None
-    max_concurrent_calls: int | None = None
-    total_leads: int | None = None
-    completed_calls: int | None = None
-    pending_calls: int | None = None
-    retry_config: RetryConfig | None = None
-    scheduled_at: datetime | None = None
-    created_at: datetime | None = None
+    name: Annotated[str | None, RecordField(FieldKind.TEXT)] = None
+    agent_id: Annotated[str | None, RecordField(FieldKind.TEXT, example="agt_sim")] = None
+    from_phone_number: Annotated[
+        str | None, RecordField(FieldKind.TEXT, example="+912234567890")
+    ] = None
+    organization_id: Annotated[str | None, RecordField(FieldKind.TEXT, example="org_sim")] = None
+    status: Annotated[
+        CampaignStatus | None,
+        RecordField(
+            FieldKind.STATUS,
+            "dialnexa_campaign_status",
+            "Campaign lifecycle status: 1 for the current state, 0 for the others." + _AS_OF,
+            example="active",
+        ),
+    ] = None
+    total_leads: Annotated[
+        int | None,
+        RecordField(
+            FieldKind.COUNT,
+            "dialnexa_campaign_total_leads",
+            "Leads enrolled in the campaign." + _AS_OF,
+        ),
+    ] = None
+    completed_calls: Annotated[
+        int | None,
+        RecordField(
+            FieldKind.COUNT,
+            "dialnexa_campaign_completed_calls",
+            "Calls the campaign has completed." + _AS_OF,
+        ),
+    ] = None
+    pending_calls: Annotated[
+        int | None,
+        RecordField(
+            FieldKind.COUNT,
+            "dialnexa_campaign_pending_calls",
+            "Calls the campaign still has to make." + _AS_OF,
+        ),
+    ] = None
+    max_concurrent_calls: Annotated[
+        int | None,
+        RecordField(
+            FieldKind.COUNT,
+            "dialnexa_campaign_max_concurrent_calls",
+            "Configured maximum of simultaneous calls." + _AS_OF,
+            example=5,
+        ),
+    ] = None
+    max_retries: Annotated[
+        int | None,
+        RecordField(
+            FieldKind.COUNT,
+            "dialnexa_campaign_retry_max_retries",
+            "Configured retries per lead (retry_config.max_retries)." + _AS_OF,
+            json="retry_config.max_retries",
+            example=3,
+            cached=True,
+        ),
+    ] = None
+    retry_interval_minutes: Annotated[
+        float | None,
+        RecordField(
+            FieldKind.NUMBER,
+            "dialnexa_campaign_retry_interval_seconds",
+            "Configured wait between retries of a lead (retry_config.retry_interval_minutes)."
+            + _AS_OF,
+            json="retry_config.retry_interval_minutes",
+            example=120,
+            scale=60,
+        ),
+    ] = None
+    created_at: Annotated[
+        datetime | None,
+        RecordField(
+            FieldKind.TIMESTAMP,
+            "dialnexa_campaign_created_timestamp_seconds",
+            "When the campaign was created, Unix time." + _AS_OF,
+            example="2024-05-01T09:00:00.000Z",
+        ),
+    ] = None
+    scheduled_at: Annotated[
+        datetime | None,
+        RecordField(
+            FieldKind.TIMESTAMP,
+            "dialnexa_campaign_scheduled_timestamp_seconds",
+            "When the campaign is scheduled to start, Unix time; absent when not scheduled."
+            + _AS_OF,
+        ),
+    ] = None
 
     @property
     def is_terminal(self) -> bool:
@@ -140,53 +147,54 @@ class Campaign(NamedTuple):
         return self.status in TERMINAL_STATUSES
 
 
-# Distinct retry settings are few: equal ones share one object, which keeps a record's worth of
-# objects out of the garbage collector's work every time a campaign's record is replaced.
-_RETRY_CONFIGS: dict[tuple[int | None, float | None], RetryConfig] = {}
-_RETRY_CONFIGS_MAX = 1024
+def _declarations() -> tuple[RecordField, ...]:
+    fields: list[RecordField] = []
+    for attr, hint in get_type_hints(Campaign, include_extras=True).items():
+        if attr == "id":
+            continue
+        (declared,) = [item for item in hint.__metadata__ if isinstance(item, RecordField)]
+        fields.append(RecordField(**{**_as_dict(declared), "attr": attr}))
+    return tuple(fields)
 
 
-def _retry_config(value: object) -> RetryConfig:
-    if not isinstance(value, dict):
-        raise RecordError("field retry_config: expected an object")
-    max_retries = value.get("max_retries")
-    interval = value.get("retry_interval_minutes")
-    try:
-        if max_retries is not None:
-            max_retries = _count(max_retries)
-    except ValueError as exc:
-        raise RecordError(f"field retry_config.max_retries: {exc}") from None
-    try:
-        if interval is not None:
-            interval = _minutes(interval)
-    except ValueError as exc:
-        raise RecordError(f"field retry_config.retry_interval_minutes: {exc}") from None
-    key = (max_retries, interval)
-    config = _RETRY_CONFIGS.get(key)
-    if config is None:
-        config = RetryConfig(max_retries, interval)
-        if len(_RETRY_CONFIGS) < _RETRY_CONFIGS_MAX:
-            _RETRY_CONFIGS[key] = config
-    return config
+def _as_dict(declared: RecordField) -> dict[str, Any]:
+    return {name: getattr(declared, name) for name in RecordField.__slots__}
 
 
-# How each field after the id is checked, in the record's field order; a JSON null is the same
-# as the field missing.
-_CHECKS: tuple[tuple[str, Callable[[object], object]], ...] = (
-    ("name", _text),
-    ("organization_id", _text),
-    ("agent_id", _text),
-    ("from_phone_number", _text),
-    ("status", _status),
-    ("max_concurrent_calls", _count),
-    ("total_leads", _count),
-    ("completed_calls", _count),
-    ("pending_calls", _count),
-    ("retry_config", _retry_config),
-    ("scheduled_at", _timestamp),
-    ("created_at", _timestamp),
+# Every field after the id, in the model's order.
+RECORD_FIELDS: tuple[RecordField, ...] = _declarations()
+
+
+def _nested(field: RecordField) -> Callable[[object], object]:
+    """The check of a field of a nested object: reads the object, then the field in it."""
+    parent, name = field.path
+    check = field.check()
+
+    def read(value: object) -> object:
+        if not isinstance(value, dict):
+            raise RecordError(f"field {parent}: expected an object")
+        inner = value.get(name)
+        return None if inner is None else check(inner)
+
+    return read
+
+
+# How each field after the id is read and checked, in the model's order: the top-level JSON
+# name (a JSON null is the same as the field missing) and the check of its value.
+# Records are checked by this table rather than a validation library: a check costs a few
+# microseconds (tests/benchmarks/bench_models.py), which matters at ten thousand campaigns
+# polled every few seconds.
+_CHECKS: tuple[tuple[str, str, Callable[[object], object]], ...] = tuple(
+    (
+        field.path[0],
+        field.json or field.attr,
+        field.check() if len(field.path) == 1 else _nested(field),
+    )
+    for field in RECORD_FIELDS
 )
-assert tuple(name for name, _ in _CHECKS) == Campaign._fields[1:]
+_READS: tuple[tuple[str, Callable[[object], object]], ...] = tuple(
+    (key, check) for key, _, check in _CHECKS
+)
 
 
 def parse_campaign(document: Any, expected_id: str) -> Campaign:
@@ -202,7 +210,7 @@ def parse_campaign(document: Any, expected_id: str) -> Campaign:
         raise RecordError("record id does not match the requested campaign")
     get = document.get
     try:
-        values = [None if (value := get(name)) is None else check(value) for name, check in _CHECKS]
+        values = [None if (value := get(key)) is None else check(value) for key, check in _READS]
     except ValueError:
         raise _field_error(document) from None
     return Campaign._make((campaign_id, *values))
@@ -210,8 +218,8 @@ def parse_campaign(document: Any, expected_id: str) -> Campaign:
 
 def _field_error(document: dict[str, Any]) -> RecordError:
     """The error for the first field that fails its check (the slow path, for bad records)."""
-    for name, check in _CHECKS:
-        value = document.get(name)
+    for key, name, check in _CHECKS:
+        value = document.get(key)
         if value is None:
             continue
         try:
@@ -221,3 +229,18 @@ def _field_error(document: dict[str, Any]) -> RecordError:
         except ValueError as exc:
             return RecordError(f"field {name}: {exc}")
     return RecordError("invalid record")
+
+
+def record_document(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON record holding ``values`` (model attribute → JSON value), nested as the API
+    nests them; fields not in ``values`` are left out."""
+    document: dict[str, Any] = {}
+    for field in RECORD_FIELDS:
+        if field.attr not in values:
+            continue
+        path = field.path
+        target = document
+        for key in path[:-1]:
+            target = target.setdefault(key, {})
+        target[path[-1]] = values[field.attr]
+    return document

@@ -17,7 +17,14 @@ from typing import Any
 
 from aiohttp import web
 
+from exporter.api.models import RECORD_FIELDS, record_document
+
 log = logging.getLogger("exporter.simulator")
+
+# What the simulator sends for a declared field its script does not set.
+EXAMPLES: dict[str, Any] = {field.attr: field.example for field in RECORD_FIELDS}
+# The fields the API page's first example ("running") lacks.
+LEGACY_ABSENT = ("total_leads", "completed_calls", "pending_calls")
 
 # Average simulated seconds one line needs per call: a campaign makes
 # max_concurrent_calls / CALL_SECONDS calls per simulated second.
@@ -138,28 +145,35 @@ class SimCampaign:
         self.clock = max(self.clock, now)
 
     def record(self, wall_of: Callable[[float], float]) -> dict[str, Any]:
-        """The JSON record the API returns right now."""
+        """The JSON record the API returns right now: what the script sets, and each other
+        declared field's example value."""
         done = min(self.total_leads, int(self.completed))
-        record: dict[str, Any] = {
-            "id": self.id,
-            "organization_id": self.organization_id,
-            "name": self.name,
-            "agent_id": self.agent_id,
-            "from_phone_number": self.from_phone_number,
-            "status": self.status,
-            "max_concurrent_calls": self.max_concurrent_calls,
-            "scheduled_at": None,
-            "retry_config": self.retry_config,
-            "created_at": self.created_at,
-        }
+        values: dict[str, Any] = dict(EXAMPLES)
+        values.update(
+            name=self.name,
+            organization_id=self.organization_id,
+            agent_id=self.agent_id,
+            from_phone_number=self.from_phone_number,
+            status=self.status,
+            max_concurrent_calls=self.max_concurrent_calls,
+            scheduled_at=None,
+            created_at=self.created_at,
+            total_leads=self.total_leads,
+            completed_calls=done,
+            pending_calls=self.total_leads - done,
+        )
+        if self.retry_config is not None:
+            values.update(self.retry_config)
         if self.scheduled_at is not None:
             when = datetime.fromtimestamp(wall_of(self.scheduled_at), UTC)
-            record["scheduled_at"] = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        if not self.legacy_shape:
-            record["total_leads"] = self.total_leads
-            record["completed_calls"] = done
-            record["pending_calls"] = self.total_leads - done
-        return record
+            values["scheduled_at"] = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        if self.legacy_shape:
+            for name in LEGACY_ABSENT:
+                del values[name]
+        document = {"id": self.id, **record_document(values)}
+        if self.retry_config is None:
+            document["retry_config"] = None
+        return document
 
 
 def demo_campaigns() -> list[SimCampaign]:

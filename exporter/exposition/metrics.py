@@ -18,7 +18,8 @@ from typing import Generic, Literal, Protocol, TypeVar
 
 from prometheus_client import ProcessCollector
 
-from exporter.api.models import Campaign, CampaignStatus
+from exporter.api.fields import FieldKind, RecordField
+from exporter.api.models import RECORD_FIELDS, Campaign, CampaignStatus
 from exporter.config import Settings, StatusSeries
 from exporter.polling.state import BuildInfo, CampaignView, PollingLag, Snapshot
 
@@ -113,27 +114,29 @@ def _one(value: Value | None, labels: str = "") -> tuple[Sample, ...]:
     return () if value is None else (("", labels, value),)
 
 
-# --- campaign data ---------------------------------------------------------------------------
+# --- campaign data, made from the record's field declarations (exporter.api.models) ----------
 
 _STATES: tuple[CampaignStatus, ...] = tuple(CampaignStatus)
 _STATUS_LABELS = {state: f',status="{state.value}"' for state in _STATES}
+_INFO_FIELDS = tuple(field for field in RECORD_FIELDS if field.kind is FieldKind.TEXT)
+_INFO_GET = attrgetter(*(field.attr for field in _INFO_FIELDS))
 
 
 def _info(record: Campaign) -> tuple[LabelledValue, ...]:
-    pairs = (
-        ("name", record.name or ""),
-        ("agent_id", record.agent_id or ""),
-        ("from_phone_number", record.from_phone_number or ""),
-        ("organization_id", record.organization_id or ""),
-    )
-    return (("," + labels_text(pairs), 1),)
+    pairs = zip((field.attr for field in _INFO_FIELDS), _INFO_GET(record), strict=True)
+    return (("," + labels_text((name, text or "") for name, text in pairs), 1),)
 
 
-def _status(record: Campaign) -> tuple[LabelledValue, ...]:
-    current = record.status
-    if current is None:
-        return ()
-    return tuple((_STATUS_LABELS[state], int(state is current)) for state in _STATES)
+def _status(attr: str) -> Callable[[Campaign], tuple[LabelledValue, ...]]:
+    get = attrgetter(attr)
+
+    def samples(record: Campaign) -> tuple[LabelledValue, ...]:
+        current = get(record)
+        if current is None:
+            return ()
+        return tuple((_STATUS_LABELS[state], int(state is current)) for state in _STATES)
+
+    return samples
 
 
 def _current_status(record: Campaign) -> tuple[LabelledValue, ...]:
@@ -146,24 +149,26 @@ def _error_samples(errors: tuple[tuple[str, int], ...]) -> Iterable[LabelledValu
     return [(f',reason="{reason}"', count) for reason, count in errors] if errors else ()
 
 
-def _retry_max(record: Campaign) -> int | None:
-    retry = record.retry_config
-    return None if retry is None else retry.max_retries
+def _value(field: RecordField) -> Callable[[Campaign], Value | None]:
+    """What a number or time field exports: the value, times its scale, or Unix time."""
+    get = attrgetter(field.attr)
+    if field.kind is FieldKind.TIMESTAMP:
+        return lambda record: None if (moment := get(record)) is None else moment.timestamp()
+    if field.scale != 1:
+        scale = field.scale
+        return lambda record: None if (number := get(record)) is None else number * scale
+    return get
 
 
-def _retry_interval_seconds(record: Campaign) -> float | None:
-    retry = record.retry_config
-    if retry is None or retry.retry_interval_minutes is None:
-        return None
-    return retry.retry_interval_minutes * 60
-
-
-def _created(record: Campaign) -> float | None:
-    return None if record.created_at is None else record.created_at.timestamp()
-
-
-def _scheduled(record: Campaign) -> float | None:
-    return None if record.scheduled_at is None else record.scheduled_at.timestamp()
+def record_family(field: RecordField) -> RecordFamily:
+    """The family a declared record field is exported as (not for TEXT fields: INFO labels)."""
+    assert field.metric is not None, field.attr
+    cached_on = (field.attr,) if field.keeps_lines else ()
+    if field.kind is FieldKind.STATUS:
+        return RecordFamily(
+            field.metric, "gauge", field.help, samples=_status(field.attr), cached_on=cached_on
+        )
+    return RecordFamily(field.metric, "gauge", field.help, value=_value(field), cached_on=cached_on)
 
 
 INFO = RecordFamily(
@@ -171,67 +176,15 @@ INFO = RecordFamily(
     "gauge",
     "Campaign metadata as labels; always 1." + _AS_OF,
     samples=_info,
-    cached_on=("name", "agent_id", "from_phone_number", "organization_id"),
+    cached_on=tuple(field.attr for field in _INFO_FIELDS),
 )
-STATUS = RecordFamily(
-    "dialnexa_campaign_status",
-    "gauge",
-    "Campaign lifecycle status: 1 for the current state, 0 for the others." + _AS_OF,
-    samples=_status,
-    cached_on=("status",),
-)
-TOTAL_LEADS = RecordFamily(
-    "dialnexa_campaign_total_leads",
-    "gauge",
-    "Leads enrolled in the campaign." + _AS_OF,
-    value=attrgetter("total_leads"),
-)
-COMPLETED = RecordFamily(
-    "dialnexa_campaign_completed_calls",
-    "gauge",
-    "Calls the campaign has completed." + _AS_OF,
-    value=attrgetter("completed_calls"),
-)
-PENDING = RecordFamily(
-    "dialnexa_campaign_pending_calls",
-    "gauge",
-    "Calls the campaign still has to make." + _AS_OF,
-    value=attrgetter("pending_calls"),
-)
-MAX_CONCURRENT = RecordFamily(
-    "dialnexa_campaign_max_concurrent_calls",
-    "gauge",
-    "Configured maximum of simultaneous calls." + _AS_OF,
-    value=attrgetter("max_concurrent_calls"),
-)
-RETRY_MAX = RecordFamily(
-    "dialnexa_campaign_retry_max_retries",
-    "gauge",
-    "Configured retries per lead (retry_config.max_retries)." + _AS_OF,
-    value=_retry_max,
-    cached_on=("retry_config",),
-)
-RETRY_INTERVAL = RecordFamily(
-    "dialnexa_campaign_retry_interval_seconds",
-    "gauge",
-    "Configured wait between retries of a lead (retry_config.retry_interval_minutes)." + _AS_OF,
-    value=_retry_interval_seconds,
-    cached_on=("retry_config",),
-)
-CREATED = RecordFamily(
-    "dialnexa_campaign_created_timestamp_seconds",
-    "gauge",
-    "When the campaign was created, Unix time." + _AS_OF,
-    value=_created,
-    cached_on=("created_at",),
-)
-SCHEDULED = RecordFamily(
-    "dialnexa_campaign_scheduled_timestamp_seconds",
-    "gauge",
-    "When the campaign is scheduled to start, Unix time; absent when not scheduled." + _AS_OF,
-    value=_scheduled,
-    cached_on=("scheduled_at",),
-)
+_FAMILY_OF_FIELD = {
+    field.attr: record_family(field) for field in RECORD_FIELDS if field.metric is not None
+}
+# The status family (DIALNEXA_STATUS_SERIES may serve a sparse variant of it, below).
+STATUS = _FAMILY_OF_FIELD["status"]
+# One family per declared field that has a metric, in the record's order.
+RECORD_FAMILIES: tuple[RecordFamily, ...] = (INFO, *_FAMILY_OF_FIELD.values())
 
 # --- the exporter's health, per campaign -------------------------------------------------------
 
@@ -257,16 +210,7 @@ ERRORS = HealthFamily(
 
 # Per-campaign families, in exposition order.
 CAMPAIGN_FAMILIES: tuple[CampaignFamily, ...] = (
-    INFO,
-    STATUS,
-    TOTAL_LEADS,
-    COMPLETED,
-    PENDING,
-    MAX_CONCURRENT,
-    RETRY_MAX,
-    RETRY_INTERVAL,
-    CREATED,
-    SCHEDULED,
+    *RECORD_FAMILIES,
     CAMPAIGN_UP,
     LAST_SUCCESS,
     ERRORS,
