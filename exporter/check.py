@@ -9,7 +9,6 @@ from typing import NamedTuple, TextIO
 
 from exporter.api.client import DialNexaClient, FetchError, client_for
 from exporter.api.models import Campaign
-from exporter.api.transport import create_transport
 from exporter.clock import SystemClock
 from exporter.config import Settings, campaigns_for_shard, env_name
 from exporter.polling.outcome import error_reason
@@ -80,9 +79,8 @@ async def _fetch_one(client: DialNexaClient, campaign_id: str) -> Result:
 
 async def fetch_all(settings: Settings) -> list[Result]:
     """Every campaign of this shard fetched once, at most max_concurrency at a time."""
-    transport = create_transport(settings.http_client, settings.api_url, settings.max_concurrency)
+    client = client_for(settings, SystemClock())
     try:
-        client = client_for(settings, transport, SystemClock())
         gate = asyncio.Semaphore(settings.max_concurrency)
 
         async def one(campaign_id: str) -> Result:
@@ -91,7 +89,7 @@ async def fetch_all(settings: Settings) -> list[Result]:
 
         return list(await asyncio.gather(*(one(cid) for cid in campaigns_for_shard(settings))))
     finally:
-        await transport.close()
+        await client.close()
 
 
 async def run_check(settings: Settings, *, online: bool, out: TextIO) -> int:

@@ -141,12 +141,11 @@ def _default_loop_text() -> str:
 
 
 def version_text() -> str:
-    """What --version prints: name and version, Python, aiohttp, httptools, platform."""
+    """What --version prints: name and version, Python, aiohttp, the event loop, platform."""
     return (
         f"{PROG} {__version__}\n"
         f"  python {platform.python_version()} ({platform.python_implementation()})\n"
         f"  aiohttp {aiohttp.__version__}\n"
-        f"  httptools {version('httptools')} (the API client's HTTP parser)\n"
         f"  event loop {_default_loop_text()}\n"
         f"  platform {platform.platform()}"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,8 +37,11 @@ _RESERVED_PATHS = frozenset({"/healthz", "/readyz"})
 # The YAML file names the campaign list `campaigns`; every other key is a setting name.
 _YAML_ALIASES = {"campaigns": "campaign_ids"}
 
-# How API requests are made (exporter.api.transport): the built-in HTTP/1.1 client or aiohttp's.
-HttpClientChoice = Literal["builtin", "aiohttp"]
+# Settings a release removed, and what to do instead: set anywhere, each is a configuration error
+# (a silently ignored setting would leave its user believing it still applies).
+REMOVED_SETTINGS = {
+    "http_client": "was removed: the exporter always uses aiohttp's client; unset it",
+}
 # Which dialnexa_campaign_status series a campaign has: all seven (the current one 1, the others
 # 0) or only the current one (exporter.exposition.metrics.campaign_families).
 StatusSeries = Literal["all", "current"]
@@ -198,10 +202,6 @@ class Settings(BaseSettings):
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         default="auto", description="auto (uvloop where installed), uvloop or asyncio"
     )
-    http_client: HttpClientChoice = Field(
-        default="builtin",
-        description="API client: builtin (lean HTTP/1.1 pool) or aiohttp (its general client)",
-    )
     status_series: StatusSeries = Field(
         default="all",
         description="status series per campaign: all (7, the current one 1) or current (just it)",
@@ -247,9 +247,7 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return ()
 
-    @field_validator(
-        "log_level", "log_format", "event_loop", "http_client", "status_series", mode="before"
-    )
+    @field_validator("log_level", "log_format", "event_loop", "status_series", mode="before")
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
@@ -352,6 +350,8 @@ def read_yaml_settings(path: Path) -> dict[str, Any]:
     known = set(Settings.model_fields) - {"config_file"}
     for raw_key, value in data.items():
         key = _YAML_ALIASES.get(str(raw_key), str(raw_key))
+        if key in REMOVED_SETTINGS:
+            raise ConfigError(setting, f"{path}: {raw_key!r} {REMOVED_SETTINGS[key]}")
         if key not in known:
             raise ConfigError(setting, f"{path}: unknown key {raw_key!r}")
         values[key] = value
@@ -423,6 +423,9 @@ def load_settings(
 ) -> Settings:
     """Build settings from flags, the environment and the YAML file, or raise ConfigError."""
     given = {key: value for key, value in (flags or {}).items() if value is not None}
+    for field, problem in REMOVED_SETTINGS.items():
+        if os.environ.get(env_name(field), "").strip():
+            raise ConfigError(env_name(field), problem)
     first = _build(given, {})
     yaml_values: dict[str, Any] = {}
     if first.config_file is not None:

@@ -8,6 +8,7 @@ in fault_tables.py), so that no test module imports another.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import re
@@ -17,7 +18,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -200,6 +201,99 @@ async def serve_guarded(
     await runner.setup()
     await start_guarded_sites(runner, [sock], tls)
     return runner, int(sock.getsockname()[1])
+
+
+# --- scripted upstreams: raw bytes on loopback, for what the simulator cannot send ---------
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Upstream"], Awaitable[None]]
+RECORD_BODY = b'{"id": "cmp_1", "status": "active"}'
+
+
+@dataclass
+class Upstream:
+    """A scripted server: every connection runs its script; what it saw is kept."""
+
+    port: int = 0
+    connections: int = 0
+    open_now: int = 0
+    most_open: int = 0
+    requests: list[bytes] = field(default_factory=list)
+    closed_by_client: asyncio.Event = field(default_factory=asyncio.Event)
+    request_seen: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def api_url(self) -> str:
+        """The API URL of this server."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+
+async def read_request(reader: asyncio.StreamReader, upstream: Upstream) -> bytes:
+    """One request head, recorded; b"" when the client closed."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return b""
+    upstream.requests.append(head)
+    upstream.request_seen.set()
+    return head
+
+
+def raw_answer(body: bytes = RECORD_BODY, *, status: str = "200 OK", extra: bytes = b"") -> bytes:
+    """A complete answer with Content-Length; ``extra`` header lines end in CRLF."""
+    head = f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n".encode()
+    return head + extra + b"\r\n" + body
+
+
+def answer_once(raw: bytes) -> Script:
+    """A server that answers the first request with ``raw``, then waits for the hang-up."""
+
+    async def script(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: Upstream
+    ) -> None:
+        await read_request(reader, upstream)
+        writer.write(raw)
+        await writer.drain()
+        if not await reader.read(1):
+            upstream.closed_by_client.set()
+
+    return script
+
+
+async def keep_answering(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: Upstream
+) -> None:
+    """A well-behaved server: one answer per request, connection kept."""
+    while await read_request(reader, upstream):
+        writer.write(raw_answer())
+        await writer.drain()
+
+
+@contextlib.asynccontextmanager
+async def upstream_running(
+    script: Script, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[Upstream]:
+    """Serve ``script`` on a loopback port until the block ends."""
+    upstream = Upstream()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream.connections += 1
+        upstream.open_now += 1
+        upstream.most_open = max(upstream.most_open, upstream.open_now)
+        try:
+            await script(reader, writer, upstream)
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            pass
+        finally:
+            upstream.open_now -= 1
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ssl_context)
+    upstream.port = server.sockets[0].getsockname()[1]
+    try:
+        yield upstream
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 def parse_samples(text: str) -> Samples:
@@ -523,9 +617,6 @@ CONTRACT_METRICS = frozenset(
         "dialnexa_exporter_api_requests_remaining",
         "dialnexa_exporter_api_rate_limit_reset_timestamp_seconds",
         "dialnexa_exporter_poll_stretch_factor",
-        "dialnexa_exporter_api_connections",
-        "dialnexa_exporter_api_connections_opened_total",
-        "dialnexa_exporter_api_requests_resent_total",
     }
 )
 

@@ -50,7 +50,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
         check_terminal=60.0,
         check_window=4.0,
         workdir=workdir,
-        loops=("uvloop", "asyncio", "uvloop+aiohttp"),
+        loops=("uvloop", "asyncio"),
     )
     return SmokeRun(results[0], check, bench.build_report(results, check))
 
@@ -152,19 +152,14 @@ def test_both_event_loops_are_measured_side_by_side(smoke: SmokeRun) -> None:
     """The exporter ran on uvloop and on asyncio's loop, each beside the bare-client floor of
     its own loop and of asyncio's, and the report has one row per loop."""
     result = smoke.result
-    assert list(result.by_loop) == ["uvloop", "asyncio", "uvloop+aiohttp"]
+    assert list(result.by_loop) == ["uvloop", "asyncio"]
     assert result.exporter is result.by_loop["uvloop"]
-    for variant, figures in result.by_loop.items():
-        loop = variant.partition("+")[0]
-        assert figures.loop == variant
+    for loop, figures in result.by_loop.items():
+        assert figures.loop == loop
         assert figures.exported_campaigns == SIZE
         assert _positive(figures.steady_round.cpu)
         assert _positive(result.floors[loop].cpu)
         assert result.floors[loop].fetches == SIZE
-    assert set(result.builtin_client) == {"uvloop", "asyncio"}
-    assert all(_positive(cpu) for cpu in result.builtin_client.values())
     table = smoke.report.split("Event loops side by side", 1)[1]
     assert table.count(f"| {SIZE} | uvloop |") == 1
     assert table.count(f"| {SIZE} | asyncio |") == 1
-    assert table.count(f"| {SIZE} | uvloop+aiohttp |") == 1
-    assert f"N={SIZE} on uvloop: " in table.split("The built-in client alone", 1)[1]

@@ -295,3 +295,21 @@ def test_status_series_from_env_flag_and_file(
     monkeypatch.setenv("DIALNEXA_STATUS_SERIES", "ALL")
     assert load_settings().status_series == "all"
     assert load_settings({"status_series": "current"}).status_series == "current"
+
+
+@pytest.mark.parametrize("value", ["builtin", "aiohttp"])
+def test_the_removed_http_client_setting_is_a_configuration_error(
+    base_env: pytest.MonkeyPatch, tmp_path: Path, value: str
+) -> None:
+    """DIALNEXA_HTTP_CLIENT (any value) or `http_client` in the file stops start-up with an
+    error naming it and saying what to do; an empty variable counts as unset."""
+    base_env.setenv("DIALNEXA_HTTP_CLIENT", value)
+    with pytest.raises(ConfigError, match=r"DIALNEXA_HTTP_CLIENT: was removed.*unset it"):
+        load_settings()
+    base_env.setenv("DIALNEXA_HTTP_CLIENT", " ")
+    assert load_settings().campaign_ids == ("cmp_a", "cmp_b")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"http_client: {value}\n")
+    base_env.setenv("DIALNEXA_CONFIG_FILE", str(config))
+    with pytest.raises(ConfigError, match="'http_client' was removed"):
+        load_settings()

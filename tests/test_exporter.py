@@ -152,31 +152,6 @@ async def test_concurrency_cap_is_never_exceeded(
     assert set(sim.sim.stats.by_campaign) == set(ids)
 
 
-@pytest.mark.parametrize("http_client", ["builtin", "aiohttp"])
-async def test_api_connections_are_kept_alive_across_rounds(
-    start_simulator: StartSim, start_exporter: StartExporter, http_client: str
-) -> None:
-    """Twelve campaigns, three connections at most, several rounds: the built-in client opens
-    no more connections than the cap and reports them; aiohttp's client reports none."""
-    ids = [f"cmp_{n:02d}" for n in range(12)]
-    sim = await start_simulator([campaign(cid) for cid in ids])
-    settings = exporter_settings(sim, ids, max_concurrency=3, http_client=http_client)
-    exporter = await start_exporter(settings)
-    await wait_for(lambda: sim.sim.stats.requests >= 60, what="five rounds of fetches")
-    samples = await exporter.samples()
-    opened = value(samples, "dialnexa_exporter_api_connections_opened_total")
-    open_now = value(samples, "dialnexa_exporter_api_connections")
-    resent = value(samples, "dialnexa_exporter_api_requests_resent_total")
-    if http_client == "aiohttp":
-        assert (opened, open_now, resent) == (None, None, None)
-        return
-    assert opened is not None
-    assert 1 <= opened <= 3
-    assert open_now is not None
-    assert 1 <= open_now <= 3
-    assert resent == 0
-
-
 async def test_deleted_campaign_disappears_at_once(
     start_simulator: StartSim, start_exporter: StartExporter
 ) -> None:

@@ -160,7 +160,7 @@ async def serving(app: web.Application) -> AsyncIterator[TestServer]:
         await server.close()
 
 
-async def run_scenario(http_client: str) -> Evidence:
+async def run_scenario() -> Evidence:
     """Run every row at once and collect the evidence."""
     evidence = Evidence()
     clock = OffsetClock()
@@ -210,7 +210,6 @@ async def run_scenario(http_client: str) -> Evidence:
                         "stale_after_seconds": STALE_AFTER,
                         "max_concurrency": 10,
                         "listen_address": "127.0.0.1:0",
-                        "http_client": http_client,
                     }
                 )
                 servers[scope] = await serve(create_app(settings, clock=clock))
@@ -366,19 +365,13 @@ async def drive(
             evidence.healthz[scope.value] = response.status
 
 
-# The scenario runs once per API client and event loop: the built-in client on the default
-# loop (uvloop) and on asyncio's, and aiohttp's client on the default loop.
-SCENARIOS = [("builtin", "auto"), ("builtin", "asyncio"), ("aiohttp", "auto")]
-
-
-@pytest.fixture(scope="module", params=SCENARIOS, ids=["+".join(s) for s in SCENARIOS])
-def evidence(request: pytest.FixtureRequest) -> Iterator[Evidence]:
-    """Run the scenario once for the whole module, per client and loop."""
-    http_client, loop = request.param
+@pytest.fixture(scope="module")
+def evidence() -> Iterator[Evidence]:
+    """Run the scenario once for the whole module, on the default event loop."""
     with pytest.MonkeyPatch.context() as patch:
         for name in [n for n in os.environ if n.startswith("DIALNEXA_")]:
             patch.delenv(name)
-        yield loops.run(run_scenario(http_client), loop)
+        yield loops.run(run_scenario(), "auto")
 
 
 # --- expectations -----------------------------------------------------------------------

@@ -18,7 +18,6 @@ from exporter.exposition.metrics import (
     BUDGET_FAMILIES,
     BUILD_FAMILIES,
     CAMPAIGN_FAMILIES,
-    CLIENT_FAMILIES,
     CONNECTION_FAMILIES,
     LAG_FAMILIES,
     RECORD_FAMILIES,
@@ -46,7 +45,6 @@ EXPORTER_FAMILY_TUPLES: tuple[tuple[ExporterFamily[Any], ...], ...] = (
     RELOAD_FAMILIES,
     BUDGET_FAMILIES,
     CONNECTION_FAMILIES,
-    CLIENT_FAMILIES,
     LAG_FAMILIES,
 )
 

@@ -22,7 +22,12 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from exporter.api.client import DialNexaClient, FetchError, InvalidResponseError
+from exporter.api.client import (
+    DialNexaClient,
+    FetchError,
+    InvalidResponseError,
+    create_session,
+)
 from exporter.api.fields import FieldKind
 from exporter.api.models import (
     MAX_EXACT,
@@ -33,7 +38,6 @@ from exporter.api.models import (
     RecordField,
     parse_campaign,
 )
-from exporter.api.transport import create_transport
 from exporter.demo.simulator import Fault, FaultKind, Simulator
 from exporter.exposition.render import CampaignRenderer
 from exporter.polling.state import CampaignView, Snapshot
@@ -79,12 +83,15 @@ def upstream() -> Iterator[Upstream]:
     server = loop.run_until_complete(serve(sim.app()))
 
     api_url = str(server.make_url("/v1"))
-    session = create_transport("builtin", api_url, 4)
-    client = DialNexaClient(session, api_url, SecretStr(API_KEY), timeout_seconds=5)
+
+    async def make_client() -> DialNexaClient:
+        return DialNexaClient(create_session(4), api_url, SecretStr(API_KEY), timeout_seconds=5)
+
+    client = loop.run_until_complete(make_client())
     try:
         yield Upstream(loop, sim, client)
     finally:
-        loop.run_until_complete(session.close())
+        loop.run_until_complete(client.close())
         loop.run_until_complete(server.close())
         loop.close()
 

@@ -1,5 +1,11 @@
-"""DialNexa API client: auth, deadlines, redirects, typed errors; requests go through a
-Transport (exporter.api.transport)."""
+"""DialNexa API client on aiohttp's: auth, bounds, deadlines, redirects, typed errors.
+
+Whatever the API sends, the client holds: a response line or header line over 8 KiB, more than
+128 headers, a body over 1 MiB after decompression (announced, chunked or read to the close;
+gzip and deflate inflate a bounded step at a time), more than three redirects, a redirect to
+another origin (the key is never sent there) and a request past its whole-request deadline are
+each a typed FetchError, never an exception of another kind.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import asyncio
 import bisect
 import hashlib
 import json
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -14,6 +21,9 @@ from email.utils import parsedate_to_datetime
 from typing import Protocol
 from urllib.parse import quote
 
+import aiohttp
+from aiohttp.http_exceptions import ContentEncodingError
+from multidict import CIMultiDictProxy
 from pydantic import SecretStr
 from yarl import URL
 
@@ -23,6 +33,10 @@ from exporter.clock import Clock
 from exporter.config import ConfigError, Settings, env_name
 
 MAX_BODY_BYTES = 1024 * 1024
+# The longest response line and header line, and the most headers, an answer may have (aiohttp's
+# own defaults, stated here as the client's bounds).
+MAX_LINE_BYTES = 8190
+MAX_HEADERS = 128
 MAX_REDIRECTS = 3
 # Campaign URLs kept for reuse; beyond this many ids the cache starts afresh.
 MAX_KEPT_URLS = 100_000
@@ -78,30 +92,6 @@ class RequestHeaders(dict[str, str]):
 
     def __repr__(self) -> str:
         return f"RequestHeaders({', '.join(self)})"
-
-
-@dataclass(slots=True)
-class Reply:
-    """An answer as a transport hands it over: the body is read for 2xx answers only."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes = b""
-
-
-class Transport(Protocol):
-    """How requests reach the API (exporter.api.transport: the built-in HTTP/1.1 pool or aiohttp).
-
-    ``get`` returns the answer, raising ConnectionFailedError when there is none and
-    InvalidResponseError (with the status) when a 2xx body is over MAX_BODY_BYTES or cannot
-    be decoded; cancelling it must leave nothing behind.
-    """
-
-    async def get(self, url: URL, headers: Mapping[str, str]) -> Reply:
-        """The answer to a GET of ``url`` with ``headers``."""
-
-    async def close(self) -> None:
-        """Close every connection."""
 
 
 class RequestObserver(Protocol):
@@ -199,7 +189,7 @@ class DialNexaClient:
 
     def __init__(
         self,
-        transport: Transport,
+        session: aiohttp.ClientSession,
         api_url: str,
         api_key: SecretStr,
         *,
@@ -210,7 +200,7 @@ class DialNexaClient:
         before_request: Callable[[], Awaitable[None]] | None = None,
         on_headers: Callable[[Mapping[str, str]], None] | None = None,
     ) -> None:
-        self._transport = transport
+        self._session = session
         self._base = URL(api_url.rstrip("/"))
         self._origin = _origin(self._base)
         self._timeout_seconds = timeout_seconds
@@ -219,7 +209,7 @@ class DialNexaClient:
         self._wall_time = wall_time
         self._before_request = before_request
         self._on_headers = on_headers  # told every answer's headers (the rate-limit budget)
-        # Built once: the transport encodes it once too.
+        # Built once, for every request.
         self._headers = RequestHeaders(
             {
                 "Authorization": f"Bearer {api_key.get_secret_value()}",
@@ -234,6 +224,10 @@ class DialNexaClient:
 
     def __repr__(self) -> str:
         return f"DialNexaClient(api_url={str(self._base)!r})"
+
+    async def close(self) -> None:
+        """Close the client's session and its connections."""
+        await self._session.close()
 
     def campaign_url(self, campaign_id: str) -> URL:
         """URL of one campaign; the id is percent-encoded so it can never change the path."""
@@ -299,19 +293,17 @@ class DialNexaClient:
             started = self._monotonic()
             code = "error"
             try:
-                reply = await self._transport.get(url, self._headers)
-                code = str(reply.status)
+                status, headers, body = await _exchange(self._session, url, self._headers)
+                code = str(status)
                 if self._on_headers is not None:
-                    self._on_headers(reply.headers)
-                if reply.status in _REDIRECT_CODES:
-                    url = self._redirect_target(url, reply.headers.get("Location"))
+                    self._on_headers(headers)
+                if status in _REDIRECT_CODES:
+                    url = self._redirect_target(url, headers.get("Location"))
                     continue
-                if not 200 <= reply.status < 300:
-                    retry_after = parse_retry_after(
-                        reply.headers.get("Retry-After"), self._wall_time()
-                    )
-                    raise HTTPStatusError(reply.status, retry_after)
-                return reply.status, reply.body
+                if not 200 <= status < 300:
+                    retry_after = parse_retry_after(headers.get("Retry-After"), self._wall_time())
+                    raise HTTPStatusError(status, retry_after)
+                return status, body
             except FetchError as exc:
                 if exc.status is not None:
                     code = str(exc.status)  # a body over the cap, undecodable or cut short
@@ -325,11 +317,109 @@ class DialNexaClient:
     def _redirect_target(self, current: URL, location: str | None) -> URL:
         if not location:
             raise InvalidResponseError("redirect without a Location header")
-        target = current.join(URL(location))
-        if _origin(target) != self._origin:
+        try:
+            target = current.join(URL(location))
+            origin = _origin(target)  # yarl checks the host (IDNA) and the port lazily
+        except (ValueError, UnicodeError, TypeError):  # `http://[::1`, a bad label or port
+            raise InvalidResponseError("redirect to a Location that cannot be parsed") from None
+        if origin != self._origin:
             # Following it would hand the Bearer token to another host.
             raise InvalidResponseError(f"redirect to another origin ({target.host}) refused")
+        if target.raw_user is not None or target.raw_password is not None:
+            # aiohttp would send them as Basic credentials in place of the key.
+            raise InvalidResponseError("redirect to a Location carrying credentials refused")
         return target
+
+
+Headers = CIMultiDictProxy[str]
+
+
+async def _exchange(
+    session: aiohttp.ClientSession, url: URL, headers: Mapping[str, str]
+) -> tuple[int, Headers, bytes]:
+    """(status, headers, body) of a GET of ``url``; the body is read for 2xx answers only,
+    within MAX_BODY_BYTES. Every failure is a FetchError (with the status once there is one)."""
+    status: int | None = None
+    try:
+        async with session.get(url, headers=headers, allow_redirects=False) as answer:
+            status = answer.status
+            if not 200 <= status < 300:
+                return status, answer.headers, b""  # an error's body is not read: its status tells
+            return status, answer.headers, await _read_capped(answer)
+    except FetchError as exc:
+        raise exc.with_status(status) if status is not None else exc from None
+    except TimeoutError:
+        raise  # aiohttp's own timeout errors are ClientErrors too; the deadline's to judge
+    except aiohttp.ClientError as exc:
+        error = _client_error(exc, url)
+        raise (error.with_status(status) if status is not None else error) from None
+
+
+def _client_error(exc: aiohttp.ClientError, url: URL) -> FetchError:
+    """The FetchError an aiohttp client error stands for."""
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        if isinstance(exc.__cause__, ContentEncodingError):
+            return InvalidResponseError("body cannot be decoded (corrupt compressed data)")
+        return ConnectionFailedError("response body was cut short")
+    if isinstance(exc, aiohttp.InvalidURL):  # only a redirect's target can be so odd
+        return InvalidResponseError("redirect to a target that cannot be requested")
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return ConnectionFailedError(f"cannot resolve host {url.host}")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        error = exc.certificate_error
+        why = getattr(error, "verify_message", None) or getattr(error, "reason", None)
+        return ConnectionFailedError(f"TLS with {url.host}:{url.port} failed: {why or error}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.strerror or type(exc.os_error).__name__
+        return ConnectionFailedError(f"cannot connect to {url.host}:{url.port}: {reason}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return ConnectionFailedError("server closed the connection")
+    if isinstance(exc, aiohttp.ClientResponseError):  # a head aiohttp's parser refused
+        # Its message quotes the offending bytes over several lines: only what went wrong.
+        what = exc.message.partition(":")[0].strip()
+        if what.lower().startswith("can not decode content-encoding"):
+            return InvalidResponseError("body in a Content-Encoding the client cannot decode")
+        return ConnectionFailedError(f"malformed HTTP response ({what[:80]!r})")
+    return ConnectionFailedError(type(exc).__name__)
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+    """The body, decoded, or InvalidResponseError once it is over MAX_BODY_BYTES. aiohttp
+    inflates gzip and deflate a bounded step at a time, so a bomb stops near the cap."""
+    length = response.content_length
+    if length is not None and length > MAX_BODY_BYTES:
+        raise InvalidResponseError(f"body of {length} bytes exceeds the {MAX_BODY_BYTES} cap")
+    if length is not None and "Content-Encoding" not in response.headers:
+        return await response.read()  # a known, uncompressed size within the cap: one read
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise InvalidResponseError(f"body exceeds the {MAX_BODY_BYTES} byte cap")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_session(
+    max_connections: int, ssl_context: ssl.SSLContext | None = None
+) -> aiohttp.ClientSession:
+    """The API session: at most ``max_connections`` connections, the head bounds, no cookies,
+    no proxy from the environment, no deadline of aiohttp's (the client keeps its own)."""
+    connector = aiohttp.TCPConnector(
+        limit=max_connections, ttl_dns_cache=300, ssl=ssl_context if ssl_context else True
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None),
+        trust_env=False,
+        cookie_jar=aiohttp.DummyCookieJar(),  # the API sets no cookies; none are kept or sent
+        raise_for_status=False,
+        auto_decompress=True,
+        max_line_size=MAX_LINE_BYTES,
+        max_field_size=MAX_LINE_BYTES,
+        max_headers=MAX_HEADERS,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,14 +503,14 @@ class Budget(Protocol):
 
 def client_for(
     settings: Settings,
-    transport: Transport,
     clock: Clock,
     *,
     observer: RequestObserver | None = None,
     budget: Budget | None = None,
 ) -> DialNexaClient:
-    """The client as the settings configure it: key, URL, timeout, the request-rate cap and the
-    API budget's pacing before every request. The key must be set (load_settings checks it)."""
+    """The client as the settings configure it: key, URL, timeout, connections, the request-rate
+    cap and the API budget's pacing before every request. The key must be set (load_settings
+    checks it); the caller closes the client."""
     if settings.api_key is None:
         raise ConfigError(env_name("api_key"), "is required")
     limiter = (
@@ -442,7 +532,7 @@ def client_for(
         before_request = in_turn
 
     return DialNexaClient(
-        transport,
+        create_session(settings.max_concurrency),
         settings.api_url,
         settings.api_key,
         timeout_seconds=settings.request_timeout_seconds,

@@ -335,23 +335,6 @@ class ConnectionsReading(Protocol):
         """Connections accepted, shed, refused and timed out since start."""
 
 
-class ClientConnectionsReading(Protocol):
-    """What the API client reports of its connections (exporter.api.transport.ClientConnections);
-    None when the client in use does not tell."""
-
-    @property
-    def open_connections(self) -> int | None:
-        """Connections to the API open now."""
-
-    @property
-    def connections_opened(self) -> int | None:
-        """Connections opened since start."""
-
-    @property
-    def requests_resent(self) -> int | None:
-        """GETs sent again on a new connection since start."""
-
-
 _CLOSED_REASONS = ("shed", "refused", "timed_out")
 
 
@@ -479,27 +462,6 @@ HTTP_CLOSED: ExporterFamily[ConnectionsReading] = ExporterFamily(
     ],
 )
 
-API_CONNECTIONS: ExporterFamily[ClientConnectionsReading] = ExporterFamily(
-    "dialnexa_exporter_api_connections",
-    "gauge",
-    "Connections open to the DialNexa API now (built-in client; absent with aiohttp's).",
-    samples=lambda client: _one(client.open_connections),
-)
-API_CONNECTIONS_OPENED: ExporterFamily[ClientConnectionsReading] = ExporterFamily(
-    "dialnexa_exporter_api_connections_opened_total",
-    "counter",
-    "Connections opened to the DialNexa API; rising with the request rate means the API (or a "
-    "proxy) does not keep connections alive (built-in client; absent with aiohttp's).",
-    samples=lambda client: _one(client.connections_opened),
-)
-API_RESENT: ExporterFamily[ClientConnectionsReading] = ExporterFamily(
-    "dialnexa_exporter_api_requests_resent_total",
-    "counter",
-    "GETs sent once more on a new connection because the API closed a kept-alive one as they "
-    "went out; counted once in api_requests_total (built-in client; absent with aiohttp's).",
-    samples=lambda client: _one(client.requests_resent),
-)
-
 # --- polling lag, from the published snapshot at the scrape's time ------------------------------
 
 POLL_OVERDUE: ExporterFamily[PollingLag] = ExporterFamily(
@@ -520,11 +482,6 @@ OLDEST_DATA_AGE: ExporterFamily[PollingLag] = ExporterFamily(
 LAG_FAMILIES: tuple[ExporterFamily[PollingLag], ...] = (POLL_OVERDUE, OLDEST_DATA_AGE)
 
 BUILD_FAMILIES: tuple[ExporterFamily[BuildInfo], ...] = (BUILD_INFO,)
-CLIENT_FAMILIES: tuple[ExporterFamily[ClientConnectionsReading], ...] = (
-    API_CONNECTIONS,
-    API_CONNECTIONS_OPENED,
-    API_RESENT,
-)
 REQUEST_FAMILIES: tuple[ExporterFamily[RequestCounts], ...] = (REQUESTS, DURATION)
 SHARD_FAMILIES: tuple[ExporterFamily[Settings], ...] = (SHARD_INDEX, SHARDS)
 RELOAD_FAMILIES: tuple[ExporterFamily[ReloadStatus], ...] = (RELOAD_OK, RELOAD_TIME)

@@ -13,14 +13,12 @@ from aiohttp import web
 
 from exporter.api.budget import ApiBudget
 from exporter.api.client import RequestStats, client_for
-from exporter.api.transport import ClientConnections, create_transport
 from exporter.clock import Clock, SystemClock
 from exporter.config import Settings, campaigns_for_shard
 from exporter.exposition.cache import ExpositionCache, ScrapePart
 from exporter.exposition.metrics import (
     BUDGET_FAMILIES,
     BUILD_FAMILIES,
-    CLIENT_FAMILIES,
     CONNECTION_FAMILIES,
     CONTENT_TYPE,
     LAG_FAMILIES,
@@ -60,7 +58,6 @@ EXPOSITION = web.AppKey("exposition", ExpositionCache)
 POLLER = web.AppKey("poller", Poller)
 RELOADER = web.AppKey("reloader", ConfigReloader)
 BUDGET = web.AppKey("budget", ApiBudget)
-CLIENT_CONNECTIONS = web.AppKey("client_connections", ClientConnections)
 STATUS_PAGES = web.AppKey("status_pages", StatusPages)
 
 
@@ -172,13 +169,7 @@ async def _stop(tasks: list[asyncio.Task[None]]) -> None:
 
 async def _poller_context(app: web.Application) -> AsyncIterator[None]:
     settings, clock = app[SETTINGS], app[CLOCK]
-    transport = create_transport(
-        settings.http_client,
-        settings.api_url,
-        settings.max_concurrency,
-        connections=app[CLIENT_CONNECTIONS],
-    )
-    client = client_for(settings, transport, clock, observer=app[STATS], budget=app[BUDGET])
+    client = client_for(settings, clock, observer=app[STATS], budget=app[BUDGET])
     poller = Poller(
         settings,
         fetcher=client,
@@ -203,11 +194,10 @@ async def _poller_context(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(reloader.run(), name="dialnexa-config"),
     ]
     log.info(
-        "polling %d campaigns every %gs at %s with the %s HTTP client (shard %d of %d)",
+        "polling %d campaigns every %gs at %s (shard %d of %d)",
         len(poller.campaign_ids),
         settings.poll_interval_seconds,
         settings.api_url,
-        settings.http_client,
         settings.effective_shard_index,
         settings.shard_count,
     )
@@ -215,14 +205,13 @@ async def _poller_context(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await _stop(tasks)
-        await transport.close()
+        await client.close()
 
 
 def _owners(app: web.Application, settings: Settings, clock: Clock) -> tuple[ScrapePart, ...]:
     """Make the owners of the exporter-wide families (kept in the app), and the scrape-time
     renderers that read each of them."""
     app[STATS] = stats = RequestStats()
-    app[CLIENT_CONNECTIONS] = ClientConnections()  # its pool comes with the poller's transport
     app[RELOAD_STATUS] = reload_status = ReloadStatus(last_success_timestamp=clock.time())
 
     def planned_rate() -> float:
@@ -242,7 +231,6 @@ def _owners(app: web.Application, settings: Settings, clock: Clock) -> tuple[Scr
         partial(render_exporter_families, SHARD_FAMILIES, settings),
         partial(render_exporter_families, RELOAD_FAMILIES, reload_status),
         partial(render_exporter_families, BUDGET_FAMILIES, budget),
-        partial(render_exporter_families, CLIENT_FAMILIES, app[CLIENT_CONNECTIONS]),
         ProcessMetrics().text,
     )
 

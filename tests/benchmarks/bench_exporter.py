@@ -36,9 +36,7 @@ benchmark process is only the client. What it measures:
 - the same exporter figures under each event loop (``--loops``, by default uvloop, the
   exporter's default, and asyncio's own), and the bare-client floor (GET + read, median of three
   rounds) under each loop, so that each loop's CPU per round reads against the floor of its own
-  loop and against asyncio's;
-- the exporter once more on the first loop with aiohttp's client (``DIALNEXA_HTTP_CLIENT=aiohttp``;
-  ``--no-aiohttp-client`` skips it), labelled ``uvloop+aiohttp``: what the built-in client saves.
+  loop and against asyncio's.
 
 The result is one markdown table with the targets of issue 4 beside the figures (for the first
 loop given), and a table of the loops side by side.
@@ -71,10 +69,8 @@ from typing import Any
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from yarl import URL
 
 from exporter import loops as event_loops
-from exporter.api.http1 import Http1Pool
 from exporter.demo.simulator import load_campaigns
 from exporter.memory import MemoryTuning
 
@@ -309,8 +305,7 @@ def start_exporter(
             "DIALNEXA_STALE_AFTER_SECONDS": "3600",
             "DIALNEXA_LISTEN_ADDRESS": "127.0.0.1:0",
             "DIALNEXA_LOG_LEVEL": "info",
-            "DIALNEXA_EVENT_LOOP": loop.partition("+")[0],
-            "DIALNEXA_HTTP_CLIENT": loop.partition("+")[2] or "builtin",
+            "DIALNEXA_EVENT_LOOP": loop,
         }
     )
     child = Child([sys.executable, "-m", "exporter"], workdir / f"exporter-{tag}.log", env)
@@ -866,42 +861,6 @@ async def _fetch_all(
     return figures
 
 
-async def _fetch_all_builtin(api_url: str, ids: Sequence[str], rounds: int) -> list[float]:
-    """CPU seconds per round of the exporter's built-in client alone (GET + read)."""
-    url = URL(api_url)
-    assert url.host is not None
-    assert url.port is not None
-    pool = Http1Pool(url.scheme, url.host, url.port, limit=CONCURRENCY, max_body=1024 * 1024)
-    header_lines = f"Authorization: Bearer {API_KEY}\r\nAccept: application/json\r\n".encode()
-    targets = [f"{url.raw_path}/campaigns/{cid}".encode() for cid in ids]
-    cpus: list[float] = []
-    try:
-        for _ in range(rounds):
-            cpu0 = time.process_time()
-
-            async def worker(queue: Iterator[bytes]) -> None:
-                for target in queue:
-                    response = await pool.get(target, header_lines)
-                    if response.status != 200:
-                        raise BenchmarkError(f"built-in fetch of {target!r}: {response.status}")
-
-            queue = iter(targets)
-            await asyncio.gather(*(worker(queue) for _ in range(CONCURRENCY)))
-            cpus.append(time.process_time() - cpu0)
-    finally:
-        pool.close()
-    return cpus
-
-
-def measure_builtin_client(sim: SimulatorProcess, n: int, loop: str) -> float:
-    """The built-in client alone on ``loop``: CPU of the median of three rounds of N GETs."""
-    rounds = event_loops.run(
-        _fetch_all_builtin(sim.api_url, campaign_ids(n), rounds=3),
-        loop,  # type: ignore[arg-type]  # "uvloop" or "asyncio", checked by the parser
-    )
-    return sorted(rounds)[1]
-
-
 def measure_floor(sim: SimulatorProcess, n: int, loop: str) -> RoundFigures:
     """The bare aiohttp client floor (GET + read, nothing else) on ``loop``: the round of
     median CPU out of three, each fetching every campaign once at the exporter's concurrency."""
@@ -1067,8 +1026,6 @@ class Result:
     poll: float
     by_loop: dict[str, ExporterFigures] = field(default_factory=dict)
     floors: dict[str, RoundFigures] = field(default_factory=dict)
-    # CPU per round of the exporter's built-in HTTP client alone (GET + read), per loop.
-    builtin_client: dict[str, float] = field(default_factory=dict)
 
 
 def default_poll_interval(n: int) -> float:
@@ -1376,26 +1333,23 @@ def run(
             interval = poll if poll is not None else default_poll_interval(n)
             by_loop: dict[str, ExporterFigures] = {}
             floors: dict[str, RoundFigures] = {}
-            builtin: dict[str, float] = {}
             for loop in loops:
                 progress(f"N={n}: exporter on {loop} (5 rounds at {interval:g} s, a restart)")
                 by_loop[loop] = run_exporter(sim, n, workdir, interval, scrapes, loop)
-            for loop in dict.fromkeys([*(v.partition("+")[0] for v in loops), "asyncio"]):
+            for loop in dict.fromkeys([*loops, "asyncio"]):
                 progress(f"N={n}: bare-client floor on {loop}")
                 floors[loop] = measure_floor(sim, n, loop)
-                progress(f"N={n}: the built-in client alone on {loop}")
-                builtin[loop] = measure_builtin_client(sim, n, loop)
             progress(f"N={n}: naive reference")
             naive = run_naive(sim, n, naive_budget)
         first = by_loop[loops[0]]
-        results.append(Result(n, first, naive, interval, by_loop, floors, builtin))
+        results.append(Result(n, first, naive, interval, by_loop, floors))
     progress(f"status-aware polling check: {check_n} campaigns over {check_window:g} s")
     check = verify_status_aware(check_n, workdir, check_poll, check_terminal, check_window)
     return results, check
 
 
 LOOP_HEAD = (
-    "| N | event loop (+ API client if not built-in) | CPU per poll round (median of 3) | "
+    "| N | event loop | CPU per poll round (median of 3) | "
     "floor, same loop | ratio to it | floor, asyncio | ratio to it | scrape p50, gzip | "
     "longest stall | RSS after a round |"
 )
@@ -1404,18 +1358,11 @@ LOOP_HEAD = (
 def loop_table(results: Sequence[Result]) -> str:
     """The exporter on each event loop, side by side, against the bare-client floors."""
     lines = [LOOP_HEAD, "|---|---|---|---|---|---|---|---|---|---|"]
-    alone: list[str] = []
     for result in results:
-        for loop, cpu in result.builtin_client.items():
-            floor = result.floors[loop].cpu
-            alone.append(
-                f"N={result.n:,} on {loop}: {_s(cpu)} ({cpu / floor:.2f} of aiohttp's floor on "
-                "the same loop)"
-            )
         asyncio_floor = result.floors["asyncio"].cpu
         for loop, e in result.by_loop.items():
             cpu = e.steady_round.cpu
-            own_floor = result.floors[loop.partition("+")[0]].cpu
+            own_floor = result.floors[loop].cpu
             cells = (
                 f"{result.n:,}",
                 loop,
@@ -1429,9 +1376,6 @@ def loop_table(results: Sequence[Result]) -> str:
                 _mb(e.rss_after_round),
             )
             lines.append("| " + " | ".join(cells) + " |")
-    if alone:
-        lines.append("")
-        lines.append("The built-in client alone, GET + read per round: " + "; ".join(alone) + ".")
     return "\n".join(lines)
 
 
@@ -1478,16 +1422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=["uvloop", "asyncio"] if event_loops.uvloop_available() else ["asyncio"],
         help="event loops to run the exporter on (the main table shows the first)",
     )
-    parser.add_argument(
-        "--no-aiohttp-client",
-        dest="aiohttp_client",
-        action="store_false",
-        help="skip the run of the exporter on the first loop with aiohttp's client",
-    )
     args = parser.parse_args(argv)
-    variants = list(args.loops)
-    if args.aiohttp_client:
-        variants.append(f"{args.loops[0]}+aiohttp")  # the same loop, aiohttp's API client
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="dialnexa-bench-") as tmp:
         try:
@@ -1501,7 +1436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_terminal=20.0,
                 check_window=args.check_window,
                 workdir=Path(tmp),
-                loops=variants,
+                loops=args.loops,
                 progress=lambda text: print(
                     f"[{time.monotonic() - started:5.0f}s] {text}", file=sys.stderr
                 ),
