@@ -4,18 +4,31 @@ every campaign fetched once, with the exporter's own client, limits and timeouts
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
-from typing import NamedTuple, TextIO
+from typing import NamedTuple, Protocol, TextIO
 
 from exporter.api.client import DialNexaClient, FetchError, client_for
 from exporter.api.models import Campaign
 from exporter.clock import SystemClock
 from exporter.config import Settings, campaigns_for_shard, env_name
+from exporter.logformat import printable
 from exporter.polling.outcome import error_reason
+
+log = logging.getLogger(__name__)
 
 # Exit statuses: every campaign answered / some failed (a configuration error is 2, from main).
 OK = 0
 SOME_FAILED = 1
+# What a campaign line says of a fetch that raised something no FetchError stands for (a bug).
+UNEXPECTED = "unexpected_error"
+
+
+class Fetcher(Protocol):
+    """What the check fetches with: the exporter's client (tests wrap it)."""
+
+    async def fetch_campaign(self, campaign_id: str) -> Campaign:
+        """One campaign's record, or a FetchError."""
 
 
 def summary(settings: Settings) -> list[str]:
@@ -69,17 +82,23 @@ def describe(result: Result) -> str:
     return f"{result.campaign_id}  ok  {status}{name}: {counts}"
 
 
-async def _fetch_one(client: DialNexaClient, campaign_id: str) -> Result:
+async def _fetch_one(client: Fetcher, campaign_id: str) -> Result:
     try:
         record = await client.fetch_campaign(campaign_id)
     except FetchError as exc:
         return Result(campaign_id, None, error_reason(exc).value, exc.status, str(exc))
+    except Exception as exc:  # a bug: the other campaigns' lines and the summary still print
+        log.debug("unexpected error fetching campaign %s", campaign_id, exc_info=True)
+        return Result(campaign_id, None, UNEXPECTED, None, f"{type(exc).__name__}: {exc}")
     return Result(campaign_id, record)
 
 
-async def fetch_all(settings: Settings) -> list[Result]:
-    """Every campaign of this shard fetched once, at most max_concurrency at a time."""
-    client = client_for(settings, SystemClock())
+async def fetch_all(settings: Settings, client: Fetcher | None = None) -> list[Result]:
+    """Every campaign of this shard fetched once, at most max_concurrency at a time, with
+    ``client`` or else the exporter's own (closed after)."""
+    own: DialNexaClient | None = None
+    if client is None:
+        client = own = client_for(settings, SystemClock())
     try:
         gate = asyncio.Semaphore(settings.max_concurrency)
 
@@ -89,18 +108,22 @@ async def fetch_all(settings: Settings) -> list[Result]:
 
         return list(await asyncio.gather(*(one(cid) for cid in campaigns_for_shard(settings))))
     finally:
-        await client.close()
+        if own is not None:
+            await own.close()
 
 
-async def run_check(settings: Settings, *, online: bool, out: TextIO) -> int:
-    """Print the summary (and with ``online`` a line per campaign); the exit status."""
+async def run_check(
+    settings: Settings, *, online: bool, out: TextIO, client: Fetcher | None = None
+) -> int:
+    """Print the summary (and with ``online`` a line per campaign); the exit status. Every
+    line is ``printable``: nothing the API sent can drive the terminal."""
     for line in summary(settings):
-        print(line, file=out)
+        print(printable(line), file=out)
     if not online:
         return OK
-    results = await fetch_all(settings)
+    results = await fetch_all(settings, client)
     for result in results:
-        print(describe(result), file=out)
+        print(printable(describe(result)), file=out)
     failed = Counter(r.reason for r in results if r.record is None)
     answered = len(results) - sum(failed.values())
     line = f"{len(results)} campaigns fetched: {answered} answered"

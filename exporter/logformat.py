@@ -1,4 +1,5 @@
-"""How log lines look: ``text`` for people, ``logfmt`` and ``json`` for log pipelines."""
+"""How log lines look: ``text`` for people, ``logfmt`` and ``json`` for log pipelines; and text
+from elsewhere (the API's headers, names, error messages) made safe for a terminal."""
 
 from __future__ import annotations
 
@@ -7,6 +8,30 @@ import logging
 from typing import Any
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+
+
+def printable(text: str, *, lines: bool = False) -> str:
+    """``text`` with every character a terminal or a log reader could act on written as a
+    Python escape: C0 and C1 controls (ESC, backspace, vertical tab, CR, LF), DEL, line and
+    paragraph separators, bidi overrides (``\\x1b``, ``\\u202e``). With ``lines``, line feeds
+    are kept (a traceback's lines)."""
+    if text.isprintable():
+        return text  # the usual case, at C speed
+    if lines:
+        return "\n".join(printable(line) for line in text.split("\n"))
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+def printable_record(record: logging.LogRecord, formatter: logging.Formatter) -> logging.LogRecord:
+    """A copy of ``record`` whose message and exception text are ``printable``: whatever an
+    upstream put in them, a log line stays one line and cannot drive a terminal."""
+    safe = logging.makeLogRecord(record.__dict__)
+    safe.msg, safe.args = printable(record.getMessage()), None
+    if record.exc_info:
+        safe.exc_text = printable(formatter.formatException(record.exc_info), lines=True)
+    if record.stack_info:
+        safe.stack_info = printable(record.stack_info, lines=True)
+    return safe
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,7 +46,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -47,7 +72,7 @@ class LogfmtFormatter(logging.Formatter):
             ("msg", record.getMessage()),
         ]
         if record.exc_info:
-            pairs.append(("exception", self.formatException(record.exc_info)))
+            pairs.append(("exception", record.exc_text or self.formatException(record.exc_info)))
         return " ".join(f"{key}={logfmt_value(value)}" for key, value in pairs)
 
 

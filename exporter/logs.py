@@ -16,6 +16,8 @@ from collections.abc import Callable
 
 from aiohttp.http_exceptions import HttpProcessingError
 
+from exporter.logformat import printable_record
+
 BURST_WINDOW_SECONDS = 60.0
 
 # "Authorization: Basic dXNlcjpwYXNz", "Cookie: a=b", "'authorization': 'Bearer x'": the value
@@ -36,15 +38,17 @@ def redact(text: str) -> str:
 
 
 class RedactingFormatter(logging.Formatter):
-    """Formats with ``inner`` (text, logfmt or JSON), then scrubs credentials from the line."""
+    """The one place a log line is finished: the message and exception text made printable
+    (``logformat.printable``), formatted with ``inner`` (text, logfmt or JSON), then scrubbed
+    of credentials."""
 
     def __init__(self, inner: logging.Formatter) -> None:
         super().__init__()
         self._inner = inner
 
     def format(self, record: logging.LogRecord) -> str:
-        """The inner formatter's line, redacted."""
-        return redact(self._inner.format(record))
+        """The inner formatter's line of the printable record, redacted."""
+        return redact(self._inner.format(printable_record(record, self._inner)))
 
 
 class BurstLog:

@@ -296,6 +296,34 @@ async def upstream_running(
         await server.wait_closed()
 
 
+# 60 backspaces, ESC c (a terminal reset) and a vertical tab: what an upstream may send to wreck
+# the terminal of whoever reads the log or a command's output.
+TERMINAL_ATTACK = "\b" * 60 + "\x1bc" + "\v"
+
+
+async def hostile_upstream(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: Upstream
+) -> None:
+    """An API whose `cmp_loc` redirects to a Location holding TERMINAL_ATTACK and whose
+    `cmp_name` is named with it (kept-alive; every other campaign is a plain record)."""
+    while head := await read_request(reader, upstream):
+        target = head.split(b" ", 2)[1]
+        if target.endswith(b"/cmp_loc"):
+            where = f"http://evil{TERMINAL_ATTACK}.example/v1/campaigns/cmp_loc".encode()
+            raw = raw_answer(b"", status="302 Found", extra=b"Location: " + where + b"\r\n")
+        else:
+            cid = target.rsplit(b"/", 1)[1].decode()
+            name = TERMINAL_ATTACK if cid == "cmp_name" else "plain"
+            raw = raw_answer(json.dumps({"id": cid, "name": name, "status": "active"}).encode())
+        writer.write(raw)
+        await writer.drain()
+
+
+def unprintable(text: str) -> set[str]:
+    """The characters of ``text`` a terminal could act on (line feeds excepted)."""
+    return {ch for ch in text if not ch.isprintable() and ch != "\n"}
+
+
 def parse_samples(text: str) -> Samples:
     """Every sample of an exposition, keyed by (name, labels)."""
     samples: Samples = {}

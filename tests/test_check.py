@@ -9,12 +9,23 @@ import os
 import pytest
 from pydantic import SecretStr
 
+from exporter.api.client import DialNexaClient, client_for
 from exporter.api.models import Campaign, CampaignStatus
 from exporter.check import Result, describe, run_check, summary
 from exporter.cli import main
+from exporter.clock import SystemClock
 from exporter.config import load_settings
 from exporter.demo.simulator import Fault, FaultKind
-from tests.helpers import API_KEY, StartSim, campaign, exporter_settings, spawn_exporter
+from tests.helpers import (
+    API_KEY,
+    StartSim,
+    campaign,
+    exporter_settings,
+    hostile_upstream,
+    spawn_exporter,
+    unprintable,
+    upstream_running,
+)
 
 
 def test_summary_says_what_would_run_without_the_key() -> None:
@@ -144,3 +155,65 @@ async def test_an_api_that_does_not_answer_is_reported_as_such(start_simulator: 
     settings = exporter_settings(sim, ["cmp_a"], request_timeout_seconds=0.2)
     assert await run_check(settings, online=True, out=out) == 1
     assert "cmp_a  FAILED  timeout (no HTTP answer)" in out.getvalue()
+
+
+class FailingFor:
+    """The exporter's own client, but one campaign's fetch raises what no FetchError stands for."""
+
+    def __init__(self, client: DialNexaClient, campaign_id: str) -> None:
+        self._client = client
+        self._campaign_id = campaign_id
+
+    async def fetch_campaign(self, campaign_id: str) -> Campaign:
+        """The real fetch, or a bug's exception for the chosen campaign."""
+        if campaign_id == self._campaign_id:
+            raise ValueError("a bug \x1bc nobody foresaw")
+        return await self._client.fetch_campaign(campaign_id)
+
+
+async def test_every_line_and_the_summary_print_whatever_one_fetch_raises(
+    start_simulator: StartSim,
+) -> None:
+    """An unexpected exception in one fetch: that campaign's line says so, the others and the
+    summary are printed, exit 1, no traceback."""
+    ids = ["cmp_a", "cmp_bug", "cmp_c"]
+    sim = await start_simulator([campaign(cid) for cid in ids])
+    settings = exporter_settings(sim, ids)
+    client = client_for(settings, SystemClock())
+    out = io.StringIO()
+    try:
+        status = await run_check(
+            settings, online=True, out=out, client=FailingFor(client, "cmp_bug")
+        )
+    finally:
+        await client.close()
+    assert status == 1
+    lines = out.getvalue().splitlines()
+    assert [line.split()[0] for line in lines[-4:-1]] == ids
+    assert lines[-3] == (
+        "cmp_bug  FAILED  unexpected_error (no HTTP answer): "
+        "ValueError: a bug \\x1bc nobody foresaw"
+    )
+    assert lines[-1] == "3 campaigns fetched: 2 answered, 1 failed (unexpected_error 1)"
+    assert "Traceback" not in out.getvalue()
+
+
+async def test_online_output_carries_no_terminal_control_characters() -> None:
+    """A campaign named with 60 backspaces, ESC c and a vertical tab, and a redirect to a
+    Location holding them: `check --online` prints both escaped, every line whole."""
+    async with upstream_running(hostile_upstream) as upstream:
+        settings = load_settings(
+            {
+                "api_url": upstream.api_url,
+                "api_key": SecretStr(API_KEY),
+                "campaign_ids": ["cmp_name", "cmp_loc"],
+            }
+        )
+        out = io.StringIO()
+        assert await run_check(settings, online=True, out=out) == 1
+    text = out.getvalue()
+    assert unprintable(text) == set()
+    name_line, location_line = text.splitlines()[-3:-1]
+    assert name_line.startswith("cmp_name  ok  active '" + "\\x08" * 60 + "\\x1bc\\x0b'")
+    assert location_line.startswith("cmp_loc  FAILED  invalid_response (HTTP 302): redirect to")
+    assert "\\x08" * 60 + "\\x1bc\\x0b" in location_line

@@ -982,3 +982,44 @@ async def test_a_failed_tls_handshake_says_why(clients: Clients, case: str, why:
     assert message.startswith(f"TLS with 127.0.0.1:{up.port} failed: ")
     assert why in message
     assert up.requests == []  # not a byte of the request, key included, went out
+
+
+# --- redirects the client cannot follow ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        pytest.param("http://[::1", id="unclosed-ipv6"),
+        pytest.param("http://xn--zz.com/v1/campaigns/cmp_1", id="bad-idna-label"),
+        pytest.param("http://127.0.0.1:99999/v1/campaigns/cmp_1", id="bad-port"),
+        pytest.param("http://127.0.0.1:notaport/", id="port-not-a-number"),
+        pytest.param("http://user:password@127.0.0.1:{port}/v1/campaigns/cmp_1", id="credentials"),
+        pytest.param("//user@127.0.0.1:{port}/v1/campaigns/cmp_1", id="relative-with-user"),
+    ],
+)
+async def test_a_location_the_client_cannot_follow_is_an_invalid_response(
+    clients: Clients, location: str
+) -> None:
+    """A Location that cannot be parsed (bad IPv6, IDNA label or port) or that carries
+    credentials, even to the API's own origin, is a typed invalid response counted under the
+    redirect's status; nothing more is requested."""
+    recorder = Recorder()
+
+    async def redirect(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: Upstream
+    ) -> None:
+        while await read_request(reader, up):
+            target = location.replace("{port}", str(up.port)).encode()
+            writer.write(
+                raw_answer(b"", status="302 Found", extra=b"Location: " + target + b"\r\n")
+            )
+            await writer.drain()
+
+    async with upstream_running(redirect) as upstream:
+        client = make_client(clients, upstream.api_url, observer=recorder)
+        with pytest.raises(InvalidResponseError, match="redirect to a Location") as info:
+            await client.fetch_campaign("cmp_1")
+    assert info.value.status == 302
+    assert recorder.codes == ["302"]
+    assert len(upstream.requests) == 1

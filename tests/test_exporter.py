@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 import os
 import re
 import signal
@@ -13,9 +14,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from pydantic import SecretStr
 
 from exporter.config import Settings, load_settings
 from exporter.demo.simulator import Fault, FaultKind, RateLimitPolicy, retry_after_date
+from exporter.logformat import formatter_for
+from exporter.logs import RedactingFormatter
 from exporter.polling.poller import Poller
 from exporter.web.server import EXPOSITION, RELOADER, create_app
 from tests.fault_tables import FAILURES
@@ -29,10 +33,13 @@ from tests.helpers import (
     campaign,
     config_file_flags,
     exporter_settings,
+    hostile_upstream,
     parse_samples,
     series_for,
     serve,
     spawn_exporter,
+    unprintable,
+    upstream_running,
     value,
     wait_for,
 )
@@ -503,3 +510,53 @@ async def test_a_wedged_poller_still_shows_growing_lag_and_drops_stale_data(
         assert banner.startswith("Polling is behind a campaign due since ")
     finally:
         await server.close()
+
+
+async def test_unparseable_redirects_are_counted_failures_without_tracebacks(
+    start_simulator: StartSim, start_exporter: StartExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Locations the client cannot parse (an unclosed IPv6 literal, a port out of range): every
+    fetch is an invalid_response failure, logged without a traceback and never at ERROR."""
+    caplog.set_level(logging.DEBUG)
+    sim = await start_simulator([campaign("cmp_v6"), campaign("cmp_port")])
+    sim.sim.set_fault(Fault(FaultKind.REDIRECT, status=302, location="http://[::1"), "cmp_v6")
+    far = Fault(FaultKind.REDIRECT, status=302, location="http://127.0.0.1:99999/x")
+    sim.sim.set_fault(far, "cmp_port")
+    exporter = await start_exporter(exporter_settings(sim, ["cmp_v6", "cmp_port"]))
+    await wait_for(lambda: sim.sim.stats.requests >= 6, what="repeated failed fetches")
+    samples = await exporter.samples()
+    for cid in ("cmp_v6", "cmp_port"):
+        assert errors(samples, cid, "invalid_response") >= 2
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+
+
+@pytest.mark.parametrize("log_format", ["text", "logfmt", "json"])
+async def test_upstream_text_reaches_the_log_escaped_in_every_format(
+    start_exporter: StartExporter, caplog: pytest.LogCaptureFixture, log_format: str
+) -> None:
+    """A redirect to a Location holding 60 backspaces, ESC c and a vertical tab: the failure's
+    log line, as the exporter's formatter writes it in this format, carries them escaped."""
+    caplog.set_level(logging.DEBUG)
+    formatter = RedactingFormatter(formatter_for(log_format))
+    async with upstream_running(hostile_upstream) as upstream:
+        settings = load_settings(
+            {
+                "api_url": upstream.api_url,
+                "api_key": SecretStr(API_KEY),
+                "campaign_ids": ["cmp_loc", "cmp_name"],
+                "poll_interval_seconds": 0.05,
+                "listen_address": "127.0.0.1:0",
+            }
+        )
+        await start_exporter(settings)
+        await wait_for(
+            lambda: any("evil" in r.getMessage() for r in caplog.records),
+            what="the failed redirect logged",
+        )
+    lines = [formatter.format(record) for record in caplog.records]
+    assert [line for line in lines if unprintable(line)] == []
+    escaped = "\\x08" * 60 + "\\x1bc\\x0b"
+    if log_format != "text":  # logfmt and JSON escape the backslashes once more
+        escaped = escaped.replace("\\", "\\\\")
+    assert any(escaped in line for line in lines)

@@ -8,7 +8,14 @@ import sys
 
 import pytest
 
-from exporter.logformat import JsonFormatter, LogfmtFormatter, formatter_for, logfmt_value
+from exporter.logformat import (
+    JsonFormatter,
+    LogfmtFormatter,
+    formatter_for,
+    logfmt_value,
+    printable,
+)
+from exporter.logs import RedactingFormatter
 
 
 def record_of(message: str, *args: object, exc: bool = False) -> logging.LogRecord:
@@ -69,3 +76,37 @@ def test_logfmt_values_cannot_break_the_line(text: str, shown: str) -> None:
 def test_each_log_format_has_its_formatter(name: str, kind: type[logging.Formatter]) -> None:
     """The log_format setting picks the formatter; text is the plain default."""
     assert type(formatter_for(name)) is kind
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("plain name, é and 日本", "plain name, é and 日本"),
+        ("\b" * 3 + "\x1bc\v", "\\x08\\x08\\x08\\x1bc\\x0b"),
+        ("a\nb\r\tc", "a\\nb\\r\\tc"),
+        ("\x7f\x9b[2J", "\\x7f\\x9b[2J"),  # DEL, and the one-byte CSI of C1
+        ("bidi \u202eevil\u2028line", "bidi \\u202eevil\\u2028line"),
+    ],
+)
+def test_printable_escapes_what_a_terminal_would_act_on(text: str, shown: str) -> None:
+    """Controls (C0, DEL, C1), line separators and bidi overrides become Python escapes;
+    everything else, accents and scripts included, is kept."""
+    assert printable(text) == shown
+    assert printable("one\x1b\ntwo", lines=True) == "one\\x1b\ntwo"
+
+
+@pytest.mark.parametrize("fmt", ["text", "logfmt", "json"])
+def test_no_format_lets_upstream_text_drive_the_terminal(fmt: str) -> None:
+    """A campaign name and an exception message holding 60 backspaces, ESC c and a vertical
+    tab: the finished line, message and traceback alike, carries none of them raw."""
+    attack = "\b" * 60 + "\x1bc\v"
+    record = record_of("campaign %s renamed", attack)
+    try:
+        raise ValueError(f"Location {attack}")
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    line = RedactingFormatter(formatter_for(fmt)).format(record)
+    assert {ch for ch in line if not ch.isprintable() and ch != "\n"} == set()
+    assert "x1bc" in line
+    if fmt != "text":
+        assert "\n" not in line  # one record, one line

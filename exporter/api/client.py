@@ -30,7 +30,7 @@ from yarl import URL
 from exporter import __version__
 from exporter.api.models import Campaign, RecordError, parse_campaign
 from exporter.clock import Clock
-from exporter.config import ConfigError, Settings, env_name
+from exporter.config import ConfigError, Settings, env_name, shorten
 
 MAX_BODY_BYTES = 1024 * 1024
 # The longest response line and header line, and the most headers, an answer may have (aiohttp's
@@ -324,7 +324,8 @@ class DialNexaClient:
             raise InvalidResponseError("redirect to a Location that cannot be parsed") from None
         if origin != self._origin:
             # Following it would hand the Bearer token to another host.
-            raise InvalidResponseError(f"redirect to another origin ({target.host}) refused")
+            host = shorten(target.host or "", 100)  # the API's text: printed escaped, and cut
+            raise InvalidResponseError(f"redirect to another origin ({host}) refused")
         if target.raw_user is not None or target.raw_password is not None:
             # aiohttp would send them as Basic credentials in place of the key.
             raise InvalidResponseError("redirect to a Location carrying credentials refused")
