@@ -645,6 +645,8 @@ CONTRACT_METRICS = frozenset(
         "dialnexa_exporter_api_requests_remaining",
         "dialnexa_exporter_api_rate_limit_reset_timestamp_seconds",
         "dialnexa_exporter_poll_stretch_factor",
+        "dialnexa_exporter_poll_overdue_seconds",
+        "dialnexa_exporter_oldest_campaign_data_age_seconds",
     }
 )
 

@@ -446,6 +446,19 @@ def inhibition_cases() -> list[Case]:
             frozenset(),
         )
     )
+    at = target(10)
+    cases.append(
+        Case(
+            "stale data hides the fetch-failing alerts of its exporter, nothing else",
+            (
+                labelled("DialNexaExporterDataStale", **at),
+                labelled("DialNexaCampaignFetchFailing", **at, campaign_id="c1"),
+                labelled("DialNexaCampaignPaused", **at, campaign_id="c2"),
+                labelled("DialNexaCampaignFetchFailing", **target(11), campaign_id="c1"),
+            ),
+            frozenset({1}),
+        )
+    )
     for cause in ("DialNexaCampaignFetchFailing", "DialNexaCampaignNotFound"):
         at = target(8 if cause.endswith("Failing") else 9)
         data = (

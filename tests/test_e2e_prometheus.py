@@ -9,6 +9,7 @@ The canonical file itself is only read.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -17,11 +18,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from pydantic import SecretStr
 
+from exporter.config import load_settings
 from exporter.demo.process import duration_seconds
 from exporter.demo.prometheus import render_config
-from exporter.demo.simulator import Fault, FaultKind
+from exporter.demo.simulator import Fault, FaultKind, RateLimitPolicy
+from exporter.exposition.status_page import BEHIND_MIN_SECONDS
 from tests.helpers import (
+    API_KEY,
     FAILING,
     JOB,
     MIN_WINDOW_SECONDS,
@@ -30,15 +35,20 @@ from tests.helpers import (
     SCRAPE_SECONDS,
     SPEED,
     STALLED,
+    RunningExporter,
     StartExporter,
     StartSim,
+    StatusPageParser,
     alert_rules,
+    campaign,
     dashboard_queries,
     e2e_campaigns,
     exporter_settings,
     recording_rule_names,
     shortened_rules,
+    value,
     variable,
+    wait_for,
 )
 from tests.prometheus_server import (
     PrometheusServer,
@@ -49,7 +59,7 @@ from tests.prometheus_server import (
 
 pytestmark = pytest.mark.e2e
 
-StartPrometheus = Callable[[str], Awaitable[PrometheusServer]]
+StartPrometheus = Callable[..., Awaitable[PrometheusServer]]
 T = TypeVar("T")
 
 QUIET = ("cmp_demo_progress", "cmp_demo_complete", "cmp_demo_scheduled", "cmp_demo_legacy")
@@ -96,9 +106,9 @@ async def prometheus(tmp_path: Path) -> AsyncIterator[StartPrometheus]:
     """Factory: a real Prometheus scraping one target every second with the shortened rules."""
     started: list[PrometheusServer] = []
 
-    async def start(target: str) -> PrometheusServer:
+    async def start(target: str, document: dict[str, Any] | None = None) -> PrometheusServer:
         workdir = tmp_path / "prometheus"
-        rules = write_rules(workdir, "dialnexa-exporter.rules.yml", shortened_rules())
+        rules = write_rules(workdir, "dialnexa-exporter.rules.yml", document or shortened_rules())
         config = render_config(
             targets=[target],
             rule_files=[rules],
@@ -259,3 +269,181 @@ async def test_dashboard_rules_and_alerts_against_a_real_prometheus(
                 server.query_range, query.expr, began, time.time(), SCRAPE_SECONDS
             )
             assert has_finite_sample(result), f"range query of {where}"
+
+
+# --- stale data: polling stopped by pacing, and by a fetch that never ends -----------------------
+
+STALE_ALERT = "DialNexaExporterDataStale"
+# The alert's 300 s threshold in the test's copy (its `for` is divided by SPEED like the others).
+STALE_THRESHOLD_SECONDS = 2
+STALE_RECORD = {"status": "active", "total_leads": 10, "completed_calls": 1, "pending_calls": 9}
+
+
+def stale_alert_rules() -> dict[str, Any]:
+    """The shortened rule copy with DialNexaExporterDataStale's threshold cut to seconds."""
+    document = shortened_rules()
+    (rule,) = [r for g in document["groups"] for r in g["rules"] if r.get("alert") == STALE_ALERT]
+    assert rule["expr"].count("> 300") == 1, rule["expr"]
+    rule["expr"] = rule["expr"].replace("> 300", f"> {STALE_THRESHOLD_SECONDS}")
+    return document
+
+
+class HangingUpstream:
+    """A scripted DialNexa API on loopback: answers every GET with an active record until told
+    to hang, then accepts requests and never answers them."""
+
+    def __init__(self) -> None:
+        self.hang = False
+        self.answered = 0
+        self.hanging = 0
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+
+    @property
+    def api_url(self) -> str:
+        """The base URL to configure the exporter with."""
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/v1"
+
+    async def start(self) -> None:
+        """Listen on a free loopback port."""
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+
+    async def stop(self) -> None:
+        """Close every connection and stop listening."""
+        for writer in self._writers:
+            writer.close()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                if self.hang:
+                    self.hanging += 1
+                    await reader.read()  # until the exporter gives up on the connection
+                    return
+                cid = head.split(b" ", 2)[1].rsplit(b"/", 1)[-1].decode()
+                body = json.dumps({"id": cid, **STALE_RECORD}).encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                await writer.drain()
+                self.answered += 1
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+
+@pytest.fixture
+async def hanging_upstream() -> AsyncIterator[HangingUpstream]:
+    """A started HangingUpstream, stopped after the test."""
+    upstream = HangingUpstream()
+    await upstream.start()
+    yield upstream
+    await upstream.stop()
+
+
+def stale_alerts(server: PrometheusServer, state: str) -> list[dict[str, Any]]:
+    """The DialNexaExporterDataStale alerts in ``state``."""
+    return [
+        alert
+        for alert in server.alerts()
+        if alert["labels"]["alertname"] == STALE_ALERT and alert["state"] == state
+    ]
+
+
+async def quiet_then_stale(
+    prometheus: StartPrometheus, exporter: RunningExporter, stop: Callable[[], None]
+) -> dict[str, Any]:
+    """With the exporter polling well, Prometheus sees no lag and no stale-data alert; once
+    ``stop`` stops polling, the alert fires. Returns the firing alert."""
+    target = f"127.0.0.1:{exporter.server.port}"
+    server = await prometheus(target, stale_alert_rules())
+    await until(
+        lambda: server.query("dialnexa_exporter_poll_overdue_seconds < 1"),
+        bool,
+        30,
+        "a healthy exporter's lag in Prometheus",
+    )
+    assert await asyncio.to_thread(stale_alerts, server, "pending") == []
+    assert await asyncio.to_thread(stale_alerts, server, "firing") == []
+    stop()
+    (alert,) = await until(
+        lambda: stale_alerts(server, "firing"), bool, 60, "the stale-data alert to fire"
+    )
+    assert alert["labels"]["instance"] == target
+    assert alert["labels"]["severity"] == "critical"
+    assert float(alert["value"]) > STALE_THRESHOLD_SECONDS
+    return alert
+
+
+async def test_polling_held_by_the_api_budget_fires_the_stale_data_alert(
+    start_simulator: StartSim, start_exporter: StartExporter, prometheus: StartPrometheus
+) -> None:
+    """The API's headers leave no budget (0 left, the reset ten minutes away): the exporter
+    holds every request, the lag grows, and a real Prometheus fires DialNexaExporterDataStale;
+    the status page says the budget holds polling."""
+    sim = await start_simulator([campaign("cmp_a"), campaign("cmp_b")])
+    exporter = await start_exporter(
+        exporter_settings(sim, ["cmp_a", "cmp_b"], poll_interval_seconds=0.2)
+    )
+    await exporter.wait_ready()
+
+    def exhaust_budget() -> None:
+        sim.sim.set_rate_limit(RateLimitPolicy(limit=10, window=600))
+        sim.sim.spend(9)  # the next answer says 0 left
+
+    await quiet_then_stale(prometheus, exporter, exhaust_budget)
+    requests = sim.sim.stats.requests
+    _, _, body = await exporter.get("/")
+    (banner,) = StatusPageParser(body.decode()).banners
+    assert banner.startswith("Polling paused by the API budget until its reset")
+    assert sim.sim.stats.requests == requests  # held: no request went out meanwhile
+
+
+async def test_a_fetch_that_never_ends_fires_the_stale_data_alert(
+    hanging_upstream: HangingUpstream, start_exporter: StartExporter, prometheus: StartPrometheus
+) -> None:
+    """The API accepts requests and never answers (the request timeout an hour): no fetch
+    fails, none ends, the lag grows, and a real Prometheus fires DialNexaExporterDataStale;
+    the status page says polling is behind."""
+    settings = load_settings(
+        {
+            "api_url": hanging_upstream.api_url,
+            "api_key": SecretStr(API_KEY),
+            "campaign_ids": ["cmp_a", "cmp_b"],
+            "poll_interval_seconds": 0.2,
+            "request_timeout_seconds": 3600,
+            "listen_address": "127.0.0.1:0",
+        }
+    )
+    exporter = await start_exporter(settings)
+    await exporter.wait_ready()
+
+    def hang() -> None:
+        hanging_upstream.hang = True
+
+    await quiet_then_stale(prometheus, exporter, hang)
+    assert hanging_upstream.hanging >= 1
+    samples = await exporter.samples()
+    # Behind, but its data is younger than STALE_AFTER: still shown, still up.
+    assert value(samples, "dialnexa_exporter_campaign_up", campaign_id="cmp_a") == 1
+    banners: list[str] = []
+
+    async def behind() -> bool:
+        nonlocal banners
+        _, _, body = await exporter.get("/")
+        banners = StatusPageParser(body.decode()).banners
+        return bool(banners)
+
+    await wait_for(behind, within=BEHIND_MIN_SECONDS + 5, what="the page's banner")
+    (banner,) = banners
+    assert banner.startswith("Polling is behind a campaign due since ")
