@@ -18,10 +18,13 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python3 -m venv /opt/venv
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY exporter ./exporter
-# pip compiles the bytecode at install time, so the read-only root filesystem costs nothing at run
-# time. pip and setuptools are not needed to run the exporter, so they stay behind.
+# The dependencies come from the lock file, each checked against its hashes, so the image holds
+# the versions the tests ran against and nothing an index served in their place; the package
+# itself then goes in without resolving anything. pip compiles the bytecode at install time, so
+# the read-only root filesystem costs nothing at run time. pip and setuptools are not needed to
+# run the exporter, so they stay behind.
 # Builds behind a private index or a TLS-inspecting proxy pass their pip settings as build
 # secrets, which never enter a layer or the image history (both optional: without them pip uses
 # its defaults):
@@ -29,7 +32,9 @@ COPY exporter ./exporter
 #   --secret id=pip-ca,src=<a CA bundle>    at /run/secrets/pip-ca; point `cert` in that pip.conf here
 RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
     --mount=type=secret,id=pip-ca \
-    /opt/venv/bin/pip install . \
+    /opt/venv/bin/pip install --require-hashes --no-deps -r requirements.lock \
+    && /opt/venv/bin/pip install --no-deps . \
+    && /opt/venv/bin/pip check \
     && /opt/venv/bin/pip uninstall --yes pip setuptools \
     && /opt/venv/bin/dialnexa-exporter --help >/dev/null
 

@@ -9,7 +9,12 @@ python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# The locked versions, each checked against its hashes (docs/development.md: how to update the
+# lock), then the package itself, editable, without resolving anything more.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    --require-hashes --no-deps -r requirements-test.lock
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+.venv/bin/python -m pip check
 
 # Debian tools the tests start for real: promtool/prometheus (rules, end to end), amtool/
 # alertmanager (routing, end to end), chromium (the status page), podman, runc and mmdebstrap (the
