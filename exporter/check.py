@@ -11,7 +11,7 @@ from typing import NamedTuple, Protocol, TextIO
 from exporter.api.client import DialNexaClient, FetchError, client_for
 from exporter.api.models import Campaign
 from exporter.clock import SystemClock
-from exporter.config import Settings, campaigns_for_shard, env_name
+from exporter.config import Settings, campaign_count, campaigns_for_shard, env_name
 from exporter.logformat import printable
 from exporter.polling.outcome import error_reason
 
@@ -42,7 +42,7 @@ def summary(settings: Settings) -> list[str]:
         else "none"
     )
     return [
-        f"configuration OK: {len(settings.campaign_ids)} campaigns configured, "
+        f"configuration OK: {campaign_count(len(settings.campaign_ids))} configured, "
         f"{len(mine)} in shard {settings.effective_shard_index} of {settings.shard_count}",
         f"  API {settings.api_url} (key from {key_source})",
         f"  poll every {settings.poll_interval_seconds:g}s "
@@ -126,7 +126,7 @@ async def run_check(
         print(printable(describe(result)), file=out)
     failed = Counter(r.reason for r in results if r.record is None)
     answered = len(results) - sum(failed.values())
-    line = f"{len(results)} campaigns fetched: {answered} answered"
+    line = f"{campaign_count(len(results))} fetched: {answered} answered"
     if failed:
         reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(failed.items()))
         line += f", {sum(failed.values())} failed ({reasons})"

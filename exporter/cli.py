@@ -73,6 +73,33 @@ def flag_names(field: str) -> list[str]:
     return names
 
 
+def typed_flag(field: str, argv: Sequence[str]) -> str | None:
+    """The spelling of ``field``'s flag that ``argv`` used last (the one that counts), if any."""
+    names = flag_names(field)
+    typed = None
+    for word in argv:
+        if word == "--":
+            break
+        name = word.split("=", 1)[0]
+        if name in names:
+            typed = name
+    return typed
+
+
+def as_typed(error: ConfigError, argv: Sequence[str]) -> str:
+    """``error`` naming what the user typed: the flag when a flag gave the setting, else as is.
+
+    Settings name their environment variable; a value typed as ``--log.format jsn`` is reported
+    as ``--log.format: ...``, which is where the user has to look.
+    """
+    for field in _FLAG_SETTINGS:
+        if env_name(field) == error.setting:
+            flag = typed_flag(field, argv)
+            if flag is not None:
+                return f"{flag}: {error.problem}"
+    return str(error)
+
+
 def _shown_default(value: object) -> str:
     if value is None or value == ():
         return "-"
@@ -158,12 +185,12 @@ def _add_serving_flags(parser: argparse.ArgumentParser, *, listen: str, what: st
         help=f"where {what} serves (default {listen})",
     )  # fmt: skip
     parser.add_argument(
-        "--log.level", "--log-level", dest="log_level", default="info",
-        help="debug, info, warning or error",
+        "--log.level", "--log-level", dest="log_level", default="info", type=str.lower,
+        choices=("debug", "info", "warning", "error"), help="debug, info, warning or error",
     )  # fmt: skip
     parser.add_argument(
-        "--log.format", "--log-format", dest="log_format", default="text",
-        help="text, logfmt or json",
+        "--log.format", "--log-format", dest="log_format", default="text", type=str.lower,
+        choices=("text", "logfmt", "json"), help="text, logfmt or json",
     )  # fmt: skip
     parser.add_argument(
         "--event-loop", choices=("auto", "uvloop", "asyncio"), default=None,
@@ -442,15 +469,16 @@ def _fail(message: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, load settings and run; returns the process exit status."""
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     command = args.command
     try:
         if command == "simulator":
-            setup_logging(args.log_level.lower(), args.log_format.lower())
+            setup_logging(args.log_level, args.log_format)
             loops.run(run_simulator(args), _loop_choice(args))
             return 0
         if command == "demo":
-            setup_logging(args.log_level.lower(), args.log_format.lower())
+            setup_logging(args.log_level, args.log_format)
             loops.run(run_demo(args), _loop_choice(args))
             return 0
         flags = _setting_flags(args)
@@ -463,6 +491,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         loops.run(run_exporter(settings, flags), settings.event_loop)
         return 0
     except ConfigError as exc:
-        return _fail(f"configuration error: {exc}")
+        return _fail(f"configuration error: {as_typed(exc, argv)}")
     except KeyboardInterrupt:
         return 0

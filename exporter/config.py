@@ -132,6 +132,9 @@ class Settings(BaseSettings):
         extra="forbid",
         case_sensitive=False,
         hide_input_in_errors=True,
+        # A variable set to "" counts as unset (templates often render absent values so): an
+        # empty DIALNEXA_CAMPAIGN_IDS must not hide the configuration file's campaigns.
+        env_ignore_empty=True,
     )
 
     # The descriptions are the command line's help: `--help` and the flags are built from them.
@@ -465,3 +468,8 @@ def campaigns_for_shard(settings: Settings) -> tuple[str, ...]:
         return settings.campaign_ids
     index = settings.effective_shard_index
     return tuple(c for c in settings.campaign_ids if shard_of(c, settings.shard_count) == index)
+
+
+def campaign_count(count: int) -> str:
+    """ "1 campaign", "2 campaigns": a count of campaigns as messages say it."""
+    return f"{count} campaign" if count == 1 else f"{count} campaigns"

@@ -53,7 +53,7 @@ async def test_offline_check_exits_0_and_fetches_nothing(start_simulator: StartS
     sim = await start_simulator([campaign("cmp_a")])
     out = io.StringIO()
     assert await run_check(exporter_settings(sim, ["cmp_a"]), online=False, out=out) == 0
-    assert out.getvalue().startswith("configuration OK: 1 campaigns configured")
+    assert out.getvalue().startswith("configuration OK: 1 campaign configured,")
     assert sim.sim.stats.requests == 0
 
 

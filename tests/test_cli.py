@@ -134,12 +134,64 @@ def test_main_reports_config_errors_with_status_2(
 def test_flags_override_environment(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A bad value given as a flag is reported under the setting's variable name."""
+    """A bad value given as a flag over a good variable is reported under the flag's name."""
     monkeypatch.setenv("DIALNEXA_API_KEY", "k")
     monkeypatch.setenv("DIALNEXA_CAMPAIGN_IDS", "cmp_a")
     monkeypatch.setenv("DIALNEXA_MAX_CONCURRENCY", "5")
     assert main(["--max-concurrency", "0"]) == 2
-    assert "DIALNEXA_MAX_CONCURRENCY" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "configuration error: --max-concurrency: " in err
+    assert "DIALNEXA_MAX_CONCURRENCY" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "named"),
+    [
+        (["--log.format", "jsn"], {}, "--log.format"),
+        (["--log-format=jsn"], {}, "--log-format"),
+        # The last spelling on the line is the value that counts, so the one named.
+        (["--log-format", "json", "--log.format", "jsn"], {}, "--log.format"),
+        (["check", "--log.format", "jsn"], {}, "--log.format"),
+        ([], {"DIALNEXA_LOG_FORMAT": "jsn"}, "DIALNEXA_LOG_FORMAT"),
+        # The flag wins over the variable, so its value is the one reported.
+        (["--log.format", "jsn"], {"DIALNEXA_LOG_FORMAT": "json"}, "--log.format"),
+        (["--config.file", "/nonexistent/x.yml"], {}, "--config.file"),
+        (["--api-key-file", "/nonexistent/key"], {"DIALNEXA_API_KEY": ""}, "--api-key-file"),
+        (["--web.listen-address", "nowhere"], {}, "--web.listen-address"),
+    ],
+)
+def test_configuration_errors_name_what_the_user_typed(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    env: dict[str, str],
+    named: str,
+) -> None:
+    """A bad flag is named as typed (alias or toolkit spelling); a bad variable by its name."""
+    monkeypatch.setenv("DIALNEXA_API_KEY", "k")
+    monkeypatch.setenv("DIALNEXA_CAMPAIGN_IDS", "cmp_a")
+    for name, text in env.items():
+        monkeypatch.setenv(name, text)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dialnexa-exporter: configuration error: {named}: "), err
+    assert err.count("\n") == 1
+    if named.startswith("--"):
+        assert "DIALNEXA_" not in err.split(": ")[2]
+
+
+@pytest.mark.parametrize("command", ["demo", "simulator"])
+@pytest.mark.parametrize("argv", [["--log.format", "jsn"], ["--log.level", "loud"]])
+def test_demo_and_simulator_refuse_a_bad_log_setting(
+    capsys: pytest.CaptureFixture[str], command: str, argv: list[str]
+) -> None:
+    """The demo's and simulator's own log flags are checked too, not silently replaced."""
+    with pytest.raises(SystemExit) as info:
+        main([command, *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {argv[0]}/" in err
+    assert "invalid choice" in err
 
 
 @pytest.mark.parametrize(("field", "flag"), sorted(TOOLKIT_FLAGS.items()))
@@ -233,7 +285,7 @@ async def test_a_taken_port_stops_start_up_before_any_request(
     assert process.returncode == 2
     lines = stderr.decode().strip().splitlines()
     assert len(lines) == 1, lines
-    assert "DIALNEXA_LISTEN_ADDRESS" in lines[0]
+    assert "configuration error: --web.listen-address: " in lines[0]  # as typed
     assert f"127.0.0.1:{port}" in lines[0]
     assert sim.sim.stats.requests == 0
 

@@ -11,6 +11,7 @@ import pytest
 from exporter.config import (
     ConfigError,
     Settings,
+    campaign_count,
     campaigns_for_shard,
     env_name,
     load_settings,
@@ -164,6 +165,36 @@ def test_yaml_file_sets_campaigns_and_settings(
     monkeypatch.setenv("DIALNEXA_MAX_CONCURRENCY", "4")
     assert load_settings().max_concurrency == 4
     assert load_settings({"max_concurrency": "5"}).max_concurrency == 5
+
+
+@pytest.mark.parametrize("variable", ["DIALNEXA_CAMPAIGN_IDS", "DIALNEXA_MAX_CONCURRENCY"])
+def test_an_empty_variable_counts_as_unset_beside_the_yaml_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str
+) -> None:
+    """DIALNEXA_CAMPAIGN_IDS="" (or any variable set empty) leaves the file's value in force."""
+    config = tmp_path / "config.yaml"
+    config.write_text("campaigns: [cmp_y1, cmp_y2]\nmax_concurrency: 3\n")
+    monkeypatch.setenv("DIALNEXA_API_KEY", KEY)
+    monkeypatch.setenv("DIALNEXA_CONFIG_FILE", str(config))
+    monkeypatch.setenv(variable, "")
+    settings = load_settings()
+    assert settings.campaign_ids == ("cmp_y1", "cmp_y2")
+    assert settings.max_concurrency == 3
+
+
+def test_an_empty_campaign_variable_alone_is_still_no_campaigns(
+    base_env: pytest.MonkeyPatch,
+) -> None:
+    """Without a file, an empty DIALNEXA_CAMPAIGN_IDS is the 'no campaign ids' error, named."""
+    base_env.setenv("DIALNEXA_CAMPAIGN_IDS", "")
+    with pytest.raises(ConfigError, match="no campaign ids configured") as info:
+        load_settings()
+    assert info.value.setting == "DIALNEXA_CAMPAIGN_IDS"
+
+
+def test_campaign_counts_are_singular_for_one() -> None:
+    """Messages say "1 campaign" and "0 campaigns", "2 campaigns"."""
+    assert [campaign_count(n) for n in (0, 1, 2)] == ["0 campaigns", "1 campaign", "2 campaigns"]
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from typing import Protocol
 from exporter.api.client import FetchError, InvalidResponseError
 from exporter.api.models import Campaign
 from exporter.clock import Clock, SystemClock
-from exporter.config import Settings
+from exporter.config import Settings, campaign_count
 from exporter.polling.due_queue import DueQueue
 from exporter.polling.outcome import (
     FAILURE_JITTER,
@@ -266,7 +266,7 @@ class Readiness:
         """A round ended; the first one makes the exporter ready."""
         if not self.ready and (self.first is None or batch is self.first):
             self.ready = True
-            log.info("first poll round done: %d campaigns", campaigns)
+            log.info("first poll round done: %s", campaign_count(campaigns))
 
     def give_up_waiting(self, now: float) -> bool:
         """True when the deadline passed just now, making the exporter ready."""

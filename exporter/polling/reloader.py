@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.clock import Clock
-from exporter.config import ConfigError, campaigns_for_shard, load_settings
+from exporter.config import ConfigError, campaign_count, campaigns_for_shard, load_settings
 
 log = logging.getLogger("exporter.reloader")
 
@@ -105,8 +105,8 @@ class ConfigReloader:
         status.last_success_timestamp = self._clock.time()
         status.rejected_since, status.rejected_error = None, ""
         log.info(
-            "configuration reloaded: %d campaigns (%d added, %d removed)",
-            len(campaigns),
+            "configuration reloaded: %s (%d added, %d removed)",
+            campaign_count(len(campaigns)),
             added,
             removed,
         )
