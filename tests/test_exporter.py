@@ -276,7 +276,7 @@ async def test_config_file_reload_changes_the_campaign_list(
 
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 async def test_sigterm_stops_the_process_cleanly(start_simulator: StartSim, loop: str) -> None:
-    """The real process serves, then exits 0 promptly on SIGTERM, on either event loop."""
+    """The real process serves ("polling 1 campaign"), then exits 0 on SIGTERM, either loop."""
     sim = await start_simulator([campaign("cmp_a")])
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -299,6 +299,9 @@ async def test_sigterm_stops_the_process_cleanly(start_simulator: StartSim, loop
                 log += line
         match = re.search(rb"serving metrics on http://[\d.]+:(\d+)/metrics", log)
         assert match, log.decode()
+        # One campaign is counted in the singular (issue 19).
+        assert b"polling 1 campaign every " in log
+        assert b"first poll round done: 1 campaign\n" in log
         process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(10):
             rest = await process.stderr.read()

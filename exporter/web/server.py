@@ -14,7 +14,7 @@ from aiohttp import web
 from exporter.api.budget import ApiBudget
 from exporter.api.client import RequestStats, client_for
 from exporter.clock import Clock, SystemClock
-from exporter.config import Settings, campaigns_for_shard
+from exporter.config import Settings, campaign_count, campaigns_for_shard
 from exporter.exposition.cache import ExpositionCache, ScrapePart
 from exporter.exposition.metrics import (
     BUDGET_FAMILIES,
@@ -194,8 +194,8 @@ async def _poller_context(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(reloader.run(), name="dialnexa-config"),
     ]
     log.info(
-        "polling %d campaigns every %gs at %s (shard %d of %d)",
-        len(poller.campaign_ids),
+        "polling %s every %gs at %s (shard %d of %d)",
+        campaign_count(len(poller.campaign_ids)),
         settings.poll_interval_seconds,
         settings.api_url,
         settings.effective_shard_index,
