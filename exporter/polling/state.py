@@ -8,10 +8,13 @@ import math
 import platform
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import NamedTuple
 
 from exporter import __version__
 from exporter.api.models import Campaign
+
+_NEXT_DUE = attrgetter("next_due")
 
 
 class CampaignView(NamedTuple):
@@ -158,12 +161,8 @@ class Snapshot:
             else view
             for view in self.campaigns
         )
-        return dataclasses.replace(
-            self,
-            campaigns=views,
-            oldest_data=oldest_data(views),
-            fresh_until=earliest_deadline(views),
-        )
+        oldest, deadline = data_bounds(views)
+        return dataclasses.replace(self, campaigns=views, oldest_data=oldest, fresh_until=deadline)
 
 
 class PollingLag(NamedTuple):
@@ -173,12 +172,23 @@ class PollingLag(NamedTuple):
     oldest_data_age_seconds: float | None  # age of the least recent data shown
 
 
-def oldest_data(views: tuple[CampaignView, ...]) -> float | None:
-    """Unix time of the least recent successful fetch whose data is shown."""
-    return min(
-        (v.last_success for v in views if v.record is not None and v.last_success is not None),
-        default=None,
-    )
+def data_bounds(views: tuple[CampaignView, ...]) -> tuple[float | None, float | None]:
+    """Unix time of the least recent successful fetch whose data is shown, and the monotonic
+    time at which the first data shown goes stale.
+
+    One plain loop: at ten thousand campaigns it costs about as much as making the views'
+    tuple, where a min() over a generator per figure costs three times that.
+    """
+    oldest = deadline = math.inf
+    for view in views:
+        until = view.fresh_until  # set exactly while the data is shown
+        if until is not None:
+            if until < deadline:
+                deadline = until
+            fetched = view.last_success
+            if fetched is not None and fetched < oldest:
+                oldest = fetched
+    return (None if oldest == math.inf else oldest), (None if deadline == math.inf else deadline)
 
 
 def snapshot_of(
@@ -194,18 +204,14 @@ def snapshot_of(
     views = tuple(state.current_view() for state in states)
     # A campaign being fetched keeps its past due time until the fetch ends: a fetch that
     # hangs, or waits for the API budget, counts as overdue.
-    due = min((state.next_due for state in states), default=None)
+    due = min(map(_NEXT_DUE, states), default=None)
+    oldest, deadline = data_bounds(views)
     return Snapshot(
         campaigns=views,
         last_poll_timestamp=last_poll_timestamp,
         poll_duration=poll_duration,
         ready=ready,
         oldest_due=None if due is None else due + wall_offset,
-        oldest_data=oldest_data(views),
-        fresh_until=earliest_deadline(views),
+        oldest_data=oldest,
+        fresh_until=deadline,
     )
-
-
-def earliest_deadline(views: tuple[CampaignView, ...]) -> float | None:
-    """Monotonic time at which the first data shown goes stale."""
-    return min((v.fresh_until for v in views if v.fresh_until is not None), default=None)
