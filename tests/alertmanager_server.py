@@ -43,14 +43,6 @@ def alertmanager_binary() -> str:
     pytest.fail("no Alertmanager on PATH: install the Debian package `prometheus-alertmanager`")
 
 
-def amtool() -> str:
-    """Path of amtool, or a test failure saying how to get it."""
-    path = shutil.which("amtool")
-    if path is None:
-        pytest.fail("amtool not on PATH: install the Debian package `prometheus-alertmanager`")
-    return path
-
-
 @dataclass
 class RunningAlertmanager:
     """An Alertmanager started here, and its v2 API."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import json
 import re
 import shutil
@@ -22,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -40,7 +41,6 @@ from exporter.demo.simulator import SimCampaign, Simulator, demo_campaigns
 from exporter.polling.poller import Poller
 from exporter.web.connections import start_guarded_sites
 from exporter.web.server import EXPOSITION, POLLER
-from tests.alertmanager_server import amtool
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "sk_test_5f1e2d3c4b5a69788796a5b4c3d2e1f0"
@@ -163,22 +163,66 @@ class OffsetClock:
         return event.is_set()
 
 
+T = TypeVar("T")
+
+
+class _Deadline:
+    """The one deadline behind wait_for and wait_for_blocking: when to give up, and the message."""
+
+    def __init__(self, within: float, what: str) -> None:
+        self.within, self.what = within, what
+        self.at = time.monotonic() + within
+
+    def check(self, last: object) -> None:
+        """Fail, naming what was awaited (and the last result unless a plain bool), when due."""
+        if time.monotonic() > self.at:
+            seen = "" if isinstance(last, bool) or last is None else f"; last: {last!r:.300}"
+            raise AssertionError(f"timed out after {self.within}s waiting for {self.what}{seen}")
+
+
 async def wait_for(
-    condition: Callable[[], bool | Awaitable[bool]],
+    condition: Callable[[], T | Awaitable[T]],
     within: float = 10.0,
     what: str = "condition",
-) -> None:
-    """Wait until ``condition`` holds, checking often; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
+    *,
+    interval: float = 0.01,
+    in_thread: bool = False,
+) -> T:
+    """Wait until ``condition()`` returns something truthy and return it; check every
+    ``interval`` seconds and fail after ``within`` seconds, naming ``what`` was awaited.
+
+    ``condition`` may be a coroutine function; a blocking one (a Prometheus query, a subprocess)
+    runs in a thread with ``in_thread=True`` so that the loop keeps serving meanwhile.
+    """
+    deadline = _Deadline(within, what)
     while True:
-        result = condition()
-        if not isinstance(result, bool):
+        if in_thread:
+            result = await asyncio.to_thread(condition)
+        else:
+            result = condition()
+        if inspect.isawaitable(result):
             result = await result
         if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.01)
+            return result  # type: ignore[return-value]
+        deadline.check(result)
+        await asyncio.sleep(interval)
+
+
+def wait_for_blocking(
+    condition: Callable[[], T],
+    within: float = 10.0,
+    what: str = "condition",
+    *,
+    interval: float = 0.1,
+) -> T:
+    """wait_for for code outside an event loop (a process's readiness, the container's scrape)."""
+    deadline = _Deadline(within, what)
+    while True:
+        result = condition()
+        if result:
+            return result
+        deadline.check(result)
+        time.sleep(interval)
 
 
 async def serve(app: web.Application, **kwargs: Any) -> TestServer:
@@ -783,6 +827,14 @@ def dialnexa_route(config: Mapping[str, Any]) -> dict[str, Any]:
     """The route subtree that takes the DialNexa alerts (the part to merge into one's own)."""
     (route,) = [r for r in config["route"]["routes"] if r.get("matchers") == [DIALNEXA_MATCHER]]
     return dict(route)
+
+
+def amtool() -> str:
+    """Path of amtool, or a test failure saying how to get it."""
+    path = shutil.which("amtool")
+    if path is None:
+        pytest.fail("amtool not on PATH: install the Debian package `prometheus-alertmanager`")
+    return path
 
 
 def run_amtool(*args: str) -> subprocess.CompletedProcess[str]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from exporter.demo.prometheus import prometheus_command
+from tests.helpers import wait_for_blocking
 
 # Ports are picked free and then bound by Prometheus: another process may take one in between.
 _START_ATTEMPTS = 3
@@ -164,15 +165,22 @@ class PrometheusServer(PrometheusAPI):
 
     def wait_ready(self, within: float = 30.0) -> None:
         """Block until ready; RuntimeError with the log tail if it exits or takes too long."""
-        deadline = time.monotonic() + within
-        while not self.is_ready():
+
+        def ready() -> bool:
             if self.process.poll() is not None:
                 raise RuntimeError(
                     f"prometheus exited with status {self.process.returncode}:\n{self.log_tail()}"
                 )
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"prometheus not ready after {within}s:\n{self.log_tail()}")
-            time.sleep(0.1)
+            return self.is_ready()
+
+        try:
+            wait_for_blocking(ready, within, "prometheus to be ready")
+        except AssertionError as exc:
+            raise RuntimeError(f"{exc}:\n{self.log_tail()}") from exc
+
+    def reload(self) -> None:
+        """Have Prometheus read its configuration and rule files again (SIGHUP)."""
+        self.process.send_signal(signal.SIGHUP)
 
     def stop(self, grace_seconds: float = 10.0) -> None:
         """Terminate the process and wait; kill it when it takes longer than ``grace_seconds``."""

@@ -4,10 +4,8 @@ file, a merge into an existing configuration, and the inhibitions in a real Aler
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import re
-import time
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from tests.helpers import (
     parse_duration,
     routed_receivers,
     run_amtool,
+    wait_for,
 )
 
 PACKAGED_AM_FILE = ROOT / "exporter" / "rules" / ALERTMANAGER_FILE_NAME
@@ -519,16 +518,22 @@ async def test_inhibitions_in_a_real_alertmanager(tmp_path: Path) -> None:
                 )
             return found
 
+        found: dict[tuple[str, Any], bool] = {}
+
+        async def settled() -> bool:
+            nonlocal found
+            found = observed(await server.alerts())
+            return found == expected
+
         # The inhibitor learns of sources asynchronously: wait until the picture settles.
-        deadline = time.monotonic() + 15
-        while (found := observed(await server.alerts())) != expected:
-            if time.monotonic() > deadline:
-                wrong = [
-                    (cases[int(key[0])].what, dict(key[1]), "inhibited" if value else "active")
-                    for key, value in found.items()
-                    if expected.get(key) != value
-                ]
-                pytest.fail(f"unexpected states: {wrong}")
-            await asyncio.sleep(0.2)
+        try:
+            await wait_for(settled, 15, "the inhibitions to settle", interval=0.2)
+        except AssertionError:
+            wrong = [
+                (cases[int(key[0])].what, dict(key[1]), "inhibited" if value else "active")
+                for key, value in found.items()
+                if expected.get(key) != value
+            ]
+            pytest.fail(f"unexpected states: {wrong}")
     finally:
         await server.stop()

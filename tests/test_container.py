@@ -19,13 +19,12 @@ import resource
 import shutil
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
@@ -46,6 +45,7 @@ from tests.container_host import (
     ulimit_flags,
 )
 from tests.container_podman import TOOLS, Podman, build_image, debian_rootfs, import_base
+from tests.helpers import wait_for_blocking
 from tests.prometheus_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +54,6 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 CHART_VALUES = ROOT / "helm" / "dialnexa-exporter" / "values.yaml"
 BASE_IMAGE = "localhost/debian-python:test"
 IMAGE = "localhost/dialnexa-exporter:test"
-T = TypeVar("T")
 
 
 @dataclass
@@ -363,18 +362,6 @@ def _run_flags(built: BuiltImage) -> list[str]:
     ]
 
 
-def wait_until(check: Callable[[], T | None], within: float, what: str) -> T:
-    """The first non-None result of ``check``, tried every 0.2 s; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        time.sleep(0.2)
-
-
 @pytest.mark.slow
 @pytest.mark.container
 @pytest.mark.timeout(900)
@@ -491,7 +478,9 @@ def test_demo_in_the_image_serves_metrics_and_exits_0_on_sigterm(image: BuiltIma
         shown = image.podman.run("logs", container, check=False)
         return shown.stdout + shown.stderr
 
-    text = wait_until(lambda: _scrape(port), 120, "campaign series from the demo in the image")
+    text = wait_for_blocking(
+        lambda: _scrape(port), 120, "campaign series from the demo in the image", interval=0.2
+    )
     samples = [sample for f in text_string_to_metric_families(text) for sample in f.samples]
     assert any(sample.name.startswith("dialnexa_campaign_") for sample in samples)
     assert any(

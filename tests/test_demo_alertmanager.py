@@ -41,8 +41,8 @@ from exporter.demo.alertmanager import (
 from exporter.demo.process import ServerStartError, duration_seconds
 from exporter.demo.prometheus import SCRAPE_INTERVAL_SECONDS, WINDOW_SCRAPES, scale_rule_durations
 from exporter.demo.simulator import CALL_SECONDS, demo_campaigns
-from tests.alertmanager_server import alertmanager_binary, amtool
-from tests.helpers import RULE_FILE, load_config, serve, wait_for
+from tests.alertmanager_server import alertmanager_binary
+from tests.helpers import RULE_FILE, amtool, load_config, serve, wait_for
 from tests.prometheus_server import free_port, port_is_open
 
 RUNBOOK = "https://github.com/dialnexa/dialnexa-exporter/blob/main/docs/alerts.md"

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -60,7 +60,6 @@ from tests.prometheus_server import (
 pytestmark = pytest.mark.e2e
 
 StartPrometheus = Callable[..., Awaitable[PrometheusServer]]
-T = TypeVar("T")
 
 QUIET = ("cmp_demo_progress", "cmp_demo_complete", "cmp_demo_scheduled", "cmp_demo_legacy")
 EXPECTED_ALERTS = {
@@ -75,21 +74,14 @@ def shortened_copy() -> list[dict[str, Any]]:
     return [rule for group in shortened_rules()["groups"] for rule in group["rules"]]
 
 
-async def until(fetch: Callable[[], T], accept: Callable[[T], bool], within: float, what: str) -> T:
-    """Run blocking ``fetch`` in a thread until ``accept`` takes its result, with a deadline."""
-    deadline = time.monotonic() + within
-    while True:
-        result = await asyncio.to_thread(fetch)
-        if accept(result):
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}; last: {result}")
-        await asyncio.sleep(0.25)
-
-
 def has_finite_sample(result: list[dict[str, Any]]) -> bool:
     """Whether a query result holds at least one sample that is a number (not NaN or Inf)."""
     return any(math.isfinite(found) for found in sample_values(result))
+
+
+def has_data(server: PrometheusServer, expr: str) -> bool:
+    """Whether an instant query of ``expr`` returns at least one sample that is a number."""
+    return has_finite_sample(server.query(expr))
 
 
 def active_alerts(server: PrometheusServer, state: str | None = None) -> set[tuple[str, str]]:
@@ -170,8 +162,12 @@ async def test_dashboard_rules_and_alerts_against_a_real_prometheus(
     began = time.time()
 
     # Scraped: the target is up under the job the dashboard and the health alerts expect.
-    await until(
-        lambda: server.query(f'up{{job="{JOB}"}} == 1'), bool, 30, "the first successful scrape"
+    await wait_for(
+        lambda: server.query(f'up{{job="{JOB}"}} == 1'),
+        30,
+        "the first successful scrape",
+        interval=0.25,
+        in_thread=True,
     )
 
     # Prometheus loaded every rule of the copy, with the shortened `for` durations.
@@ -185,26 +181,36 @@ async def test_dashboard_rules_and_alerts_against_a_real_prometheus(
     # The dashboard's variables: label_values() finds the job and every campaign.
     jobs = await asyncio.to_thread(server.label_values, "job", "dialnexa_exporter_build_info")
     assert JOB in jobs
-    found_ids = await until(
-        lambda: server.label_values(
-            "campaign_id", f'dialnexa_exporter_campaign_up{{job=~"{JOB}"}}'
+    await wait_for(
+        lambda: (
+            sorted(
+                server.label_values("campaign_id", f'dialnexa_exporter_campaign_up{{job=~"{JOB}"}}')
+            )
+            == campaign_ids
         ),
-        lambda ids: set(ids) == set(campaign_ids),
         10,
         "every campaign in the campaign variable",
+        interval=0.25,
+        in_thread=True,
     )
-    assert sorted(found_ids) == campaign_ids
 
     # Every recording rule produces numbers.
     for record in sorted(recording_rule_names()):
-        await until(partial(server.query, record), has_finite_sample, 30, f"{record} values")
+        await wait_for(
+            partial(has_data, server, record),
+            30,
+            f"{record} values",
+            interval=0.25,
+            in_thread=True,
+        )
 
     # The paused and the stalled campaign fire their alerts (and the failing one its own).
-    await until(
-        lambda: active_alerts(server, "firing"),
-        lambda firing: firing >= EXPECTED_ALERTS,
+    await wait_for(
+        lambda: active_alerts(server, "firing") >= EXPECTED_ALERTS,
         60,
         "the paused, stalled and fetch-failing alerts to fire",
+        interval=0.25,
+        in_thread=True,
     )
     by_campaign = {
         (alert["labels"]["alertname"], alert["labels"].get("campaign_id")): alert
@@ -263,7 +269,13 @@ async def test_dashboard_rules_and_alerts_against_a_real_prometheus(
     assert len(queries) >= 15
     for query in queries:
         where = f"panel {query.panel!r} query {query.ref_id}: {query.expr}"
-        await until(partial(server.query, query.expr), has_finite_sample, 10, where)
+        await wait_for(
+            partial(has_data, server, query.expr),
+            10,
+            where,
+            interval=0.25,
+            in_thread=True,
+        )
         if not query.instant:
             result = await asyncio.to_thread(
                 server.query_range, query.expr, began, time.time(), SCRAPE_SECONDS
@@ -367,17 +379,22 @@ async def quiet_then_stale(
     ``stop`` stops polling, the alert fires. Returns the firing alert."""
     target = f"127.0.0.1:{exporter.server.port}"
     server = await prometheus(target, stale_alert_rules())
-    await until(
+    await wait_for(
         lambda: server.query("dialnexa_exporter_poll_overdue_seconds < 1"),
-        bool,
         30,
         "a healthy exporter's lag in Prometheus",
+        interval=0.25,
+        in_thread=True,
     )
     assert await asyncio.to_thread(stale_alerts, server, "pending") == []
     assert await asyncio.to_thread(stale_alerts, server, "firing") == []
     stop()
-    (alert,) = await until(
-        lambda: stale_alerts(server, "firing"), bool, 60, "the stale-data alert to fire"
+    (alert,) = await wait_for(
+        lambda: stale_alerts(server, "firing"),
+        60,
+        "the stale-data alert to fire",
+        interval=0.25,
+        in_thread=True,
     )
     assert alert["labels"]["instance"] == target
     assert alert["labels"]["severity"] == "critical"

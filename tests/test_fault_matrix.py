@@ -43,7 +43,7 @@ from tests.fault_tables import (
     Scope,
     Series,
 )
-from tests.helpers import API_KEY, OffsetClock, Samples, parse_samples, serve
+from tests.helpers import API_KEY, OffsetClock, Samples, parse_samples, serve, wait_for
 
 POLL = 0.1  # poll interval of every exporter in the scenario
 STALE_AFTER = 600.0  # reached by jumping the injected clock, never by waiting
@@ -247,18 +247,20 @@ async def wait_scrapes(
     within: float = 10.0,
 ) -> dict[Scope, Samples]:
     """Scrape every exporter until ``predicate`` holds for each; note a timeout, never hang."""
-    deadline = time.monotonic() + within
     latest: dict[Scope, Samples] = {}
     pending = set(servers)
-    while pending:
+
+    async def settled() -> bool:
         for scope in list(pending):
             latest[scope] = await scrape(session, servers[scope], evidence)
             if predicate(scope, latest[scope]):
                 pending.discard(scope)
-        if pending and time.monotonic() > deadline:
-            evidence.timed_out.append(f"{what}: {sorted(s.value for s in pending)}")
-            break
-        await asyncio.sleep(0.01)
+        return not pending
+
+    try:
+        await wait_for(settled, within, what)
+    except AssertionError:
+        evidence.timed_out.append(f"{what}: {sorted(s.value for s in pending)}")
     return latest
 
 
@@ -322,13 +324,13 @@ async def drive(
             sim.remove(cid)
     await down_server.close()
 
-    deadline = time.monotonic() + 10.0
-    while not all(goal_reached(row, sampler.events[CIDS[row.id]]) for row in MATRIX):
-        if time.monotonic() > deadline:
-            unmet = [r.id for r in MATRIX if not goal_reached(r, sampler.events[CIDS[r.id]])]
-            evidence.timed_out.append(f"sampling goals of {unmet}")
-            break
-        await asyncio.sleep(0.01)
+    def unmet() -> list[str]:
+        return [r.id for r in MATRIX if not goal_reached(r, sampler.events[CIDS[r.id]])]
+
+    try:
+        await wait_for(lambda: not unmet(), 10.0, "the sampling goals")
+    except AssertionError:
+        evidence.timed_out.append(f"sampling goals of {unmet()}")
     failing = {scope: await scrape(scraper, server, evidence) for scope, server in servers.items()}
     stop.set()
     await sampling
