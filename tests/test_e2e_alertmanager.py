@@ -19,8 +19,7 @@ group span a whole group_interval, in which every other group has been flushed a
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ from tests.helpers import (
     exporter_settings,
     load_config,
     shortened_rules,
+    wait_for,
 )
 from tests.prometheus_server import PrometheusServer, start_prometheus, write_rules
 
@@ -118,24 +118,6 @@ def first_notification(sink: WebhookSink, name: str, since: int = 0) -> int:
     )
 
 
-async def until(condition: Callable[[], bool], within: float, what: str) -> None:
-    """Wait for a condition with a deadline (checked four times a second)."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.25)
-
-
-async def until_in_thread(condition: Callable[[], bool], within: float, what: str) -> None:
-    """Like until, for a blocking condition (a Prometheus query) run off the event loop."""
-    deadline = time.monotonic() + within
-    while not await asyncio.to_thread(condition):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.25)
-
-
 def firing(server: PrometheusServer, names: Iterable[str]) -> set[tuple[str, str, str]]:
     """(alertname, campaign_id, instance) of the alerts among ``names`` firing in Prometheus."""
     wanted = set(names)
@@ -143,7 +125,7 @@ def firing(server: PrometheusServer, names: Iterable[str]) -> set[tuple[str, str
         (
             alert["labels"]["alertname"],
             alert["labels"].get("campaign_id", ""),
-            alert["labels"]["instance"],
+            alert["labels"].get("instance", ""),
         )
         for alert in server.alerts()
         if alert["state"] == "firing" and alert["labels"]["alertname"] in wanted
@@ -162,7 +144,7 @@ async def a_whole_group_interval(sink: WebhookSink, name: str, what: str) -> Non
             for n in sink.notifications[mark:]
         )
 
-    await until(lambda: repeats() >= 2, 20, what)
+    await wait_for(lambda: repeats() >= 2, 20, what)
 
 
 def describe(sink: WebhookSink, since: int = 0) -> str:
@@ -215,9 +197,14 @@ async def test_alerts_reach_a_person_and_inhibitions_hold(
     )
     replicas = [await start_exporter(settings), await start_exporter(settings)]
     workdir = tmp_path / "prometheus"
+    targets = [f"127.0.0.1:{replica.server.port}" for replica in replicas]
+    # The rules load only once both replicas are scraped. Before Prometheus' first scrape,
+    # absent(up{job=~".*dialnexa.*"}) holds, and whether DialNexaExporterAbsent (for: 5 s here)
+    # fired would depend on how long Prometheus took to start scraping.
+    rule_file = write_rules(workdir, "dialnexa-exporter.rules.yml", {"groups": []})
     config = render_config(
-        targets=[f"127.0.0.1:{replica.server.port}" for replica in replicas],
-        rule_files=[write_rules(workdir, "dialnexa-exporter.rules.yml", shortened_rules())],
+        targets=targets,
+        rule_files=[rule_file],
         scrape_interval_seconds=SCRAPE_SECONDS,
         evaluation_interval_seconds=SCRAPE_SECONDS,
         job=JOB,
@@ -225,6 +212,21 @@ async def test_alerts_reach_a_person_and_inhibitions_hold(
     )
     prometheus = await asyncio.to_thread(start_prometheus, workdir, config)
     try:
+        await wait_for(
+            lambda: (
+                {t["labels"]["instance"] for t in prometheus.targets() if t["health"] == "up"}
+                == set(targets)
+            ),
+            30,
+            "both replicas scraped",
+            interval=0.25,
+            in_thread=True,
+        )
+        write_rules(workdir, rule_file.name, shortened_rules())
+        await asyncio.to_thread(prometheus.reload)
+        await wait_for(
+            prometheus.rule_groups, 30, "the rules loaded", interval=0.25, in_thread=True
+        )
         await campaign_alerts_are_told(sink, campaigns, replicas)
         await a_stopped_replica_pages_alone(sink, prometheus, replicas)
         await a_rejected_key_pages_alone(sink, prometheus, alertmanager, sim.sim, replicas[0])
@@ -249,11 +251,12 @@ async def campaign_alerts_are_told(
             for alert in notification.alerts:
                 if alert.status == "firing":
                     key = (alert.labels["alertname"], alert.labels.get("campaign_id", ""))
-                    instances.setdefault(key, set()).add(alert.labels["instance"])
+                    # Alerts built on absent() or an aggregation carry no instance label.
+                    instances.setdefault(key, set()).add(alert.labels.get("instance", ""))
             found |= {key for key, seen in instances.items() if seen == both}
         return found
 
-    await until(lambda: folded() >= TOLD, 90, "the paused and stalled notifications")
+    await wait_for(lambda: folded() >= TOLD, 90, "the paused and stalled notifications")
     annotations = {rule["alert"]: rule["annotations"] for rule in alert_rules()}
     for notification, alert in sink.received():
         name, campaign_id = alert.labels["alertname"], alert.labels.get("campaign_id", "")
@@ -282,15 +285,17 @@ async def a_stopped_replica_pages_alone(
     stopped = f"127.0.0.1:{replicas[1].server.port}"
     mark = len(sink.notifications)
     await replicas[1].server.close()
-    await until(lambda: (DOWN_ALERT, "", stopped, "firing") in told(sink, mark), 30, "down page")
+    await wait_for(lambda: (DOWN_ALERT, "", stopped, "firing") in told(sink, mark), 30, "down page")
     down_told = first_notification(sink, DOWN_ALERT, mark)
     assert sink.notifications[down_told].receiver == "dialnexa-pager"
     # keep_firing_for holds them past the page, then they resolve in Prometheus.
     names = {name for name, _ in TOLD}
-    await until_in_thread(
+    await wait_for(
         lambda: not {alert for alert in firing(prometheus, names) if alert[2] == stopped},
         30,
         "the stopped replica's campaign alerts to resolve in Prometheus",
+        interval=0.25,
+        in_thread=True,
     )
     await a_whole_group_interval(sink, DOWN_ALERT, "two more exporter-down notifications")
     after = told(sink, down_told)
@@ -313,7 +318,7 @@ async def a_rejected_key_pages_alone(
     instance = f"127.0.0.1:{replica.server.port}"
     mark = len(sink.notifications)
     simulator.api_key = "revoked-" + API_KEY
-    await until(lambda: (KEY_ALERT, "", instance, "firing") in told(sink, mark), 30, "key page")
+    await wait_for(lambda: (KEY_ALERT, "", instance, "firing") in told(sink, mark), 30, "key page")
     key_told = first_notification(sink, KEY_ALERT, mark)
     page = sink.notifications[key_told]
     assert page.receiver == "dialnexa-pager"
@@ -321,10 +326,12 @@ async def a_rejected_key_pages_alone(
     assert page.alerts[0].annotations["runbook_url"].endswith("#dialnexaapikeyrejected")
     campaign_ids = set(simulator.campaigns)
     expected = {("DialNexaCampaignFetchFailing", cid, instance) for cid in campaign_ids}
-    await until_in_thread(
+    await wait_for(
         lambda: firing(prometheus, FETCH_ALERTS) == expected,
         30,
         "the fetch alerts of every campaign firing in Prometheus",
+        interval=0.25,
+        in_thread=True,
     )
 
     async def fetch_alerts() -> list[dict[str, Any]]:
@@ -334,10 +341,10 @@ async def a_rejected_key_pages_alone(
             if alert["labels"]["alertname"] == "DialNexaCampaignFetchFailing"
         ]
 
-    deadline = time.monotonic() + 15
-    while len(await fetch_alerts()) < len(campaign_ids):
-        assert time.monotonic() < deadline, "the fetch alerts never reached Alertmanager"
-        await asyncio.sleep(0.25)
+    async def all_reached() -> bool:
+        return len(await fetch_alerts()) >= len(campaign_ids)
+
+    await wait_for(all_reached, 15, "the fetch alerts to reach Alertmanager", interval=0.25)
     await a_whole_group_interval(sink, KEY_ALERT, "two more key notifications")
     assert [t for t in told(sink, key_told) if t[0] not in (KEY_ALERT, DOWN_ALERT)] == []
     assert all(alert["status"]["inhibitedBy"] for alert in await fetch_alerts())
@@ -349,15 +356,19 @@ async def a_working_key_resolves(
     """4. The key works again: the key alert's resolution arrives; no fetch alert is ever told."""
     simulator.api_key = API_KEY
     mark = len(sink.notifications)
-    await until(
+    await wait_for(
         lambda: any(t[0] == KEY_ALERT and t[3] == "resolved" for t in told(sink, mark)),
         30,
         "the key-resolved notification",
     )
     resolved = [n for n in sink.notifications[mark:] if n.status == "resolved"]
     assert any(n.receiver == "dialnexa-pager" for n in resolved)
-    await until_in_thread(
-        lambda: not firing(prometheus, FETCH_ALERTS), 30, "the fetch alerts to resolve"
+    await wait_for(
+        lambda: not firing(prometheus, FETCH_ALERTS),
+        30,
+        "the fetch alerts to resolve",
+        interval=0.25,
+        in_thread=True,
     )
     # The stopped replica still pages: its repeats show every group was flushed since.
     await a_whole_group_interval(sink, DOWN_ALERT, "two more exporter-down notifications")
