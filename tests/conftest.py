@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from exporter import loops
+from exporter.clock import Clock
 from exporter.config import Settings
 from exporter.demo.simulator import SimCampaign, Simulator
 from exporter.web.server import create_app
@@ -45,6 +46,17 @@ def pytest_asyncio_loop_factories(
     return factories
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Naming files, directories or tests runs them whatever their markers: the marker
+    expression in pyproject's addopts (plain `pytest`, the developer's loop) applies only when
+    pytest chooses the tests itself; an explicit -m always wins."""
+    addopts = config.getini("addopts")
+    default = addopts[addopts.index("-m") + 1] if "-m" in addopts[:-1] else None
+    explicit = config.args_source is pytest.Config.ArgsSource.ARGS
+    if explicit and default is not None and config.option.markexpr == default:
+        config.option.markexpr = ""
+
+
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """No DIALNEXA_* variable of the machine leaks into a test."""
@@ -73,11 +85,13 @@ async def start_simulator() -> AsyncIterator[StartSim]:
 
 @pytest.fixture
 async def start_exporter() -> AsyncIterator[StartExporter]:
-    """Factory: start an exporter for given settings on 127.0.0.1, stopped after the test."""
+    """Factory: start an exporter (settings, a clock) on 127.0.0.1, stopped after the test."""
     started: list[RunningExporter] = []
 
-    async def start(settings: Settings, flags: dict[str, object] | None = None) -> RunningExporter:
-        app = create_app(settings, flags=flags)
+    async def start(
+        settings: Settings, flags: dict[str, object] | None = None, clock: Clock | None = None
+    ) -> RunningExporter:
+        app = create_app(settings, flags=flags, clock=clock)
         server = await serve(app)
         session = aiohttp.ClientSession(auto_decompress=False)
         running = RunningExporter(app, server, session)

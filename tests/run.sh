@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every quality gate and the whole test suite, installing what they need first.
-#   tests/run.sh            lint, format check, mypy --strict, then pytest
+# Runs every quality gate and the whole test suite, installing what they need first. This is the
+# gate CI runs; plain `pytest` is the developer's quicker loop (docs/development.md).
+#   tests/run.sh            lint, format check, mypy --strict, then every test (all markers)
 #   tests/run.sh -k rules   extra arguments go to pytest
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,7 +52,9 @@ if [ "$#" -eq 0 ]; then
     coverage=(--cov=exporter --cov-report=term:skip-covered --cov-fail-under=90)
 fi
 set +e
-.venv/bin/python -m pytest "${coverage[@]}" "$@"
+# -m '' lifts the default marker expression of pyproject's addopts: e2e, container, slow and
+# soak tests run too. Workers: one per core (pyproject's addopts).
+.venv/bin/python -m pytest -m '' "${coverage[@]}" "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

@@ -127,6 +127,7 @@ def test_check_with_a_bad_configuration_exits_2(
     assert API_KEY not in err
 
 
+@pytest.mark.slow
 async def test_check_command_exit_status_from_the_shell(start_simulator: StartSim) -> None:
     """The real process: `check --online` exits 1 with a failing campaign, 0 once it answers."""
     sim = await start_simulator([campaign("cmp_a")])

@@ -264,6 +264,7 @@ def test_version_names_the_versions_that_matter(capsys: pytest.CaptureFixture[st
     assert platform.platform() in out
 
 
+@pytest.mark.slow
 async def test_a_taken_port_stops_start_up_before_any_request(
     start_simulator: StartSim,
 ) -> None:

@@ -266,6 +266,7 @@ def test_shards_partition_the_campaign_list_exactly() -> None:
     assert shard_of("cmp_00000", 4) == shard_of("cmp_00000", 4)
 
 
+@pytest.mark.slow
 def test_every_setting_has_an_env_name_in_help() -> None:
     """`--help` lists the environment variable of every setting."""
     result = subprocess.run(
@@ -279,6 +280,7 @@ def test_every_setting_has_an_env_name_in_help() -> None:
         assert env_name(field) in result.stdout, field
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("env", "expected"),
     [

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -434,13 +435,18 @@ async def test_demo_with_prometheus_scrapes_and_stops_cleanly(
         assert await asyncio.to_thread(api.is_ready)
         am_url = (await _read_until(process.stdout, r"Alertmanager: (http://\S+) ", seen))[1]
         assert len(entries(tmp_path)) == 2  # Prometheus' and Alertmanager's own directories
-        async with asyncio.timeout(30):  # scrapes every 5 s
-            while True:
-                targets = await asyncio.to_thread(api.targets)
-                if [t["health"] for t in targets] == ["up"]:
-                    break
-                await asyncio.sleep(0.25)
-        (target,) = targets
+
+        def scraped() -> list[dict[str, Any]] | None:
+            targets = api.targets()
+            return targets if [t["health"] for t in targets] == ["up"] else None
+
+        (target,) = await wait_for(  # scrapes every 5 s
+            scraped,
+            30,
+            "the demo's exporter scraped",
+            interval=0.25,
+            in_thread=True,
+        )
         assert target["labels"]["job"] == "dialnexa-exporter"
         assert target["scrapeUrl"] == f"{exporter_url}/metrics"
         build = await asyncio.to_thread(api.query, "dialnexa_exporter_build_info")
@@ -457,6 +463,7 @@ async def test_demo_with_prometheus_scrapes_and_stops_cleanly(
     assert _processes_mentioning(str(tmp_path)) == []
 
 
+@pytest.mark.slow
 async def test_demo_without_prometheus_on_path_runs_anyway(tmp_path: Path) -> None:
     """demo --prometheus with no binary on PATH: one line, then the exporter serves as usual."""
     empty = tmp_path / "bin"

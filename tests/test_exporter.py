@@ -274,6 +274,7 @@ async def test_config_file_reload_changes_the_campaign_list(
     assert up(samples, "cmp_b") == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 async def test_sigterm_stops_the_process_cleanly(start_simulator: StartSim, loop: str) -> None:
     """The real process serves ("polling 1 campaign"), then exits 0 on SIGTERM, either loop."""

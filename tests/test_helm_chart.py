@@ -23,7 +23,6 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from cloudcoil.models.prometheus_operator.v1alpha1 import AlertmanagerConfig
 
 import exporter
 from exporter.config import Settings, env_name, read_yaml_settings
@@ -336,6 +335,10 @@ CUSTOM_SCHEMAS = {
 
 def operator_model_round_trip(doc: Manifest) -> Manifest:
     """An AlertmanagerConfig as the operator's CRD model reads it and writes it back."""
+    # Imported here: the models take seconds of CPU to import, which every pytest worker would
+    # pay at collection, whether it runs a chart test or not.
+    from cloudcoil.models.prometheus_operator.v1alpha1 import AlertmanagerConfig
+
     dumped: Manifest = AlertmanagerConfig.model_validate(doc).model_dump(
         by_alias=True, exclude_none=True, mode="json"
     )

@@ -75,6 +75,7 @@ async def test_build_info_names_the_loop(
     assert names == {loops.loop_name()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("choice", ["uvloop", "asyncio"])
 async def test_the_process_logs_its_loop_and_stops_cleanly_on_either(
     start_simulator: StartSim, choice: str

@@ -463,6 +463,7 @@ def test_any_record_renders_and_parses_back_to_the_same_values(
             assert same_number(samples[("dialnexa_exporter_campaign_errors_total", key)], count)
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(drawn=snapshots())
 def test_promtool_accepts_any_record(drawn: tuple[Snapshot, dict[str, Campaign]]) -> None:
@@ -492,6 +493,7 @@ def test_naive_and_offset_timestamps_are_the_same_instant() -> None:
     assert record.scheduled_at == record.created_at
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(document=documents)
 def test_no_record_the_client_accepts_makes_promtool_reject_the_scrape(

@@ -279,6 +279,7 @@ def test_promtool_accepts_a_full_exposition() -> None:
     assert result.stdout.strip() == ""
 
 
+@pytest.mark.slow
 @settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(name=label_text, phone=label_text)
 def test_promtool_accepts_any_metadata(name: str, phone: str) -> None:

@@ -177,6 +177,7 @@ def test_rule_test_files_exist() -> None:
     } <= names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", STATUS_MODES)
 @pytest.mark.parametrize("test_file", RULE_TEST_FILES, ids=lambda path: path.name)
 def test_promtool_rule_unit_tests_pass(test_file: Path, mode: str, tmp_path: Path) -> None:

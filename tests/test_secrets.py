@@ -390,6 +390,7 @@ def child_environment(**values: str) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **values}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("log_format", "key_source"), [("text", "env"), ("json", "file")])
 async def test_process_at_debug_level_never_shows_the_key(
     start_simulator: StartSim, tmp_path: Path, log_format: str, key_source: str
@@ -468,6 +469,7 @@ async def test_process_at_debug_level_never_shows_the_key(
     haystack.assert_clean(minimum=len(ENDPOINTS) * 2 + 3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("variable", "bad_value"),
     [

@@ -158,6 +158,7 @@ async def test_the_file_watcher_applies_a_changed_list(
     assert value(samples, "dialnexa_exporter_campaign_up", campaign_id="cmp_a") is None
 
 
+@pytest.mark.slow
 async def test_a_sighup_storm_reloads_a_few_times_and_keeps_serving(
     start_simulator: StartSim, tmp_path: Path
 ) -> None:

@@ -37,6 +37,8 @@ HOSTILE_NAME = "<script>document.title='pwned'</script><img src=x onerror=alert(
 CSP_COMPLAINT = "Content Security Policy"
 CHROMIUM_SECONDS = 60
 
+pytestmark = pytest.mark.slow  # a real Chromium: seconds of CPU per page
+
 
 def chromium_binary() -> str:
     """Path of Debian's chromium; skips the test when it is not installed."""

@@ -14,6 +14,8 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 
+import pytest
+
 from exporter.api.models import Campaign, CampaignStatus
 from exporter.exposition.status_page import (
     ROWS_PER_PAGE,
@@ -65,6 +67,7 @@ def load_snapshot(count: int = CAMPAIGNS, seed: int = 1, fetched_at: float = NOW
     return Snapshot(tuple(views), fetched_at, 4.2, True)
 
 
+@pytest.mark.slow
 def test_ten_thousand_campaigns_make_a_bounded_page_problems_first() -> None:
     """At 10,000 campaigns: bounded pages, problems first, each campaign on one page once."""
     snapshot = load_snapshot()

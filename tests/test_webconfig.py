@@ -780,6 +780,7 @@ def _cli_env(config: Path, api_url: str) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "content",
     [
@@ -801,6 +802,7 @@ async def test_cli_refuses_a_bad_web_config_in_one_line(pki: Pki, content: dict[
     assert ALICE_PASSWORD not in (stdout + stderr).decode()
 
 
+@pytest.mark.slow
 async def test_cli_serves_https_with_the_web_config(pki: Pki, start_simulator: StartSim) -> None:
     """The CLI listens with TLS, says https in its log line, and enforces basic auth."""
     sim = await start_simulator([campaign("cmp_a")])
