@@ -189,10 +189,12 @@ async def test_failure_keeps_last_values_then_drops_them_when_stale(
 ) -> None:
     """Any non-404 failure: up 0, counted by reason, last values kept, dropped after STALE_AFTER."""
     sim = await start_simulator([campaign("cmp_a"), campaign("cmp_ok")])
+    clock = OffsetClock()
     exporter = await start_exporter(
         exporter_settings(
-            sim, ["cmp_a", "cmp_ok"], stale_after_seconds=1.5, request_timeout_seconds=0.3
-        )
+            sim, ["cmp_a", "cmp_ok"], stale_after_seconds=60, request_timeout_seconds=0.3
+        ),
+        clock=clock,
     )
     await exporter.wait_ready()
     sim.sim.set_fault(fault, "cmp_a")
@@ -202,8 +204,10 @@ async def test_failure_keeps_last_values_then_drops_them_when_stale(
     assert up(failed, "cmp_a") == 0
     assert "dialnexa_campaign_pending_calls" in series_for(failed, "cmp_a")
     assert up(failed, "cmp_ok") == 1
+    clock.advance(61)  # past STALE_AFTER: cmp_ok keeps succeeding, cmp_a keeps failing
     stale = await exporter.wait_published(
-        lambda s: not series_for(s, "cmp_a"), "the stale data to be dropped"
+        lambda s: not series_for(s, "cmp_a") and bool(series_for(s, "cmp_ok")),
+        "cmp_a's stale data to be dropped while cmp_ok is fetched again",
     )
     assert up(stale, "cmp_a") == 0
     assert "dialnexa_campaign_pending_calls" in series_for(stale, "cmp_ok")
