@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     Field,
     SecretStr,
     ValidationError,
@@ -25,6 +26,8 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from exporter.calling_window import ALWAYS, check_calling_window
 
 ENV_PREFIX = "DIALNEXA_"
 DEFAULT_API_URL = "https://api.dialnexa.com/v1"
@@ -170,6 +173,12 @@ class Settings(BaseSettings):
     )
     stale_after_seconds: float = Field(
         default=300.0, gt=0, description="drop a campaign's data after this without success"
+    )
+    stall_after_seconds: float = Field(
+        default=900.0, gt=0, le=604800, description="stalled: dialling this long without a call"
+    )
+    calling_window: Annotated[str, AfterValidator(check_calling_window)] = Field(
+        default=ALWAYS, description="when campaigns call: always, or 'Mon-Fri 09:00-20:00 UTC'"
     )
     listen_address: str = Field(
         default=f":{DEFAULT_PORT}", description="host:port for the HTTP server"

@@ -691,6 +691,7 @@ CONTRACT_METRICS = frozenset(
         "dialnexa_exporter_poll_stretch_factor",
         "dialnexa_exporter_poll_overdue_seconds",
         "dialnexa_exporter_oldest_campaign_data_age_seconds",
+        "dialnexa_exporter_calling_window_open",
     }
 )
 

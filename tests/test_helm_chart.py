@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 import exporter
-from exporter.config import Settings, env_name, read_yaml_settings
+from exporter.config import Settings, env_name, load_settings, read_yaml_settings
 from tests.helpers import (
     DIALNEXA_MATCHER,
     RECEIVER_BY_SEVERITY,
@@ -1235,9 +1235,30 @@ def test_the_service_monitor_scrapes_the_configured_telemetry_path(chart: helm.C
         {"max_connections": 0},
         {"telemetry_path": "metrics"},
         {"status_series": "sparse"},
+        {"calling_window": "Mon-Fri 09:00-20:00 Europe/Berlin\n"},
+        {"calling_window": 9},
+        {"stall_after_seconds": 0},
+        {"stall_after_seconds": 604801},
     ],
 )
 def test_the_schema_refuses_bad_new_settings(config: dict[str, Any]) -> None:
     """The schema knows the settings added in this release and refuses bad values at install."""
     report = helm.lint(CHART_DIR, {"config": config}, strict=True)
     assert report["errors"], config
+
+
+def test_the_calling_window_reaches_the_config_file_the_exporter_reads(
+    chart: helm.Chart, tmp_path: Path
+) -> None:
+    """config.calling_window and stall_after_seconds land in config.yaml and the exporter
+    accepts them; left null they are omitted, so the exporter's defaults hold."""
+    assert "calling_window" not in config_file(render(chart, {"campaigns": ["c1"]}))
+    window = "Mon-Fri 09:00-13:00 14:00-20:00; Sat 10:00-14:00 America/New_York"
+    config = {"calling_window": window, "stall_after_seconds": 1200}
+    values = {"campaigns": ["c1"], "config": config}
+    parsed = config_file(render(chart, values))
+    assert (parsed["calling_window"], parsed["stall_after_seconds"]) == (window, 1200)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(parsed))
+    settings = load_settings({"api_key": "k", "config_file": path})
+    assert (settings.calling_window, settings.stall_after_seconds) == (window, 1200.0)

@@ -25,6 +25,7 @@ from exporter.exposition.metrics import (
     REQUEST_FAMILIES,
     SHARD_FAMILIES,
     SNAPSHOT_FAMILIES,
+    WINDOW_FAMILIES,
     ExporterFamily,
     Family,
     ProcessMetrics,
@@ -46,6 +47,7 @@ EXPORTER_FAMILY_TUPLES: tuple[tuple[ExporterFamily[Any], ...], ...] = (
     BUDGET_FAMILIES,
     CONNECTION_FAMILIES,
     LAG_FAMILIES,
+    WINDOW_FAMILIES,
 )
 
 

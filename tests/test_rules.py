@@ -174,6 +174,7 @@ def test_rule_test_files_exist() -> None:
         "exporter-alerts.test.yml",
         "shard-alerts.test.yml",
         "data-gaps.test.yml",
+        "calling-window.test.yml",
     } <= names
 
 

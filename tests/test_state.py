@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from exporter.api.models import Campaign, CampaignStatus
+from exporter.polling.progress import Progress
 from exporter.polling.state import CampaignState, CampaignView, PollingLag, Snapshot
 
 RECORD = Campaign("c", status=CampaignStatus.ACTIVE, total_leads=10)
@@ -13,7 +14,8 @@ def test_success_then_failures_then_success() -> None:
     resets the run but keeps the counts."""
     state = CampaignState("c", next_due=0.0)
     state.succeeded(RECORD, 100.0, 1.0, fresh_for=300.0)
-    assert state.current_view() == ("c", RECORD, True, 100.0, (), 100.0, None, None, 301.0)
+    first = Progress(None, 100.0, 100.0, None)  # no counters in RECORD; dialling since 100
+    assert state.current_view() == ("c", RECORD, True, 100.0, (), 100.0, None, None, 301.0, first)
     state.failed("timeout", 110.0, drop_data=False)
     state.failed("server_error", 120.0, drop_data=False)
     state.failed("timeout", 130.0, drop_data=False)

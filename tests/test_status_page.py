@@ -174,6 +174,7 @@ def test_problems_come_first_each_group_by_name_then_id() -> None:
     ]
     assert ordering.counts == {
         Problem.FAILING: 2,
+        Problem.STALLED: 0,
         Problem.PAUSED: 1,
         Problem.UNKNOWN_STATUS: 2,
         Problem.NO_DATA: 1,
@@ -376,7 +377,7 @@ def test_hostile_texts_are_inert() -> None:
     assert hostile_row.cells[0].split("\n")[0] == HOSTILE_NAME
     assert 'agent agt"><img src=x onerror=alert(1)>' in hostile_row.cells[0]
     assert "<i>boom</i>" in parsed.rows[0].cells[5]
-    assert all(len(row.cells) == 6 for row in parsed.rows)
+    assert all(len(row.cells) == 8 for row in parsed.rows)
 
 
 def test_controls_and_bidi_overrides_are_neutralised_and_long_names_cut() -> None:
@@ -482,6 +483,8 @@ def test_not_yet_fetched_rows() -> None:
         *["—"] * 3,
         "never",
         "waiting for the first fetch",
+        "—",
+        "—",
     ]
 
 
@@ -493,7 +496,7 @@ def test_empty_states() -> None:
     starting = StatusPageParser(render_status_page(Snapshot(), FACTS))
     assert "The exporter is starting: no campaign list published yet." in starting.text
     healthy = page([fine("c1")], query=PageQuery(problems_only=True))
-    assert "No problems: every campaign was fetched and none is paused." in healthy.text
+    assert "No problems: every campaign was fetched and none is stalled or paused." in healthy.text
     assert "table" not in healthy.tags
 
 

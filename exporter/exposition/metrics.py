@@ -319,6 +319,13 @@ class BudgetReading(Protocol):
         """How many times slower than its schedule polling runs (1: not stretched)."""
 
 
+class WindowReading(Protocol):
+    """The calling window as of now."""
+
+    def open_now(self) -> bool:
+        """The window is open now."""
+
+
 class ConnectionsReading(Protocol):
     """What the HTTP server's connection guard reports (``web.connections.ConnectionGuard``)."""
 
@@ -480,10 +487,18 @@ OLDEST_DATA_AGE: ExporterFamily[PollingLag] = ExporterFamily(
     samples=lambda lag: _one(lag.oldest_data_age_seconds),
 )
 LAG_FAMILIES: tuple[ExporterFamily[PollingLag], ...] = (POLL_OVERDUE, OLDEST_DATA_AGE)
+WINDOW_OPEN: ExporterFamily[WindowReading] = ExporterFamily(
+    "dialnexa_exporter_calling_window_open",
+    "gauge",
+    "1 while the calling window (DIALNEXA_CALLING_WINDOW) is open, else 0; 1 without one. "
+    "DialNexaCampaignStalled judges only lookbacks in which it was 1 throughout.",
+    samples=lambda window: _one(int(window.open_now())),
+)
 
 BUILD_FAMILIES: tuple[ExporterFamily[BuildInfo], ...] = (BUILD_INFO,)
 REQUEST_FAMILIES: tuple[ExporterFamily[RequestCounts], ...] = (REQUESTS, DURATION)
 SHARD_FAMILIES: tuple[ExporterFamily[Settings], ...] = (SHARD_INDEX, SHARDS)
+WINDOW_FAMILIES: tuple[ExporterFamily[WindowReading], ...] = (WINDOW_OPEN,)
 RELOAD_FAMILIES: tuple[ExporterFamily[ReloadStatus], ...] = (RELOAD_OK, RELOAD_TIME)
 CONNECTION_FAMILIES: tuple[ExporterFamily[ConnectionsReading], ...] = (
     HTTP_OPEN,

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import enum
 import hashlib
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from typing import NamedTuple, TypeVar
 
 from exporter import __version__
 from exporter.api.models import CampaignStatus
+from exporter.polling.progress import DIALLING, remaining_calls
 from exporter.polling.state import CampaignView, Snapshot
 
 # Rows on one page: problems come first, so an operator sees them all on page 1 unless there
@@ -74,6 +76,7 @@ td.bar,td.when{white-space:nowrap}
 .id,.sub{font:12px ui-monospace,monospace;color:#5b6675}
 .status{font-weight:600}
 tr.failing td:first-child{border-left:4px solid #c62828}
+tr.stalled td:first-child{border-left:4px solid #d84315}
 tr.paused td:first-child,tr.unknown td:first-child{border-left:4px solid #b26a00}
 tr.nodata td:first-child{border-left:4px solid #8a94a3}
 tr.ok td:first-child{border-left:4px solid #2e7d32}
@@ -118,14 +121,16 @@ class Problem(enum.IntEnum):
     """What is wrong with a campaign, in the page's order (the worst first); NONE for nothing."""
 
     FAILING = 0  # the latest fetch failed
-    PAUSED = 1
-    UNKNOWN_STATUS = 2  # the API sent a status it does not document, or none
-    NO_DATA = 3  # not fetched yet, or its data dropped as stale without a failing fetch
-    NONE = 4
+    STALLED = 1  # dialling in the calling window, calls pending, none completed for a while
+    PAUSED = 2
+    UNKNOWN_STATUS = 3  # the API sent a status it does not document, or none
+    NO_DATA = 4  # not fetched yet, or its data dropped as stale without a failing fetch
+    NONE = 5
 
 
 _ROW_CLASS = {
     Problem.FAILING: "failing",
+    Problem.STALLED: "stalled",
     Problem.PAUSED: "paused",
     Problem.UNKNOWN_STATUS: "unknown",
     Problem.NO_DATA: "nodata",
@@ -133,7 +138,48 @@ _ROW_CLASS = {
 }
 
 
-def problem_of(view: CampaignView) -> Problem:
+class StallJudge(NamedTuple):
+    """Who counts as stalled at ``now``: a campaign dialling, and with no completed call,
+    since ``cutoff`` at the latest; None when the calling window has not been open a whole
+    stall threshold (closed, or opened too recently), so that nobody counts."""
+
+    now: float
+    cutoff: float | None
+
+
+NO_STALLS = StallJudge(0.0, None)
+
+
+def judged_since(view: CampaignView) -> float | None:
+    """Since when a campaign has been dialling without a completed call (the later of the
+    two moments); None while it is not dialling."""
+    progress = view.progress
+    if progress is None or progress.dialling_since is None:
+        return None
+    return max(progress.moved_at, progress.dialling_since)
+
+
+def _stall_may_count(view: CampaignView, now: float) -> bool:
+    """The alert's other conditions: calls pending, and not scheduled for later."""
+    record = view.record
+    if record is None or not record.pending_calls or record.completed_calls is None:
+        return False
+    scheduled = record.scheduled_at
+    return scheduled is None or scheduled.timestamp() <= now
+
+
+def is_stalled(view: CampaignView, judge: StallJudge) -> bool:
+    """The campaign is stalled as DialNexaCampaignStalled's condition judges it."""
+    since = judged_since(view)
+    return (
+        judge.cutoff is not None
+        and since is not None
+        and since <= judge.cutoff
+        and _stall_may_count(view, judge.now)
+    )
+
+
+def problem_of(view: CampaignView, judge: StallJudge = NO_STALLS) -> Problem:
     """The campaign's problem, if any."""
     if not view.up and view.last_error is not None:
         return Problem.FAILING
@@ -145,6 +191,8 @@ def problem_of(view: CampaignView) -> Problem:
         return Problem.PAUSED
     if status is None or status is CampaignStatus.UNKNOWN:
         return Problem.UNKNOWN_STATUS
+    if is_stalled(view, judge):
+        return Problem.STALLED
     return Problem.NONE
 
 
@@ -169,20 +217,46 @@ def _slices(items: Sequence[T]) -> Iterator[Sequence[T]]:
         yield items[start : start + ORDER_SLICE]
 
 
-def _group(by_name: Sequence[CampaignView], groups: list[list[CampaignView]]) -> None:
-    """Append campaigns in name order to their problem's group (the groups in Problem order).
+def _group(
+    by_name: Sequence[CampaignView], groups: list[list[CampaignView]], judge: StallJudge
+) -> float:
+    """Append campaigns in name order to their problem's group (the groups in Problem order);
+    returns the earliest time after ``judge.cutoff`` at which another campaign may stall.
 
     Does what grouping by ``problem_of`` does, in list comprehensions: a function call per
-    campaign would cost several milliseconds at ten thousand campaigns.
+    campaign would cost several milliseconds at ten thousand campaigns (only the few dialling
+    long without progress get one).
     """
-    failing, paused, unknown, no_data, fine = groups
+    failing, stalled, paused, unknown, no_data, fine = groups
     failing.extend([v for v in by_name if not v.up and v.last_error is not None])
     rest = [v for v in by_name if v.up or v.last_error is None]
     no_data.extend([v for v in rest if v.record is None])
     fetched = [(v, v.record.status) for v in rest if v.record is not None]
     paused.extend([v for v, status in fetched if status is CampaignStatus.PAUSED])
     unknown.extend([v for v, status in fetched if status in _UNKNOWN_STATUSES])
-    fine.extend([v for v, status in fetched if status not in _PROBLEM_STATUSES])
+    ok = [v for v, status in fetched if status not in _PROBLEM_STATUSES]
+    cutoff = judge.cutoff
+    if cutoff is None:
+        fine.extend(ok)
+        return math.inf
+    since = [
+        (v, max(p.moved_at, p.dialling_since))
+        for v in ok
+        if (p := v.progress) is not None and p.dialling_since is not None
+    ]
+    now = judge.now
+    stuck = {id(v) for v, at in since if at <= cutoff and _stall_may_count(v, now)}
+    stalled.extend([v for v in ok if id(v) in stuck])
+    fine.extend([v for v in ok if id(v) not in stuck])
+    later = [at for _, at in since if at > cutoff]
+    # One dialling long without progress but scheduled for later counts from that time on.
+    later += [
+        record.scheduled_at.timestamp() - (now - cutoff)
+        for v, at in since
+        if at <= cutoff and id(v) not in stuck
+        and (record := v.record) is not None and record.scheduled_at is not None
+    ]  # fmt: skip
+    return min(later, default=math.inf)
 
 
 class OrderCache:
@@ -196,15 +270,27 @@ class OrderCache:
 
     def __init__(self) -> None:
         self._snapshot: Snapshot | None = None
+        self._judge = NO_STALLS
+        self._judge_until = math.inf  # the ordering holds for cutoffs up to (not including) this
         self._ordering = Ordering((), {})
         self._names: list[str | None] = []
         self._ids: list[str] = []
         self._name_order: list[int] = []
 
-    def steps(self, snapshot: Snapshot) -> Iterator[None]:
-        """Order ``snapshot`` unless it was the last one ordered, yielding between slices of
-        ORDER_SLICE campaigns; ``of(snapshot)`` then answers at once."""
-        if snapshot is self._snapshot:
+    def _holds(self, snapshot: Snapshot, judge: StallJudge) -> bool:
+        """The last ordering is ``snapshot``'s and no campaign changed sides since its judge."""
+        if snapshot is not self._snapshot:
+            return False
+        old, new = self._judge.cutoff, judge.cutoff
+        if old is None or new is None:
+            return old is None and new is None
+        return old <= new < self._judge_until
+
+    def steps(self, snapshot: Snapshot, judge: StallJudge = NO_STALLS) -> Iterator[None]:
+        """Order ``snapshot`` (stalls judged by ``judge``) unless its last ordering still holds,
+        yielding between slices of ORDER_SLICE campaigns; ``of(snapshot, judge)`` then answers
+        at once."""
+        if self._holds(snapshot, judge):
             return
         campaigns = snapshot.campaigns
         names: list[str | None] = []
@@ -228,24 +314,25 @@ class OrderCache:
             order = named + [i for i in by_id if names[i] is None]
             self._name_order, self._names, self._ids = order, names, ids
         groups: list[list[CampaignView]] = [[] for _ in Problem]
+        until = math.inf
         for indices in _slices(order):
-            _group([campaigns[index] for index in indices], groups)
+            until = min(until, _group([campaigns[index] for index in indices], groups, judge))
             yield
         counts = dict(zip(Problem, map(len, groups), strict=True))
         self._ordering = Ordering([v for group in groups for v in group], counts)
-        self._snapshot = snapshot
+        self._snapshot, self._judge, self._judge_until = snapshot, judge, until
 
-    def of(self, snapshot: Snapshot) -> Ordering:
-        """``snapshot``'s ordering, made now (in one go) unless it was the last one ordered."""
-        for _ in self.steps(snapshot):
+    def of(self, snapshot: Snapshot, judge: StallJudge = NO_STALLS) -> Ordering:
+        """``snapshot``'s ordering, made now (in one go) unless the last one still holds."""
+        for _ in self.steps(snapshot, judge):
             pass
         return self._ordering
 
 
-def order_campaigns(snapshot: Snapshot) -> Ordering:
-    """The campaigns in page order: failing, paused, unknown status, no data, then the rest;
-    each group by name (case-insensitive; unnamed campaigns last), then by id."""
-    return OrderCache().of(snapshot)
+def order_campaigns(snapshot: Snapshot, judge: StallJudge = NO_STALLS) -> Ordering:
+    """The campaigns in page order: failing, stalled, paused, unknown status, no data, then
+    the rest; each group by name (case-insensitive; unnamed campaigns last), then by id."""
+    return OrderCache().of(snapshot, judge)
 
 
 class QueryError(ValueError):
@@ -320,6 +407,16 @@ class PageFacts:
     shard_index: int = 0
     shard_count: int = 1
     reload: ReloadFacts | None = None
+    stall_after_seconds: float = 900.0
+    window_open_since: float | None = -math.inf  # when the calling window opened; None: closed
+    calling_window: str = "always"
+
+    @property
+    def judge(self) -> StallJudge:
+        """Stalls as of ``now``: only once the window has been open a whole threshold."""
+        cutoff = self.now - self.stall_after_seconds
+        since = self.window_open_since
+        return StallJudge(self.now, cutoff if since is not None and since <= cutoff else None)
 
 
 # -- text helpers
@@ -404,6 +501,13 @@ def _problem_cell(view: CampaignView, problem: Problem, now: float) -> str:
         if view.record is None:
             parts.append("; no data shown")
         return f'<td class="problem">{"".join(parts)}</td>'
+    if problem is Problem.STALLED:
+        since = judged_since(view)
+        quiet = duration(now - since) if since is not None else NOT_SHOWN
+        return (
+            '<td class="problem"><strong>stalled</strong>: dialling with calls pending, '
+            f"no completed call for {quiet}</td>"
+        )
     if problem is Problem.PAUSED:
         return '<td class="problem">paused</td>'
     if problem is Problem.UNKNOWN_STATUS:
@@ -416,9 +520,58 @@ def _problem_cell(view: CampaignView, problem: Problem, now: float) -> str:
     return "<td></td>"
 
 
-def campaign_row(view: CampaignView, now: float) -> str:
-    """One campaign's table row."""
-    problem = problem_of(view)
+def _muted(why: str) -> str:
+    return f'<td class="muted">{NOT_SHOWN} {why}</td>'
+
+
+_ETA_NOT_FOR = {
+    CampaignStatus.PAUSED: "paused",
+    CampaignStatus.DRAFT: "not started",
+    CampaignStatus.COMPLETED: "finished",
+    CampaignStatus.CANCELLED: "cancelled",
+    CampaignStatus.UNKNOWN: "status unknown",
+}
+
+
+def eta_cell(view: CampaignView, problem: Problem, window_open: bool) -> str:
+    """Time to finish the calls left at the recent pace, or a dash with why there is none."""
+    record = view.record
+    if record is None:
+        return f'<td class="muted">{NOT_SHOWN}</td>'
+    status = record.status
+    if status not in DIALLING:
+        return _muted(_ETA_NOT_FOR.get(status, "status unknown") if status else "no status")
+    remaining = remaining_calls(record)
+    if remaining is None:
+        return _muted("no counters")
+    if remaining == 0:
+        return _muted("nothing pending")
+    if problem is Problem.STALLED:
+        return _muted("stalled")
+    if not window_open:
+        return _muted("outside calling window")
+    rate = view.progress.rate if view.progress is not None else None
+    if rate is None or rate <= 0:
+        return _muted("no rate yet")
+    return (
+        f'<td class="when">{duration(remaining / rate)}<br>'
+        f'<span class="sub">at {rate * 60:,.1f} calls/min</span></td>'
+    )
+
+
+def _last_progress(view: CampaignView, now: float) -> str:
+    progress = view.progress
+    if progress is None or progress.completed is None:
+        return f'<td class="muted">{NOT_SHOWN}</td>'
+    return f'<td class="when">{_ago(progress.moved_at, now)}</td>'
+
+
+def campaign_row(
+    view: CampaignView, now: float, judge: StallJudge = NO_STALLS, window_open: bool = True
+) -> str:
+    """One campaign's table row; ``judge`` tells stalls, ``window_open`` whether the calling
+    window is."""
+    problem = problem_of(view, judge)
     record = view.record
     if record is None:
         name = f'<span class="muted">{NOT_SHOWN}</span>'
@@ -435,7 +588,8 @@ def campaign_row(view: CampaignView, now: float) -> str:
         f'<tr class="{_ROW_CLASS[problem]}"><td>{name}<br>'
         f'<span class="id">{_text(view.campaign_id)}{agent}</span></td>'
         f'{status}{progress}{pending}<td class="when">{_ago(view.last_success, now)}</td>'
-        f"{_problem_cell(view, problem, now)}</tr>\n"
+        f"{_problem_cell(view, problem, now)}{_last_progress(view, now)}"
+        f"{eta_cell(view, problem, window_open)}</tr>\n"
     )
 
 
@@ -472,6 +626,7 @@ def _health(snapshot: Snapshot, ordering: Ordering, facts: PageFacts) -> str:
     if facts.shard_count > 1:
         configured += f" (shard {facts.shard_index} of {facts.shard_count})"
     failing = counts.get(Problem.FAILING, 0)
+    stalled = counts.get(Problem.STALLED, 0)
     paused = counts.get(Problem.PAUSED, 0)
     unknown = counts.get(Problem.UNKNOWN_STATUS, 0)
     budget, budget_css = _budget_text(facts.budget, facts.now)
@@ -481,10 +636,12 @@ def _health(snapshot: Snapshot, ordering: Ordering, facts: PageFacts) -> str:
             _box("Version", escape(facts.version)),
             _box("Campaigns configured", configured),
             _box("Failing", f"{failing:,}", "alarm" if failing else ""),
+            _box("Stalled", f"{stalled:,}", "warn" if stalled else ""),
             _box("Paused", f"{paused:,}", "warn" if paused else ""),
             _box("Unknown status", f"{unknown:,}", "warn" if unknown else ""),
             _box("No data yet", f"{counts.get(Problem.NO_DATA, 0):,}"),
             _box("API budget", budget, budget_css),
+            _box("Calling window", _window_text(facts)),
             _box("Last poll round", _round_text(snapshot, facts.now)),
             _box("Ready", "yes" if snapshot.ready else "no, first round not done", ""),
             "</dl>\n",
@@ -590,6 +747,21 @@ def banners(snapshot: Snapshot, ordering: Ordering, facts: PageFacts) -> str:
     return _polling_banner(snapshot, ordering, facts) + _reload_banner(facts.reload, facts.now)
 
 
+def _window_text(facts: PageFacts) -> str:
+    """The calling window, whether it is open, and the stall threshold."""
+    since = facts.window_open_since
+    threshold = f"stalled after {duration(facts.stall_after_seconds)} without a call"
+    if since == -math.inf:
+        return f"always open; {threshold}"
+    if since is None:
+        state = "closed now: no stalls judged"
+    elif since > facts.now - facts.stall_after_seconds:
+        state = f"opened {_ago(since, facts.now)}: stalls judged a threshold after opening"
+    else:
+        state = "open"
+    return f"{_text(facts.calling_window)} ({state}); {threshold}"
+
+
 def _link(path: str) -> str:
     """A link relative to the page (so that a path prefix of a proxy in front still holds)."""
     relative = path.lstrip("/")
@@ -636,6 +808,20 @@ def _title(ordering: Ordering) -> str:
     return "DialNexa exporter"
 
 
+def _table_parts(shown: Sequence[CampaignView], facts: PageFacts) -> Iterator[str]:
+    """The table of ``shown`` campaigns, ROW_SLICE rows a part."""
+    yield (
+        "<table>\n<thead><tr><th>Campaign</th><th>Status</th><th>Progress</th>"
+        "<th>Pending calls</th><th>Last fetched</th><th>Problem</th><th>Last progress</th>"
+        "<th>ETA</th></tr></thead>\n<tbody>\n"
+    )
+    now, judge, window_open = facts.now, facts.judge, facts.window_open_since is not None
+    for first in range(0, len(shown), ROW_SLICE):
+        part = shown[first : first + ROW_SLICE]
+        yield "".join([campaign_row(view, now, judge, window_open) for view in part])
+    yield "</tbody></table>\n"
+
+
 def status_page_parts(
     snapshot: Snapshot, facts: PageFacts, query: PageQuery, ordering: Ordering
 ) -> Iterator[str]:
@@ -676,15 +862,9 @@ def status_page_parts(
         )
         yield f"<p>{empty}</p>\n"
     elif not shown:
-        yield "<p>No problems: every campaign was fetched and none is paused.</p>\n"
+        yield "<p>No problems: every campaign was fetched and none is stalled or paused.</p>\n"
     else:
-        yield (
-            "<table>\n<thead><tr><th>Campaign</th><th>Status</th><th>Progress</th>"
-            "<th>Pending calls</th><th>Last fetched</th><th>Problem</th></tr></thead>\n<tbody>\n"
-        )
-        for first in range(0, len(shown), ROW_SLICE):
-            yield "".join([campaign_row(view, now) for view in shown[first : first + ROW_SLICE]])
-        yield "</tbody></table>\n"
+        yield from _table_parts(shown, facts)
         rest = total - start - len(shown)
         if rest > 0:
             following = _query(page + 1, query.problems_only)
@@ -701,7 +881,7 @@ def render_status_page(
     """The whole page (the first one when no ``query``); ``ordering`` is ``snapshot``'s (made
     here when not given)."""
     if ordering is None:
-        ordering = order_campaigns(snapshot)
+        ordering = order_campaigns(snapshot, facts.judge)
     return "".join(status_page_parts(snapshot, facts, query or PageQuery(), ordering))
 
 
@@ -728,10 +908,12 @@ class StatusPages:
             page = self._made.get(query)
             if page is not None:
                 return page
-            for _ in self._order.steps(snapshot):
+            judge = facts.judge
+            for _ in self._order.steps(snapshot, judge):
                 await asyncio.sleep(0)
             parts = []
-            for part in status_page_parts(snapshot, facts, query, self._order.of(snapshot)):
+            ordering = self._order.of(snapshot, judge)
+            for part in status_page_parts(snapshot, facts, query, ordering):
                 parts.append(part)
                 await asyncio.sleep(0)
             page = "".join(parts)

@@ -13,6 +13,12 @@ from typing import NamedTuple
 
 from exporter import __version__
 from exporter.api.models import Campaign
+from exporter.polling.progress import (
+    DEFAULT_MAX_GAP_SECONDS,
+    Progress,
+    first_progress,
+    next_progress,
+)
 
 _NEXT_DUE = attrgetter("next_due")
 
@@ -33,6 +39,7 @@ class CampaignView(NamedTuple):
     failing_since: float | None = None  # first failure of the current run of failures
     last_error: str | None = None  # reason of the latest failure, while failing
     fresh_until: float | None = None  # monotonic time its data goes stale; None: none shown
+    progress: Progress | None = None  # how its completed calls move; None without data
 
 
 @dataclass(slots=True)
@@ -57,6 +64,7 @@ class CampaignState:
     due_seq: int = -1  # sequence number of its live entry in the due queue
     stale_at: float | None = None  # deadline of its live entry in the staleness tracker
     fresh_until: float | None = None  # monotonic time its data goes stale
+    progress: Progress | None = None
     view: CampaignView | None = None
 
     def make_view(self) -> CampaignView:
@@ -71,16 +79,30 @@ class CampaignState:
             self.failing_since,
             self.last_error,
             self.fresh_until if self.record is not None else None,
+            self.progress,
         )
         return self.view
 
     def succeeded(
-        self, record: Campaign, wall: float, mono: float, fresh_for: float = math.inf
+        self,
+        record: Campaign,
+        wall: float,
+        mono: float,
+        fresh_for: float = math.inf,
+        max_gap: float = DEFAULT_MAX_GAP_SECONDS,
     ) -> None:
         """A fetch returned ``record`` at ``wall`` (Unix) / ``mono`` (monotonic) time; its data
-        stays fresh for ``fresh_for`` seconds."""
+        stays fresh for ``fresh_for`` seconds; a pace is measured over gaps up to ``max_gap``
+        seconds between moves of its completed calls."""
         if record is not self.record:
-            self.record = record  # a body unchanged since the last fetch keeps its record
+            # A body unchanged since the last fetch keeps its record, and with it its progress.
+            previous = self.progress
+            self.progress = (
+                first_progress(record, wall)
+                if previous is None
+                else next_progress(previous, record, wall, max_gap)
+            )
+            self.record = record
         self.up = True
         self.failures = 0
         self.failing_since = self.last_error = None
@@ -93,6 +115,7 @@ class CampaignState:
         """Its data is past its deadline: dropped, and the campaign no longer up (its last
         fetch may have succeeded, but what it fetched is too old to count)."""
         self.record = None
+        self.progress = None
         self.up = False
         self.fresh_until = None
         self.make_view()
@@ -111,6 +134,7 @@ class CampaignState:
         if drop_data:
             self.record = None
             self.fresh_until = None
+            self.progress = None
         self.make_view()
 
     def current_view(self) -> CampaignView:

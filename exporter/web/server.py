@@ -13,6 +13,7 @@ from aiohttp import web
 
 from exporter.api.budget import ApiBudget
 from exporter.api.client import RequestStats, client_for
+from exporter.calling_window import CallingHours, parse_calling_window
 from exporter.clock import Clock, SystemClock
 from exporter.config import Settings, campaign_count, campaigns_for_shard
 from exporter.exposition.cache import ExpositionCache, ScrapePart
@@ -25,6 +26,7 @@ from exporter.exposition.metrics import (
     RELOAD_FAMILIES,
     REQUEST_FAMILIES,
     SHARD_FAMILIES,
+    WINDOW_FAMILIES,
     ProcessMetrics,
     campaign_families,
 )
@@ -59,6 +61,7 @@ POLLER = web.AppKey("poller", Poller)
 RELOADER = web.AppKey("reloader", ConfigReloader)
 BUDGET = web.AppKey("budget", ApiBudget)
 STATUS_PAGES = web.AppKey("status_pages", StatusPages)
+CALLING_HOURS = web.AppKey("calling_hours", CallingHours)
 
 
 def accepts_gzip(header: str | None) -> bool:
@@ -141,6 +144,7 @@ async def handle_index(request: web.Request) -> web.Response:
     settings, budget = app[SETTINGS], app[BUDGET]
     await app[EXPOSITION].drop_stale(app[CLOCK].monotonic())
     snapshot = app[EXPOSITION].snapshot
+    hours = app[CALLING_HOURS]
     facts = PageFacts(
         now=app[CLOCK].time(),
         poll_interval_seconds=settings.poll_interval_seconds,
@@ -150,6 +154,9 @@ async def handle_index(request: web.Request) -> web.Response:
         shard_index=settings.effective_shard_index,
         shard_count=settings.shard_count,
         reload=reload_facts(app[RELOAD_STATUS]),
+        stall_after_seconds=settings.stall_after_seconds,
+        window_open_since=hours.open_since(),
+        calling_window=hours.window.describe(),
     )
     page = await app[STATUS_PAGES].page(snapshot, facts, query)
     return web.Response(text=page, content_type="text/html", headers=PAGE_HEADERS)
@@ -213,6 +220,9 @@ def _owners(app: web.Application, settings: Settings, clock: Clock) -> tuple[Scr
     renderers that read each of them."""
     app[STATS] = stats = RequestStats()
     app[RELOAD_STATUS] = reload_status = ReloadStatus(last_success_timestamp=clock.time())
+    app[CALLING_HOURS] = hours = CallingHours(
+        parse_calling_window(settings.calling_window), clock.time
+    )
 
     def planned_rate() -> float:
         poller = app.get(POLLER)
@@ -229,6 +239,7 @@ def _owners(app: web.Application, settings: Settings, clock: Clock) -> tuple[Scr
         partial(render_exporter_families, BUILD_FAMILIES, BuildInfo(event_loop=loop_name())),
         partial(render_exporter_families, REQUEST_FAMILIES, stats),
         partial(render_exporter_families, SHARD_FAMILIES, settings),
+        partial(render_exporter_families, WINDOW_FAMILIES, hours),
         partial(render_exporter_families, RELOAD_FAMILIES, reload_status),
         partial(render_exporter_families, BUDGET_FAMILIES, budget),
         ProcessMetrics().text,
