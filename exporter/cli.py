@@ -9,7 +9,6 @@ import logging
 import os
 import platform
 import re
-import secrets
 import signal
 import socket
 import ssl
@@ -31,7 +30,7 @@ from exporter.config import (
     load_settings,
 )
 from exporter.demo.prometheus import DEFAULT_LISTEN_ADDRESS as PROMETHEUS_LISTEN_ADDRESS
-from exporter.demo.prometheus import optional_demo_prometheus
+from exporter.demo.prometheus import optional_demo_prometheus, scaled_window_seconds
 from exporter.demo.simulator import Simulator, demo_campaigns, load_campaigns
 from exporter.logformat import formatter_for
 from exporter.logs import RedactingFormatter, install_log_filters
@@ -45,6 +44,10 @@ log = logging.getLogger("exporter")
 PROG = "dialnexa-exporter"
 DEMO_LISTEN_ADDRESS = "127.0.0.1:10027"
 DEMO_SPEED = 60.0
+# The key the demo's and the simulator's fake API accept: not a secret, it opens only a
+# simulation on loopback, and a fixed one lets `check --online` be pointed at the demo.
+DEMO_API_KEY = "demo-key"
+STALL_AFTER_DEFAULT: float = Settings.model_fields["stall_after_seconds"].default
 LISTEN_SETTING = env_name("listen_address")
 
 # Every setting but the key itself (which would show in `ps`) has a flag. Those the Prometheus
@@ -230,7 +233,7 @@ def _add_simulator_parser(commands: Any) -> None:
     sim.add_argument("--speed", type=float, default=DEMO_SPEED, help="simulated s per second")
     sim.add_argument("--seed", type=int, default=1, help="seed for generated campaigns")
     sim.add_argument(
-        "--api-key", default="demo-key", help="the fake key the simulator accepts (not a secret)"
+        "--api-key", default=DEMO_API_KEY, help="the fake key the simulator accepts (not a secret)"
     )
 
 
@@ -405,17 +408,20 @@ async def run_demo(args: argparse.Namespace) -> None:
 
 
 async def _serve_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
-    key = secrets.token_urlsafe(24)
     campaigns = demo_campaigns()
-    simulator = Simulator(campaigns, api_key=key, speed=args.speed)
+    simulator = Simulator(campaigns, api_key=DEMO_API_KEY, speed=args.speed)
     sim_runner, _, sim_port = await _serve_on(simulator.app(), "127.0.0.1:0", "simulator")
+    api_url = f"http://127.0.0.1:{sim_port}/v1"
+    ids = ",".join(c.id for c in campaigns)
     flags: dict[str, Any] = {
-        "api_url": f"http://127.0.0.1:{sim_port}/v1",
-        "api_key": SecretStr(key),
-        "campaign_ids": [c.id for c in campaigns],
+        "api_url": api_url,
+        "api_key": SecretStr(DEMO_API_KEY),
+        "campaign_ids": ids,
         "listen_address": args.listen_address,
         "poll_interval_seconds": args.poll_interval_seconds,
         "stale_after_seconds": 60,
+        # Stalls judged in simulated time, as the demo's Prometheus rules judge them.
+        "stall_after_seconds": scaled_window_seconds(STALL_AFTER_DEFAULT, args.speed),
     }
     try:
         _, runner, url = await _start_exporter(load_settings(flags), flags, tune_memory=False)
@@ -425,6 +431,9 @@ async def _serve_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
     print(
         f"DialNexa exporter demo: {len(campaigns)} simulated campaigns at {args.speed:g}x speed.\n"
         f"  Open {url}/ or run: curl -s {url}/metrics | grep ^dialnexa_campaign\n"
+        f"  Check its simulated API as you would the real one:\n"
+        f"    DIALNEXA_API_KEY={DEMO_API_KEY} {PROG} check --online"
+        f" --api-url {api_url} --campaign-ids {ids}\n"
         "  Press Ctrl+C to stop.",
         flush=True,
     )

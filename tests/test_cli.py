@@ -7,18 +7,22 @@ import asyncio
 import os
 import platform
 import re
+import shlex
 import signal
 import socket
+import sys
 from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
 
 import exporter
-from exporter.cli import TOOLKIT_FLAGS, build_parser, main, run_demo, run_simulator
+from exporter.cli import DEMO_API_KEY, TOOLKIT_FLAGS, build_parser, main, run_demo, run_simulator
 from tests.helpers import (
     API_KEY,
+    PageRow,
     StartSim,
+    StatusPageParser,
     campaign,
     parse_samples,
     spawn_exporter,
@@ -92,6 +96,77 @@ async def test_demo_serves_moving_campaigns(capsys: pytest.CaptureFixture[str]) 
         assert (
             value(samples, "dialnexa_campaign_total_leads", campaign_id="cmp_demo_progress") == 3000
         )
+
+    await serve_until_sigterm(
+        lambda: run_demo(args), capsys, r"Open (http://127\.0\.0\.1:\d+)/", check
+    )
+
+
+async def test_demo_prints_a_check_command_that_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo prints `check --online` against its own simulator with the key it accepts; run
+    as printed, in a process of its own, it exits 0 with every campaign answered."""
+    args = build_parser().parse_args(["demo", "--listen-address", "127.0.0.1:0"])
+
+    async def check(session: aiohttp.ClientSession, command: str) -> None:
+        assignment, program, *rest = shlex.split(command)
+        name, _, key = assignment.partition("=")
+        assert (name, key, program) == ("DIALNEXA_API_KEY", DEMO_API_KEY, "dialnexa-exporter")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DIALNEXA_")}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "exporter", *rest,
+            env={**env, name: key}, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+        assert process.returncode == 0, out.decode()
+        assert "6 campaigns fetched: 6 answered" in out.decode()
+        assert rest[:2] == ["check", "--online"]
+
+    await serve_until_sigterm(
+        lambda: run_demo(args),
+        capsys,
+        r"\n    (DIALNEXA_API_KEY=\S+ dialnexa-exporter check --online [^\n]+)\n",
+        check,
+    )
+
+
+@pytest.mark.slow
+async def test_demo_page_shows_its_stalled_campaign_and_etas(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """In the demo (stalls judged in simulated time, like its rules), moving campaigns show an
+    ETA, and the stalled one shows as stalled with its last progress."""
+    args = build_parser().parse_args(
+        ["demo", "--listen-address", "127.0.0.1:0", "--speed", "600",
+         "--poll-interval-seconds", "0.2"]
+    )  # fmt: skip
+
+    async def check(session: aiohttp.ClientSession, url: str) -> None:
+        rows: dict[str, PageRow] = {}
+
+        async def row_is(campaign_id: str, wanted: Callable[[PageRow], bool]) -> bool:
+            nonlocal rows
+            async with session.get(f"{url}/") as response:
+                parsed = StatusPageParser(await response.text())
+            rows = {row.cells[0].split("\n")[1].split(" ")[0]: row for row in parsed.rows}
+            return campaign_id in rows and wanted(rows[campaign_id])
+
+        await wait_for(
+            lambda: row_is("cmp_demo_progress", lambda row: "calls/min" in row.cells[7]),
+            what="an ETA for the moving campaign",
+        )
+        assert re.fullmatch(
+            r"\d+ (s|min)\nat [\d,.]+ calls/min", rows["cmp_demo_progress"].cells[7]
+        )
+        await wait_for(
+            lambda: row_is("cmp_demo_stall", lambda row: row.css == "stalled"),
+            within=90,
+            what="the demo's stalled campaign to show as stalled",
+        )
+        stalled = rows["cmp_demo_stall"]
+        assert stalled.cells[5].startswith("stalled: dialling with calls pending")
+        assert re.fullmatch(r"\d+ s ago", stalled.cells[6])
+        assert stalled.cells[7] == "— stalled"
+        assert "40.0%" in stalled.cells[2]
 
     await serve_until_sigterm(
         lambda: run_demo(args), capsys, r"Open (http://127\.0\.0\.1:\d+)/", check

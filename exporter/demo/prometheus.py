@@ -36,6 +36,12 @@ _OFFSET = re.compile(rf"\b(offset\s+-?)({_DURATION})\b")
 _DURATION_KEYS = ("for", "keep_firing_for")
 
 
+def scaled_window_seconds(seconds: float, speed: float) -> int:
+    """A span of simulated time as the demo's rules scale a window: divided by ``speed``,
+    rounded up to whole seconds, never below WINDOW_SCRAPES scrape intervals."""
+    return max(WINDOW_SCRAPES * SCRAPE_INTERVAL_SECONDS, math.ceil(seconds / speed))
+
+
 def packaged_rules_text() -> str:
     """The canonical rule file as shipped inside the package."""
     return resources.files("exporter").joinpath("rules", RULES_FILE_NAME).read_text("utf-8")
