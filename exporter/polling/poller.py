@@ -456,14 +456,8 @@ class Poller:
             log.info(
                 "campaign %s recovered after %d failed fetches", state.campaign_id, state.failures
             )
-        fresh_for = stale_limit(record, self._settings)
-        state.succeeded(
-            record,
-            self._clock.time(),
-            self._clock.monotonic(),
-            fresh_for,
-            max_gap=self._settings.stall_after_seconds,
-        )
+        fresh_for, max_gap = stale_limit(record, self._settings), self._settings.stall_after_seconds
+        state.succeeded(record, self._clock.time(), self._clock.monotonic(), fresh_for, max_gap)
         interval = poll_interval(record, self._settings)
         jitter = self._rng.uniform(*SUCCESS_JITTER)
         state.next_due = next_due_after_success(round_started, interval, jitter)
