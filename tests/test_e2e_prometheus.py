@@ -131,7 +131,7 @@ def test_shortened_rules_divide_every_duration_and_keep_the_canonical_file() -> 
         assert copy["for"] == f"{expected}s", rule["alert"]
     stalled = shortened["DialNexaCampaignStalled"]["expr"]
     assert "[15m]" not in stalled
-    assert stalled.count("[5s]") == 3
+    assert stalled.count("[5s]") == 4  # changes, active, other status, calling window
     assert "offset 5s" in stalled
     assert "[1d]" not in shortened["DialNexaCampaignPaused"]["expr"]
     assert "[480s]" in shortened["DialNexaCampaignPaused"]["expr"]
