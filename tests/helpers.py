@@ -114,6 +114,11 @@ class FakeClock:
         """Waits not yet woken."""
         return sum(1 for _, fut in self._sleepers if not fut.done())
 
+    @property
+    def deadlines(self) -> list[float]:
+        """When each wait not yet woken ends (monotonic), earliest first."""
+        return sorted(when for when, fut in self._sleepers if not fut.done())
+
     async def wait(self, event: asyncio.Event, seconds: float) -> bool:
         """Wait until ``event`` is set or this clock has moved ``seconds`` on."""
         if event.is_set():

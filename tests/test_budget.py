@@ -7,10 +7,13 @@ import asyncio
 import logging
 from typing import Any
 
+import aiohttp
 import pytest
 
 from exporter.api.budget import MAX_STRETCH, ApiBudget, RateLimit, parse_rate_limit
 from exporter.demo.simulator import RateLimitPolicy
+from exporter.web.server import BUDGET, POLLER, create_app
+from tests.benchmarks.bench_budget_glitch import CAMPAIGNS, glitch_settings, glitching_simulator
 from tests.helpers import (
     EPOCH,
     FakeClock,
@@ -18,6 +21,8 @@ from tests.helpers import (
     StartSim,
     campaign,
     exporter_settings,
+    parse_samples,
+    serve,
     value,
     wait_for,
 )
@@ -242,3 +247,210 @@ async def test_pacing_keeps_the_budget_for_the_other_clients(
     reserve = 6  # 10% of the limit
     assert policy.lowest_remaining >= reserve - 2  # two requests in flight on an old reading
     assert any("API budget low" in r.getMessage() for r in caplog.records)
+
+
+async def test_one_absurd_answer_does_not_freeze_polling() -> None:
+    """Issue 19's scenario on the exporter's injected clock: 20 campaigns every 5 s, 2 workers,
+    one answer saying 0 of 1000 left until a reset ten years away, every later one 990 left
+    until a reset in 60 s. The later answer releases the held request at once: every campaign
+    is fetched in every interval of 45 s, and the budget figures say nothing is held."""
+    clock = FakeClock()
+    budget_seen: list[ApiBudget] = []
+    sim, sim_app = glitching_simulator(lambda: budget_seen[0].limit is not None)
+    sim_server = await serve(sim_app)
+    app = create_app(glitch_settings(str(sim_server.make_url("/v1"))), clock=clock)
+    budget_seen.append(app[BUDGET])
+    server = await serve(app)
+    poller = app[POLLER]
+
+    def settled() -> bool:
+        return all(poller.next_fetch_in(cid) > 0 for cid in poller.campaign_ids)
+
+    try:
+        await wait_for(settled, what="the first round despite the absurd answer")
+        first_round = sim.stats.requests
+        started = clock.now
+        while clock.now < started + 45:
+            clock.advance(0.5)
+            await wait_for(settled, what=f"every due campaign fetched at {clock.now - started}s")
+        over_45s = sim.stats.requests - first_round
+        print(f"API requests in 45 s of the exporter's clock: {over_45s}")
+        assert first_round == len(CAMPAIGNS)
+        assert over_45s >= 9 * len(CAMPAIGNS)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(server.make_url("/metrics")) as response,
+        ):
+            samples = parse_samples(await response.text())
+        assert value(samples, "dialnexa_exporter_api_requests_remaining") == 990
+        assert value(samples, "dialnexa_exporter_poll_stretch_factor") == 1
+        assert value(samples, "dialnexa_exporter_api_budget_wait_seconds") == 0
+    finally:
+        await server.close()
+        await sim_server.close()
+
+
+def x_headers(limit: str, remaining: str, reset: str) -> dict[str, str]:
+    """One answer's X-RateLimit-* headers, as given."""
+    return {
+        "X-RateLimit-Limit": limit,
+        "X-RateLimit-Remaining": remaining,
+        "X-RateLimit-Reset": reset,
+    }
+
+
+@pytest.mark.parametrize(("limit", "remaining"), [(1000, 101), (9, 1)])
+async def test_no_request_waits_past_the_reset(limit: int, remaining: int) -> None:
+    """With less than one request to spend before a reset a day away (1000/101 once waited two
+    days, 9/1 twenty), requests wait exactly until the reset and no longer."""
+    clock = FakeClock()
+    budget = budget_on(clock, 4.0)
+    announce(budget, limit, remaining, 86400)
+    assert budget.wait_seconds == 86400
+    assert budget.paused_until == clock.time() + 86400
+
+    async def two_requests() -> None:
+        await budget.acquire()
+        await budget.acquire()
+
+    requests = asyncio.create_task(two_requests())
+    await wait_for(lambda: clock.waiting == 1, what="the first request held")
+    clock.advance(86399.9)
+    await asyncio.sleep(0)
+    assert not requests.done()
+    clock.advance(0.1)
+    await asyncio.wait_for(requests, 2.0)
+    assert budget.wait_seconds == 0
+
+
+@pytest.mark.parametrize(
+    ("reset", "seconds_ahead"),
+    [
+        ("30", 30),  # seconds from now
+        (str(int(EPOCH + 1000 + 30)), 30),  # Unix time (the fake clock's wall time is EPOCH + 1000)
+        (str(int((EPOCH + 1000 + 30) * 1000)), 30),  # Unix time in milliseconds
+        (f"{EPOCH + 1000 + 30.25:.3f}", 30.25),  # Unix time with a fraction
+        (str(int((EPOCH + 1000 + 30.5) * 1000)), 30.5),
+        ("315360000", 86400),  # ten years from now: the cap
+        (str(int((EPOCH + 1000 + 86400 * 400) * 1000)), 86400),  # milliseconds, 400 days on
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 86400),
+    ],
+)
+async def test_reset_dialects_and_the_cap(reset: str, seconds_ahead: float) -> None:
+    """A reset is read as seconds from now, a Unix time in seconds or milliseconds (fractions
+    too) or an HTTP date, and never taken as further ahead than a day; with nothing left the
+    next request waits exactly that long."""
+    clock = FakeClock()
+    budget = budget_on(clock, 1.0)
+    budget.observe(x_headers("1000", "0", reset))
+    assert budget.reset_at == pytest.approx(clock.time() + seconds_ahead)
+    assert budget.wait_seconds == pytest.approx(seconds_ahead)
+    held = asyncio.create_task(budget.acquire())
+    await wait_for(lambda: clock.waiting == 1, what="the request held")
+    clock.advance(seconds_ahead - 0.01)
+    await asyncio.sleep(0)
+    assert not held.done()
+    clock.advance(0.01)
+    await asyncio.wait_for(held, 2.0)
+
+
+@pytest.mark.parametrize(
+    "reset",
+    [
+        "-5",
+        "-0",
+        "NaN",
+        "nan",
+        "inf",
+        "-inf",
+        "1e300",
+        "1e3",
+        "0x10",
+        "9" * 16,
+        "9" * 400,
+        "",
+        "  ",
+        "soon",
+        "३०",
+        "30s",
+        "3 0",
+        "1.2.3",
+        "1.",
+        ".5",
+        "\x00",
+        "30\r\nX-Evil: 1",
+    ],
+)
+def test_an_unreadable_reset_keeps_the_one_before(reset: str) -> None:
+    """Negative, NaN, infinite, exponent, hexadecimal, huge or garbage resets are ignored:
+    the reset last announced stays, never an error."""
+    clock = FakeClock()
+    budget = budget_on(clock, 1.0)
+    announce(budget, 1000, 0, 40)
+    budget.observe(x_headers("1000", "0", reset))
+    assert budget.reset_at == clock.time() + 40
+    assert budget.wait_seconds == 40
+
+
+async def test_an_answer_that_restores_the_budget_releases_held_requests_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 19's sequence on one budget: 0 left until a reset ten years away holds the next
+    request for the capped day; the next answer (990 left, reset in 60 s) releases it without
+    the clock moving, and 'sufficient again' is logged only when nothing is held any more."""
+    caplog.set_level(logging.INFO, logger="exporter.budget")
+    clock = FakeClock()
+    budget = budget_on(clock, 4.0)
+    waits_when_logged: list[float] = []
+
+    class Witness(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            waits_when_logged.append(budget.wait_seconds)
+
+    witness = Witness()
+    logging.getLogger("exporter.budget").addHandler(witness)
+    try:
+        budget.observe(x_headers("1000", "0", "315360000"))
+        held = asyncio.create_task(budget.acquire())
+        await wait_for(lambda: clock.waiting == 1, what="the request held")
+        assert budget.paused_since == clock.time()
+        assert (budget.stretch, budget.wait_seconds) == (MAX_STRETCH, 86400)
+        clock.advance(5)
+        assert budget.paused_since == clock.time() - 5
+        budget.observe(x_headers("1000", "990", "60"))
+        await asyncio.wait_for(held, 2.0)
+    finally:
+        logging.getLogger("exporter.budget").removeHandler(witness)
+    assert (budget.remaining, budget.stretch, budget.wait_seconds) == (990, 1.0, 0.0)
+    assert (budget.paused_until, budget.paused_since) == (None, None)
+    messages = [record.getMessage() for record in caplog.records]
+    assert "no request until the reset in 86400s" in messages[0]
+    assert messages[1] == "API budget sufficient again: polling on its schedule"
+    assert waits_when_logged == [86400, 0.0]
+
+
+async def test_a_shorter_reset_shortens_a_held_wait() -> None:
+    """A held request judges its wait again when an answer brings the reset closer."""
+    clock = FakeClock()
+    budget = budget_on(clock, 1.0)
+    announce(budget, 1000, 0, 3600)
+    held = asyncio.create_task(budget.acquire())
+    await wait_for(lambda: clock.waiting == 1, what="the request held")
+    announce(budget, 1000, 0, 60)
+    await wait_for(lambda: clock.waiting == 1 and budget.wait_seconds == 60, what="re-judged")
+    clock.advance(60)
+    await asyncio.wait_for(held, 2.0)
+
+
+async def test_waiting_requests_hold_no_lock() -> None:
+    """Two requests held for the same reset both start when it comes; a third announced
+    after a better budget never queues behind them."""
+    clock = FakeClock()
+    budget = budget_on(clock, 0.5)
+    announce(budget, 1000, 0, 600)
+    first = asyncio.create_task(budget.acquire())
+    second = asyncio.create_task(budget.acquire())
+    await wait_for(lambda: clock.waiting == 2, what="two requests held")
+    announce(budget, 1000, 1000, 600)  # 0.5 x 900 / 600 = 0.75/s allowed, 0.5 planned
+    await asyncio.wait_for(asyncio.gather(first, second), 2.0)
+    await asyncio.wait_for(budget.acquire(), 2.0)

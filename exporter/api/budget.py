@@ -7,6 +7,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from email.utils import parsedate_to_datetime
+from enum import Enum
 from typing import NamedTuple
 
 from exporter.clock import Clock
@@ -16,15 +17,22 @@ log = logging.getLogger("exporter.budget")
 # A reset value from this many seconds up is a Unix time, below it a delay from now: no rate
 # limit window lasts 30 years, and no Unix time of this century is that small.
 EPOCH_THRESHOLD = 1_000_000_000
+# From this value up a reset is a Unix time in milliseconds: as seconds it would be past the
+# year 5000, as milliseconds it is 1973 or later.
+MILLISECONDS_THRESHOLD = 100_000_000_000
 # Numbers of more digits than this are not a budget any API sends: the header is ignored.
 _MAX_DIGITS = 15
-# The stretch factor never exceeds this (ten times slower is the most pacing ever stretches
-# polling; with no budget left at all, requests wait for the reset instead).
+# A reset: up to 15 digits, and a fraction (some APIs send Unix times to the millisecond).
+_RESET_NUMBER = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,9})?")
+# The stretch factor never exceeds this (a hundred times slower is the most the figure says;
+# with nothing left to spend before the reset, requests wait for the reset instead).
 MAX_STRETCH = 100.0
-# Stretching starts and stops are logged; this much above 1 counts as stretching.
+# Pacing is logged when it starts once polling runs this much slower than planned.
 _STRETCH_LOGGED = 1.05
+# A wait shorter than this is float rounding of a wait that has ended: none.
+_NEGLIGIBLE_SECONDS = 1e-6
 # A reset announced further ahead than this is taken as this far: with nothing left to spend,
-# the exporter then asks again after a day rather than never.
+# requests wait at most this long before the exporter asks again.
 MAX_RESET_SECONDS = 86400.0
 
 # A header that any dialect of rate-limit announcement includes.
@@ -50,16 +58,20 @@ def _number(text: str | None) -> int | None:
 
 
 def _reset_at(text: str | None, now: float) -> float | None:
-    """A reset given as seconds from now, a Unix time, or an HTTP date; None if unreadable."""
+    """A reset given as seconds from now, a Unix time in seconds or milliseconds, or an HTTP
+    date; None if unreadable."""
     if text is None:
         return None
-    seconds = _number(text)
-    if seconds is not None:
-        return float(seconds) if seconds >= EPOCH_THRESHOLD else now + seconds
+    text = text.strip()
+    if _RESET_NUMBER.fullmatch(text):
+        value = float(text)
+        if value >= MILLISECONDS_THRESHOLD:
+            return value / 1000
+        return value if value >= EPOCH_THRESHOLD else now + value
     if len(text) > 64 or not text.isascii():
         return None
     try:
-        return parsedate_to_datetime(text.strip()).timestamp()
+        return parsedate_to_datetime(text).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
 
@@ -80,8 +92,9 @@ def parse_rate_limit(headers: Mapping[str, str], now: float) -> RateLimit | None
 
     Understood: ``X-RateLimit-Limit/-Remaining/-Reset``, the IETF draft's
     ``RateLimit-Limit/-Remaining/-Reset``, and its structured ``RateLimit`` field (with
-    ``RateLimit-Policy``'s quota ``q`` as the limit). Values that are not plain non-negative
-    integers are ignored, never an error.
+    ``RateLimit-Policy``'s quota ``q`` as the limit). Limits and counts that are not plain
+    non-negative integers are ignored, never an error; so is a reset that is neither a
+    non-negative number nor an HTTP date.
     """
     for prefix in ("X-RateLimit-", "RateLimit-"):
         limit = _number(headers.get(prefix + "Limit"))
@@ -100,6 +113,14 @@ def parse_rate_limit(headers: Mapping[str, str], now: float) -> RateLimit | None
     return RateLimit(limit, remaining, _reset_at(params.get("reset") or params.get("t"), now))
 
 
+class Pace(Enum):
+    """How the budget lets polling run, as last logged."""
+
+    FREE = "free"  # on its schedule
+    PACED = "paced"  # requests spaced at the allowed rate
+    SPENT = "spent"  # nothing to spend before the reset: requests wait for it
+
+
 class ApiBudget:
     """The latest budget the API announced, and how far polling is stretched to respect it.
 
@@ -108,8 +129,13 @@ class ApiBudget:
     the limit), so that the other clients of the same key (the customer's own integration) are
     never starved by a monitoring tool. When that allows fewer requests per second than the
     schedule plans, ``acquire`` (awaited before every request) spaces requests at the allowed
-    rate, and ``stretch`` says how much slower polling runs (1 when the budget allows the
-    schedule, or no budget is announced, or pacing is off).
+    rate, or, with not one request to spend, holds them until the reset; ``stretch`` says how
+    much slower polling runs (1 when the budget allows the schedule, or no budget is announced,
+    or pacing is off) and ``wait_seconds`` how long the next request waits.
+
+    The allowed rate is judged at each answer that announces a budget, and a held request is
+    judged again at once: no wait outlasts the budget it was computed from, and none lasts past
+    the announced reset (at most MAX_RESET_SECONDS ahead).
     """
 
     def __init__(
@@ -128,11 +154,15 @@ class ApiBudget:
         self._reserve = reserve
         self.limit: int | None = None
         self.remaining: int | None = None
-        self.reset_at: float | None = None
-        self._stretching = False
-        self._next_slot = 0.0  # monotonic time before which no paced request starts
-        self._never = asyncio.Event()
-        self._lock = asyncio.Lock()
+        self.reset_at: float | None = None  # Unix time, at most MAX_RESET_SECONDS ahead
+        self._reset_deadline: float | None = None  # the same reset on the monotonic clock
+        self._allowed: float | None = None  # requests/s the last announcement allows
+        self._last_start: float | None = None  # monotonic time the latest request started
+        self._held = 0  # requests waiting in acquire
+        self._held_since: float | None = None  # monotonic time they have waited since
+        self._changed = asyncio.Event()  # set (and replaced) when a wait must be judged again
+        self._logged = Pace.FREE
+        self._logged_deadline: float | None = None
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Take the budget from a response's headers (any status); no headers, no change."""
@@ -140,29 +170,50 @@ class ApiBudget:
         # is all a fetch pays, about a microsecond.
         if not any(name in headers for name in _ANNOUNCING):
             return
-        announced = parse_rate_limit(headers, self._clock.time())
+        wall, now = self._clock.time(), self._clock.monotonic()
+        announced = parse_rate_limit(headers, wall)
         if announced is None:
             return
+        held_until = self._held_until(now)
         if announced.limit is not None:
             self.limit = announced.limit
         if announced.remaining is not None:
             self.remaining = announced.remaining
         if announced.reset_at is not None:
-            self.reset_at = min(announced.reset_at, self._clock.time() + MAX_RESET_SECONDS)
-        self._log_change()
+            ahead = min(announced.reset_at - wall, MAX_RESET_SECONDS)
+            self.reset_at = wall + ahead
+            self._reset_deadline = now + ahead
+        self._allowed = self._allowed_from(now)
+        if self._held_until(now) != held_until:
+            self._changed.set()  # every held request judges its wait again
+            self._changed = asyncio.Event()
+        self._log_change(now)
+
+    def _allowed_from(self, now: float) -> float | None:
+        """Requests per second the budget allows from ``now`` until the reset; 0 when not one
+        request may be spent before it; None when it does not limit."""
+        if self.remaining is None or self._reset_deadline is None:
+            return None
+        left = self._reset_deadline - now
+        if left <= 0:
+            return None
+        spendable = self._share * (self.remaining - self._reserve * (self.limit or 0))
+        return spendable / left if spendable >= 1 else 0.0
 
     def seconds_to_reset(self) -> float | None:
         """Seconds until the announced reset (negative once past), None when none is known."""
-        return None if self.reset_at is None else self.reset_at - self._clock.time()
+        if self._reset_deadline is None:
+            return None
+        return self._reset_deadline - self._clock.monotonic()
 
     def allowed_rate(self) -> float | None:
-        """Requests per second the budget allows until its reset; None when it does not limit
-        (no budget announced, no reset known, the reset passed, or pacing is off)."""
+        """Requests per second the latest announcement allows until its reset (0: none before
+        it); None when it does not limit (no budget announced, no reset known, the reset
+        passed, or pacing is off)."""
         left = self.seconds_to_reset()
-        if not self._pacing or self.remaining is None or left is None or left <= 0:
+        if not self._pacing or self._allowed is None or left is None or left <= 0:
             return None
-        spare = self.remaining - (self._reserve * self.limit if self.limit else 0.0)
-        return max(0.0, self._share * spare / left)
+        return self._allowed
 
     @property
     def stretch(self) -> float:
@@ -172,38 +223,89 @@ class ApiBudget:
             return 1.0
         return MAX_STRETCH if allowed == 0 else min(MAX_STRETCH, planned / allowed)
 
-    def _log_change(self) -> None:
+    def _held_until(self, now: float) -> float | None:
+        """Monotonic time before which no request may start; None when none is held."""
+        allowed, deadline = self.allowed_rate(), self._reset_deadline
+        if allowed is None or deadline is None or self.stretch == 1.0:
+            return None
+        if allowed == 0:
+            return deadline
+        if self._last_start is None:
+            return None
+        until = min(self._last_start + 1.0 / allowed, deadline)
+        return until if until > now else None
+
+    @property
+    def wait_seconds(self) -> float:
+        """Seconds the next request waits for the budget now (0 when it may start at once)."""
+        now = self._clock.monotonic()
+        until = self._held_until(now)
+        if until is None or until - now < _NEGLIGIBLE_SECONDS:
+            return 0.0
+        return min(until - now, MAX_RESET_SECONDS)  # exactly the cap, whatever float sums do
+
+    @property
+    def paused_until(self) -> float | None:
+        """Unix time before which no request starts for the budget's sake; None when the next
+        request may start at once."""
+        wait = self.wait_seconds
+        return self._clock.time() + wait if wait > 0 else None
+
+    @property
+    def paused_since(self) -> float | None:
+        """Unix time since which requests have been held for the budget without one starting;
+        None while no request is held."""
+        if not self._held or self._held_since is None or self.wait_seconds <= 0:
+            return None
+        return self._clock.time() - (self._clock.monotonic() - self._held_since)
+
+    def _log_change(self, now: float) -> None:
+        """Log when pacing starts, when the budget is spent and when polling runs on its
+        schedule again (never while a request is still held: stretch 1 holds none)."""
         stretch = self.stretch
-        if not self._stretching and stretch >= _STRETCH_LOGGED:
-            self._stretching = True
+        limit = self.limit if self.limit is not None else "?"
+        if stretch > 1.0 and self.allowed_rate() == 0:
+            if self._logged is not Pace.SPENT or (self._logged_deadline or 0.0) <= now:
+                self._logged, self._logged_deadline = Pace.SPENT, self._reset_deadline
+                log.warning(
+                    "API budget spent (%s of %s requests left, the rest kept for the key's "
+                    "other clients): no request until the reset in %.0fs",
+                    self.remaining,
+                    limit,
+                    self.seconds_to_reset() or 0.0,
+                )
+        elif stretch >= _STRETCH_LOGGED and self._logged is not Pace.PACED:
+            self._logged = Pace.PACED
             log.warning(
                 "API budget low (%s of %s requests left, reset in %.0fs): polling %.1fx slower",
                 self.remaining,
-                self.limit if self.limit is not None else "?",
+                limit,
                 self.seconds_to_reset() or 0.0,
                 stretch,
             )
-        elif self._stretching and stretch < _STRETCH_LOGGED:
-            self._stretching = False
+        elif stretch == 1.0 and self._logged is not Pace.FREE:
+            self._logged = Pace.FREE
             log.info("API budget sufficient again: polling on its schedule")
 
-    def _wait(self) -> float:
-        """Seconds before the next request may start; 0 reserves the slot it starts in."""
-        now = self._clock.monotonic()
-        allowed = self.allowed_rate()
-        if allowed is None or self.stretch == 1.0:
-            return 0.0
-        if allowed == 0:  # nothing may be spent before the reset: wait for it
-            return max(0.0, self.seconds_to_reset() or 0.0)
-        if self._next_slot > now:
-            return self._next_slot - now
-        self._next_slot = now + 1.0 / allowed
-        return 0.0
-
     async def acquire(self) -> None:
-        """Wait until the budget allows the next request (at once when it does not limit)."""
+        """Wait until the budget allows the next request (at once when it does not limit).
+
+        No lock is held while waiting: an answer that changes the budget wakes every waiting
+        request, which judges its wait again.
+        """
         if self.remaining is None or not self._pacing:
-            return  # nothing announced, or pacing off: no lock, no wait (the common case)
-        async with self._lock:  # first come, first served
-            while (wait := self._wait()) > 0:
-                await self._clock.wait(self._never, wait)
+            return  # nothing announced, or pacing off: no wait (the common case)
+        self._held += 1
+        try:
+            while (wait := self.wait_seconds) > 0:
+                if self._held_since is None:
+                    self._held_since = self._clock.monotonic()
+                await self._clock.wait(self._changed, wait)
+        finally:
+            self._held -= 1
+            if not self._held:
+                self._held_since = None
+        now = self._clock.monotonic()
+        self._last_start = now
+        if self._held:
+            self._held_since = now  # the ones still waiting are held from this start on
