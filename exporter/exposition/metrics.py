@@ -318,6 +318,10 @@ class BudgetReading(Protocol):
     def stretch(self) -> float:
         """How many times slower than its schedule polling runs (1: not stretched)."""
 
+    @property
+    def wait_seconds(self) -> float:
+        """Seconds the next request waits for the budget (0: it may start at once)."""
+
 
 class WindowReading(Protocol):
     """The calling window as of now."""
@@ -438,6 +442,13 @@ STRETCH: ExporterFamily[BudgetReading] = ExporterFamily(
     "until its reset; 1 when not stretched.",
     samples=lambda budget: _one(budget.stretch),
 )
+API_BUDGET_WAIT: ExporterFamily[BudgetReading] = ExporterFamily(
+    "dialnexa_exporter_api_budget_wait_seconds",
+    "gauge",
+    "Seconds the next DialNexa API request waits so that the API budget lasts (until the "
+    "reset when nothing is left to spend before it); 0 when it may start at once.",
+    samples=lambda budget: _one(budget.wait_seconds),
+)
 
 HTTP_OPEN: ExporterFamily[ConnectionsReading] = ExporterFamily(
     "dialnexa_exporter_http_connections",
@@ -511,6 +522,7 @@ BUDGET_FAMILIES: tuple[ExporterFamily[BudgetReading], ...] = (
     API_REMAINING,
     API_RESET,
     STRETCH,
+    API_BUDGET_WAIT,
 )
 
 
