@@ -28,6 +28,7 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 from multidict import CIMultiDict
 
@@ -342,8 +343,9 @@ class BudgetMachine(RuleBasedStateMachine):
             assert wait <= 1 / self.allowed + TOLERANCE
 
 
-class TestBudgetMachine(BudgetMachine.TestCase):  # type: ignore[name-defined,misc]
+def test_no_answer_holds_polling_past_its_reset_or_the_cap() -> None:
     """No sequence of rate-limit answers holds polling past its reset or the cap, and the
     exported wait is the wait applied (a hundred runs of up to 40 steps, a few seconds)."""
-
-    settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
+    run_state_machine_as_test(
+        BudgetMachine, settings=settings(max_examples=100, stateful_step_count=40, deadline=None)
+    )

@@ -301,6 +301,8 @@ UPSTREAM_HEADING = "## A broken upstream, byte by byte"
 UPSTREAM_COLUMNS = ("the API sends", "the client does", "test")
 STOPPED_HEADING = "## Polling stopped or behind"
 STOPPED_COLUMNS = ("polling stops because", "the exporter shows", "test")
+RATE_LIMIT_HEADING = "## Rate-limit answers"
+RATE_LIMIT_COLUMNS = ("the rate-limit headers say", "the exporter does", "test")
 
 
 @pytest.mark.parametrize(
@@ -309,8 +311,9 @@ STOPPED_COLUMNS = ("polling stops because", "the exporter shows", "test")
         (HOSTILE_HEADING, HOSTILE_COLUMNS, 15),
         (UPSTREAM_HEADING, UPSTREAM_COLUMNS, 10),
         (STOPPED_HEADING, STOPPED_COLUMNS, 4),
+        (RATE_LIMIT_HEADING, RATE_LIMIT_COLUMNS, 8),
     ],
-    ids=["hostile-clients", "broken-upstream", "polling-stopped"],
+    ids=["hostile-clients", "broken-upstream", "polling-stopped", "rate-limit-answers"],
 )
 def test_every_hostile_client_row_names_a_test_that_exists(
     heading: str, columns: tuple[str, ...], at_least: int
