@@ -233,6 +233,14 @@ def _add_simulator_parser(commands: Any) -> None:
     sim.add_argument("--speed", type=float, default=DEMO_SPEED, help="simulated s per second")
     sim.add_argument("--seed", type=int, default=1, help="seed for generated campaigns")
     sim.add_argument(
+        "--text-length",
+        type=int,
+        default=0,
+        metavar="N",
+        help="make every text field of the generated campaigns N random characters (mostly "
+        "astral, with quotes, backslashes and newlines): records far past the exporter's caps",
+    )
+    sim.add_argument(
         "--api-key", default=DEMO_API_KEY, help="the fake key the simulator accepts (not a secret)"
     )
 
@@ -453,7 +461,11 @@ async def run_simulator(args: argparse.Namespace) -> None:
 
 
 async def _serve_simulator(args: argparse.Namespace, stop: asyncio.Event) -> None:
-    campaigns = load_campaigns(args.campaigns, args.seed) if args.campaigns else demo_campaigns()
+    campaigns = (
+        load_campaigns(args.campaigns, args.seed, args.text_length)
+        if args.campaigns
+        else demo_campaigns()
+    )
     simulator = Simulator(campaigns, api_key=args.api_key, speed=args.speed)
     runner, host, port = await _serve_on(simulator.app(), args.listen_address, "--listen-address")
     print(

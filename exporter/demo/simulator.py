@@ -91,6 +91,7 @@ class SimCampaign:
     resume_after: float = 1800.0  # simulated seconds it stays paused
     stall_at: float | None = None  # fraction of leads done at which it stops progressing
     legacy_shape: bool = False  # the API page's first example: "running", no counters
+    text_tail: str = ""  # appended to every text field when sent (long records, shared)
     retry_config: dict[str, int] | None = field(
         default_factory=lambda: {"max_retries": 3, "retry_interval_minutes": 120}
     )
@@ -149,11 +150,12 @@ class SimCampaign:
         declared field's example value."""
         done = min(self.total_leads, int(self.completed))
         values: dict[str, Any] = dict(EXAMPLES)
+        tail = self.text_tail
         values.update(
-            name=self.name,
-            organization_id=self.organization_id,
-            agent_id=self.agent_id,
-            from_phone_number=self.from_phone_number,
+            name=self.name + tail,
+            organization_id=self.organization_id + tail,
+            agent_id=self.agent_id + tail,
+            from_phone_number=self.from_phone_number + tail,
             status=self.status,
             max_concurrent_calls=self.max_concurrent_calls,
             scheduled_at=None,
@@ -214,8 +216,32 @@ def demo_campaigns() -> list[SimCampaign]:
     ]
 
 
-def load_campaigns(count: int, seed: int = 1) -> list[SimCampaign]:
-    """``count`` campaigns in a realistic mix of states, the same for the same seed."""
+# Characters of long texts: mostly astral (4 bytes in UTF-8 and in the exporter's memory, 12 in
+# escaped JSON), some from the BMP, and what the text format must escape or a terminal obeys:
+# 85, 10 and 5 in 100 of the alphabet.
+_LONG_TEXT_ALPHABET = (
+    [chr(code) for code in range(0x1F300, 0x1FAFF, 2)]
+    + [chr(code) for code in range(0x20000, 0x20000 + 1024 * 4, 4)]
+    + [chr(code) for code in range(0x0400, 0x04FF)]
+    + list('"\\\n\r\t\x1b\x00') * 15
+)
+# Characters at the start of each long text that differ between campaigns (more than the
+# exporter's cap keeps); the rest of the text is one tail all campaigns share.
+LONG_TEXT_DISTINCT = 300
+
+
+def long_text(rng: random.Random, length: int) -> str:
+    """``length`` random characters of the long-text alphabet."""
+    return "".join(rng.choices(_LONG_TEXT_ALPHABET, k=length))
+
+
+def load_campaigns(count: int, seed: int = 1, text_length: int = 0) -> list[SimCampaign]:
+    """``count`` campaigns in a realistic mix of states, the same for the same seed.
+
+    With ``text_length``, every text field (name, agent, phone, organization) is that many
+    random characters, distinct per campaign for its first LONG_TEXT_DISTINCT: records far
+    longer than the exporter keeps, for measuring it at its caps.
+    """
     rng = random.Random(seed)
     mix = (
         ("active", 0.6),
@@ -242,7 +268,21 @@ def load_campaigns(count: int, seed: int = 1) -> list[SimCampaign]:
             completed=total if status == "completed" else rng.uniform(0, total),
         )
         campaigns.append(campaign)
+    if text_length > 0:
+        _lengthen_texts(campaigns, seed, text_length)
     return campaigns
+
+
+def _lengthen_texts(campaigns: list[SimCampaign], seed: int, length: int) -> None:
+    text_rng = random.Random(f"long text {seed}")
+    distinct = min(length, LONG_TEXT_DISTINCT)
+    tail = long_text(text_rng, length - distinct)
+    for campaign in campaigns:
+        campaign.name = long_text(text_rng, distinct)
+        campaign.agent_id = long_text(text_rng, distinct)
+        campaign.from_phone_number = long_text(text_rng, distinct)
+        campaign.organization_id = long_text(text_rng, distinct)
+        campaign.text_tail = tail
 
 
 @dataclass
