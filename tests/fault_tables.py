@@ -84,7 +84,7 @@ README_NOT_JSON = "invalid JSON, empty body"
 README_WRONG_TYPES = "wrong types"
 README_WRONG_ID = "a record whose `id`"
 README_NO_ID = "a JSON object without `id`"
-README_TOO_BIG = "a body over 1 MiB"
+README_TOO_BIG = "a body over 256 KiB"
 README_REDIRECT = "a redirect to another host"
 README_ODD_BUT_FINE = "a status outside the enum"
 

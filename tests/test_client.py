@@ -303,7 +303,7 @@ async def test_unusable_bodies_are_invalid_responses(
 
 
 async def test_body_just_under_the_cap_is_read(clients: Clients, sim: RunningSimulator) -> None:
-    """A valid record padded to just under 1 MiB is still accepted: the cap is not too tight."""
+    """A valid record padded to just under the body cap is still accepted: not too tight."""
     padding = " " * (MAX_BODY_BYTES - 100)
     sim.sim.set_fault(Fault(FaultKind.BODY, body=f'{{"id": "{CID}"{padding}}}'.encode()))
     record = await make_client(clients, sim.api_url).fetch_campaign(CID)
@@ -474,7 +474,7 @@ async def test_redirect_loop_is_bounded(clients: Clients, sim: RunningSimulator)
 async def test_compressed_body_is_capped_after_decompression(
     clients: Clients,
 ) -> None:
-    """A small gzip body that inflates past 1 MiB (a zip bomb) is refused, not read whole."""
+    """A small gzip body that inflates past the body cap (a zip bomb) is refused, not read whole."""
     bomb = gzip.compress(b'{"id": "cmp_client", "name": "' + b" " * (20 * MAX_BODY_BYTES))
 
     async def handler(request: web.Request) -> web.Response:
@@ -496,7 +496,7 @@ async def test_compressed_body_is_capped_after_decompression(
 @pytest.mark.parametrize(
     ("body", "problem"),
     [
-        (b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
         (b'{"id": "cmp_client", "total_leads": 1' + b"0" * 400 + b"}", "total_leads"),
         (b'{"id": "cmp_client", "total_leads": 9007199254740993}', "total_leads"),
         (b'{"id": "cmp_client", "pending_calls": 1e400}', "pending_calls"),
@@ -517,7 +517,7 @@ async def test_compressed_body_is_capped_after_decompression(
         (b'{"id": "cmp_client", "total_leads": ' + b"1" * 5000 + b"}", "not valid JSON"),
     ],
     ids=[
-        "nested-200000",
+        "nested-100000",
         "count-10^400",
         "count-2^53+1",
         "count-inf",
@@ -721,7 +721,7 @@ async def test_a_compression_bomb_never_inflates_much_past_the_cap(
     clients: Clients, encoding: str, compress: Callable[[bytes], bytes], chunked: bool
 ) -> None:
     """A small compressed body that would inflate to 64 MiB: the client's memory peak while
-    fetching it stays within a few times the 1 MiB cap, because inflation itself is bounded,
+    fetching it stays within a few times the body cap, because inflation itself is bounded,
     not only its result."""
     bomb = compress(b"\0" * (64 * 1024 * 1024))
     extra = f"Content-Encoding: {encoding}\r\n".encode()
@@ -741,7 +741,8 @@ async def test_a_compression_bomb_never_inflates_much_past_the_cap(
             tracemalloc.stop()
     assert len(bomb) < MAX_BODY_BYTES
     print(f"{encoding}{' chunked' if chunked else ''}: peak {peak / 2**20:.2f} MiB")
-    assert peak < 4 * MAX_BODY_BYTES, peak
+    # aiohttp inflates up to about 1 MiB a step, whatever the cap: bounded, not the 64 MiB.
+    assert peak < 4 * MAX_BODY_BYTES + 2 * 1024 * 1024, peak
 
 
 @pytest.mark.parametrize(

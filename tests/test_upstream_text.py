@@ -138,7 +138,10 @@ def test_records_far_past_the_caps_cost_what_records_at_the_caps_cost(tmp_path: 
     assert far.labels_cut == 4 * n
     assert at_cap.labels_cut == 0
     assert far.body_bytes > 6 * at_cap.body_bytes
-    # What a campaign keeps is the same; what differs is only transient (bodies in flight).
+    # The scrape is the same size, and so is what a campaign keeps; resident memory differs by
+    # what the longer bodies in flight leave behind (more on a loaded machine). Without the cut,
+    # texts 8 times longer would add about 30 MiB here and make the scrape several times larger.
+    assert far.plain_bytes < 1.1 * at_cap.plain_bytes
     grown_far = far.rss["second round"] - far.rss["listening"]
     grown_at_cap = at_cap.rss["second round"] - at_cap.rss["listening"]
-    assert grown_far < 1.25 * grown_at_cap + 4 * bench.MIB, bench.report(far)
+    assert grown_far < 1.6 * grown_at_cap + 4 * bench.MIB, bench.report(far)

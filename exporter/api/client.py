@@ -1,7 +1,7 @@
 """DialNexa API client on aiohttp's: auth, bounds, deadlines, redirects, typed errors.
 
 Whatever the API sends, the client holds: a response line or header line over 8 KiB, more than
-128 headers, a body over 1 MiB after decompression (announced, chunked or read to the close;
+128 headers, a body over 256 KiB after decompression (announced, chunked or read to the close;
 gzip and deflate inflate a bounded step at a time), more than three redirects, a redirect to
 another origin (the key is never sent there) and a request past its whole-request deadline are
 each a typed FetchError, never an exception of another kind.
@@ -32,7 +32,13 @@ from exporter.api.models import Campaign, RecordError, parse_campaign
 from exporter.clock import Clock
 from exporter.config import ConfigError, Settings, env_name, shorten
 
-MAX_BODY_BYTES = 1024 * 1024
+# A record whose texts are at their caps (4 x 128 characters, each up to 12 bytes as an escaped
+# surrogate pair) and every other field set is under 7 KB of JSON. 256 KiB leaves over 35 times
+# that for fields the API may add and for text past the caps (read, then cut); a larger body is
+# refused. The cap also bounds a fetch's passing memory (the body, then its decoded text: under
+# 1 MiB), which every request in flight holds at once (docs/performance.md, "Records at their
+# caps").
+MAX_BODY_BYTES = 256 * 1024
 # The longest response line and header line, and the most headers, an answer may have (aiohttp's
 # own defaults, stated here as the client's bounds).
 MAX_LINE_BYTES = 8190

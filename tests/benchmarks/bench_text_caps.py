@@ -229,7 +229,8 @@ def report(figures: CapFigures) -> str:
         ("campaigns", f"{figures.campaigns:,}"),
         (
             "each text field as sent",
-            f"{figures.text_length:,} characters (one record: {figures.body_bytes:,} bytes)",
+            (f"{figures.text_length:,} characters" if figures.text_length else "as in the load mix")
+            + f" (one record: {figures.body_bytes:,} bytes)",
         ),
     ]
     for moment, rss in figures.rss.items():
