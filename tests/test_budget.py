@@ -454,3 +454,28 @@ async def test_waiting_requests_hold_no_lock() -> None:
     announce(budget, 1000, 1000, 600)  # 0.5 x 900 / 600 = 0.75/s allowed, 0.5 planned
     await asyncio.wait_for(asyncio.gather(first, second), 2.0)
     await asyncio.wait_for(budget.acquire(), 2.0)
+
+
+def test_an_api_flipping_its_budget_does_not_flood_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Answers flipping between spent, low and plenty 600 times in a minute log one line of
+    each kind; the next minute's first change is logged again."""
+    caplog.set_level(logging.DEBUG, logger="exporter.budget")
+    clock = FakeClock()
+    budget = budget_on(clock, 4.0)
+    flips = [("1000", "0", "315360000"), ("1000", "990", "60"), ("1000", "300", "60")]
+    for step in range(600):
+        budget.observe(x_headers(*flips[step % 3]))
+        clock.advance(0.09)
+    loud = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert len(loud) == 3, loud
+    assert [m.split(" (")[0].split(":")[0] for m in loud] == [
+        "API budget spent",
+        "API budget sufficient again",
+        "API budget low",
+    ]
+    assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 597
+    clock.advance(60)
+    budget.observe(x_headers(*flips[0]))
+    assert caplog.records[-1].levelno == logging.WARNING

@@ -29,6 +29,9 @@ _RESET_NUMBER = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,9})?")
 MAX_STRETCH = 100.0
 # Pacing is logged when it starts once polling runs this much slower than planned.
 _STRETCH_LOGGED = 1.05
+# Each kind of budget line (low, spent, sufficient) is logged at most once in this many seconds;
+# more often, at debug level.
+LOG_EVERY_SECONDS = 60.0
 # A wait shorter than this is float rounding of a wait that has ended: none.
 _NEGLIGIBLE_SECONDS = 1e-6
 # A reset announced further ahead than this is taken as this far: with nothing left to spend,
@@ -163,6 +166,7 @@ class ApiBudget:
         self._changed = asyncio.Event()  # set (and replaced) when a wait must be judged again
         self._logged = Pace.FREE
         self._logged_deadline: float | None = None
+        self._last_logged: dict[Pace, float] = {}  # monotonic time of each kind's last line
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Take the budget from a response's headers (any status); no headers, no change."""
@@ -261,31 +265,39 @@ class ApiBudget:
 
     def _log_change(self, now: float) -> None:
         """Log when pacing starts, when the budget is spent and when polling runs on its
-        schedule again (never while a request is still held: stretch 1 holds none)."""
-        stretch = self.stretch
+        schedule again (never while a request is still held: stretch 1 holds none). An API
+        whose answers flip the budget to and fro gets one line per kind a minute, the rest at
+        debug level."""
+        stretch, remaining = self.stretch, self.remaining
         limit = self.limit if self.limit is not None else "?"
+        reset_in = self.seconds_to_reset() or 0.0
         if stretch > 1.0 and self.allowed_rate() == 0:
-            if self._logged is not Pace.SPENT or (self._logged_deadline or 0.0) <= now:
-                self._logged, self._logged_deadline = Pace.SPENT, self._reset_deadline
-                log.warning(
-                    "API budget spent (%s of %s requests left, the rest kept for the key's "
-                    "other clients): no request until the reset in %.0fs",
-                    self.remaining,
-                    limit,
-                    self.seconds_to_reset() or 0.0,
-                )
-        elif stretch >= _STRETCH_LOGGED and self._logged is not Pace.PACED:
-            self._logged = Pace.PACED
-            log.warning(
-                "API budget low (%s of %s requests left, reset in %.0fs): polling %.1fx slower",
-                self.remaining,
-                limit,
-                self.seconds_to_reset() or 0.0,
-                stretch,
+            if self._logged is Pace.SPENT and (self._logged_deadline or 0.0) > now:
+                return
+            self._logged_deadline = self._reset_deadline
+            pace, level = Pace.SPENT, logging.WARNING
+            message = (
+                "API budget spent (%s of %s requests left, the rest kept for the key's other "
+                "clients): no request until the reset in %.0fs"
             )
+            args: tuple[object, ...] = (remaining, limit, reset_in)
+        elif stretch >= _STRETCH_LOGGED and self._logged is not Pace.PACED:
+            pace, level = Pace.PACED, logging.WARNING
+            message = (
+                "API budget low (%s of %s requests left, reset in %.0fs): polling %.1fx slower"
+            )
+            args = (remaining, limit, reset_in, stretch)
         elif stretch == 1.0 and self._logged is not Pace.FREE:
-            self._logged = Pace.FREE
-            log.info("API budget sufficient again: polling on its schedule")
+            pace, level = Pace.FREE, logging.INFO
+            message, args = "API budget sufficient again: polling on its schedule", ()
+        else:
+            return
+        self._logged = pace
+        if now - self._last_logged.get(pace, -LOG_EVERY_SECONDS) < LOG_EVERY_SECONDS:
+            level = logging.DEBUG
+        else:
+            self._last_logged[pace] = now
+        log.log(level, message, *args)
 
     async def acquire(self) -> None:
         """Wait until the budget allows the next request (at once when it does not limit).
