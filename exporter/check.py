@@ -10,6 +10,7 @@ from typing import NamedTuple, Protocol, TextIO
 
 from exporter.api.client import DialNexaClient, FetchError, client_for
 from exporter.api.models import Campaign
+from exporter.calling_window import parse_calling_window
 from exporter.clock import SystemClock
 from exporter.config import Settings, campaign_count, campaigns_for_shard, env_name
 from exporter.logformat import printable
@@ -50,6 +51,8 @@ def summary(settings: Settings) -> list[str]:
         f"request timeout {settings.request_timeout_seconds:g}s, "
         f"{settings.max_concurrency} in flight at most",
         f"  data dropped after {settings.stale_after_seconds:g}s without a success",
+        f"  calling window {parse_calling_window(settings.calling_window).describe()}, "
+        f"stalled after {settings.stall_after_seconds:g}s without a completed call",
         f"  serving {settings.telemetry_path} on {settings.listen_address}"
         + (f" with {settings.web_config_file}" if settings.web_config_file else ""),
     ]

@@ -38,9 +38,11 @@ def test_summary_says_what_would_run_without_the_key() -> None:
             "shard_count": 2,
             "shard_index": 1,
             "poll_interval_seconds": 15,
+            "calling_window": "mon-fri 09:00-20:00 Europe/Berlin",
         }
     )
     text = "\n".join(summary(settings))
+    assert "calling window Mon-Fri 09:00-20:00 Europe/Berlin, stalled after 900s" in text
     assert "4 campaigns configured" in text
     assert "in shard 1 of 2" in text
     assert "https://api.example.test/v1 (key from DIALNEXA_API_KEY)" in text

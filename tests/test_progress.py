@@ -35,8 +35,10 @@ def rec(completed: int | None, status: CampaignStatus = ACTIVE, total: int = 100
 
 def test_first_sighting_starts_the_clocks() -> None:
     """The first record sets the last move and the dialling start to its fetch; no pace yet."""
-    assert first_progress(rec(5), 100.0) == Progress(5, 100.0, 100.0, None)
-    assert first_progress(rec(5, CampaignStatus.PAUSED), 100.0) == Progress(5, 100.0, None, None)
+    assert first_progress(rec(5), 100.0) == Progress.make(5, 100.0, 100.0, None)
+    assert first_progress(rec(5, CampaignStatus.PAUSED), 100.0) == Progress.make(
+        5, 100.0, None, None
+    )
 
 
 def test_unchanged_counts_keep_the_same_progress_object() -> None:
@@ -103,6 +105,22 @@ def test_a_pause_stops_the_dialling_clock_and_resuming_restarts_it() -> None:
     assert also.dialling_since == 500.0
 
 
+def test_a_clock_set_back_measures_no_pace() -> None:
+    """A wall clock stepped back (NTP) makes a negative gap: no pace from it, none negative."""
+    progress = next_progress(first_progress(rec(0), 1000.0), rec(30), 1030.0, GAP)
+    stepped = next_progress(progress, rec(60), 900.0, GAP)
+    assert stepped.rate == pytest.approx(1.0)
+    assert stepped.moved_at == 900.0
+
+
+def test_absurd_counts_make_no_absurd_pace_error() -> None:
+    """Counts near the field's bound and tiny gaps give a finite pace, never an exception."""
+    progress = first_progress(rec(0, total=10**12), 0.0)
+    jumped = next_progress(progress, rec(10**12 - 1, total=10**12), 1e-6, GAP)
+    assert jumped.rate is not None
+    assert math.isfinite(jumped.rate)
+
+
 def test_counts_set_back_or_gone_start_the_pace_over() -> None:
     """A decrease, or counters vanishing, forget the pace: it is not a negative one."""
     progress = next_progress(first_progress(rec(0), 0.0), rec(30), 30.0, GAP)
@@ -127,7 +145,7 @@ def test_campaign_state_keeps_progress_across_failures_and_drops_it_with_the_dat
     first = rec(10)
     state.succeeded(first, 100.0, 1.0)
     state.succeeded(first, 130.0, 31.0)
-    assert state.current_view().progress == Progress(10, 100.0, 100.0, None)
+    assert state.current_view().progress == Progress.make(10, 100.0, 100.0, None)
     state.succeeded(rec(40), 160.0, 61.0, max_gap=GAP)
     moved = state.current_view().progress
     assert moved is not None

@@ -14,7 +14,7 @@ def test_success_then_failures_then_success() -> None:
     resets the run but keeps the counts."""
     state = CampaignState("c", next_due=0.0)
     state.succeeded(RECORD, 100.0, 1.0, fresh_for=300.0)
-    first = Progress(None, 100.0, 100.0, None)  # no counters in RECORD; dialling since 100
+    first = Progress.make(None, 100.0, 100.0, None)  # no counters in RECORD; dialling since 100
     assert state.current_view() == ("c", RECORD, True, 100.0, (), 100.0, None, None, 301.0, first)
     state.failed("timeout", 110.0, drop_data=False)
     state.failed("server_error", 120.0, drop_data=False)

@@ -18,6 +18,7 @@ import pytest
 
 from exporter.api.models import Campaign, CampaignStatus
 from exporter.exposition.status_page import (
+    NO_STALLS,
     ROWS_PER_PAGE,
     OrderCache,
     PageFacts,
@@ -27,6 +28,7 @@ from exporter.exposition.status_page import (
     render_status_page,
     status_page_parts,
 )
+from exporter.polling.progress import DIALLING, Progress
 from exporter.polling.state import CampaignView, Snapshot
 from tests.helpers import EPOCH, StatusPageParser
 
@@ -38,7 +40,8 @@ MAX_PAGE_BYTES = 600 * 1024
 
 
 def load_snapshot(count: int = CAMPAIGNS, seed: int = 1, fetched_at: float = NOW) -> Snapshot:
-    """``count`` campaigns in a realistic mix: 1% failing, the simulator's mix of statuses."""
+    """``count`` campaigns in a realistic mix: 1% failing, the simulator's mix of statuses, and
+    3% of the dialling ones without a completed call for over half an hour (stalled)."""
     rng = random.Random(seed)
     statuses = list(CampaignStatus)
     weights = [0.05, 0.6, 0.1, 0.1, 0.12, 0.03, 0.001]  # draft, active, running, paused, ...
@@ -62,7 +65,12 @@ def load_snapshot(count: int = CAMPAIGNS, seed: int = 1, fetched_at: float = NOW
                 fetched_at - 300, "timeout",
             )  # fmt: skip
         else:
-            view = CampaignView(campaign_id, record, True, fetched_at, (), fetched_at)
+            quiet = 2000.0 if rng.random() < 0.03 else 10.0
+            dialling = fetched_at - 7200 if record.status in DIALLING else None
+            progress = Progress.make(done, fetched_at - quiet, dialling, 0.5)
+            view = CampaignView(
+                campaign_id, record, True, fetched_at, (), fetched_at, progress=progress
+            )
         views.append(view)
     return Snapshot(tuple(views), fetched_at, 4.2, True)
 
@@ -71,7 +79,8 @@ def load_snapshot(count: int = CAMPAIGNS, seed: int = 1, fetched_at: float = NOW
 def test_ten_thousand_campaigns_make_a_bounded_page_problems_first() -> None:
     """At 10,000 campaigns: bounded pages, problems first, each campaign on one page once."""
     snapshot = load_snapshot()
-    ordering = order_campaigns(snapshot)
+    ordering = order_campaigns(snapshot, FACTS.judge)
+    assert ordering.counts[Problem.STALLED] > 100
     problems = ordering.problems
     assert 0 < problems < CAMPAIGNS
     first_html = render_status_page(snapshot, FACTS, PageQuery(), ordering)
@@ -96,11 +105,13 @@ def test_each_snapshot_is_ordered_once() -> None:
     """The same snapshot reuses its ordering; the next one (same names) orders like a fresh sort."""
     cache = OrderCache()
     first = load_snapshot()
-    ordering = cache.of(first)
-    assert cache.of(first) is ordering
+    ordering = cache.of(first, FACTS.judge)
+    assert cache.of(first, FACTS.judge) is ordering
+    a_second_later = PageFacts(now=NOW + 1, poll_interval_seconds=30)
+    assert list(cache.steps(first, a_second_later.judge)) == []  # nobody crossed the threshold
     later = load_snapshot(fetched_at=NOW + 30)
     assert later.campaigns[0] is not first.campaigns[0]
-    assert list(cache.of(later).rows) == list(order_campaigns(later).rows)
+    assert list(cache.of(later, FACTS.judge).rows) == list(order_campaigns(later, FACTS.judge).rows)
 
 
 def _best_ms(action: Callable[[], object], repeat: int = 7) -> tuple[float, float]:
@@ -126,24 +137,31 @@ def _longest_step_ms(steps: Iterator[object]) -> float:
 
 def main() -> None:
     """Print how long each step of a page request takes at CAMPAIGNS campaigns."""
+    judge = FACTS.judge
     snapshot = load_snapshot()
     renamed = load_snapshot(seed=2)
     next_round = load_snapshot(fetched_at=NOW + 30)
-    ordering = order_campaigns(snapshot)
-    cache = OrderCache()
-    cache.of(snapshot)
+    ordering = order_campaigns(snapshot, judge)
+    cache, unjudged = OrderCache(), OrderCache()
+    cache.of(snapshot, judge)
+    unjudged.of(snapshot)
     flip = [next_round, snapshot]
 
-    def new_snapshot_same_names() -> None:
+    def new_snapshot_same_names(into: OrderCache, judged: bool) -> None:
         flip.reverse()
-        cache.of(flip[0])
+        into.of(flip[0], judge if judged else NO_STALLS)
 
     figures = {
-        "order a snapshot, names changed (full sort)": _best_ms(lambda: order_campaigns(renamed)),
-        "order a new snapshot, names unchanged (cached name order)": _best_ms(
-            new_snapshot_same_names
+        "order a snapshot, names changed (full sort)": _best_ms(
+            lambda: order_campaigns(renamed, judge)
         ),
-        "order the same snapshot again (cache hit)": _best_ms(lambda: cache.of(flip[0])),
+        "order a new snapshot, names unchanged (cached name order)": _best_ms(
+            lambda: new_snapshot_same_names(cache, True)
+        ),
+        "  the same without judging stalls (window closed)": _best_ms(
+            lambda: new_snapshot_same_names(unjudged, False)
+        ),
+        "order the same snapshot again (cache hit)": _best_ms(lambda: cache.of(flip[0], judge)),
         f"render page 1 ({ROWS_PER_PAGE} rows)": _best_ms(
             lambda: render_status_page(snapshot, FACTS, PageQuery(), ordering)
         ),
@@ -154,13 +172,17 @@ def main() -> None:
     size = len(render_status_page(snapshot, FACTS, PageQuery(), ordering).encode())
     sliced = OrderCache()
     longest = {
-        "ordering, names changed": _longest_step_ms(sliced.steps(snapshot)),
-        "ordering, names unchanged": _longest_step_ms(sliced.steps(next_round)),
+        "ordering, names changed": _longest_step_ms(sliced.steps(snapshot, judge)),
+        "ordering, names unchanged": _longest_step_ms(sliced.steps(next_round, judge)),
         "rendering page 1": _longest_step_ms(
             status_page_parts(snapshot, FACTS, PageQuery(), ordering)
         ),
     }
-    print(f"status page at {CAMPAIGNS:,} campaigns ({ordering.problems:,} with a problem)")
+    stalled = ordering.counts[Problem.STALLED]
+    print(
+        f"status page at {CAMPAIGNS:,} campaigns ({ordering.problems:,} with a problem, "
+        f"{stalled:,} of them stalled)"
+    )
     for name, (median, worst) in figures.items():
         print(f"  {name}: median {median:.2f} ms, max {worst:.2f} ms")
     print(f"  page 1 size: {size / 1024:.0f} KiB")

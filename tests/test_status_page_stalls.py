@@ -47,7 +47,7 @@ def view(
         scheduled_at=None if scheduled is None else datetime.fromtimestamp(scheduled, UTC),
     )
     since = None if dialling is None else NOW - dialling
-    progress = Progress(completed, NOW - quiet, since, rate)
+    progress = Progress.make(completed, NOW - quiet, since, rate)
     return CampaignView(campaign_id, record, True, NOW - 4, (), NOW - 4, progress=progress)
 
 

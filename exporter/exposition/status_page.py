@@ -150,13 +150,11 @@ class StallJudge(NamedTuple):
 NO_STALLS = StallJudge(0.0, None)
 
 
-def judged_since(view: CampaignView) -> float | None:
+def judged_since(view: CampaignView) -> float:
     """Since when a campaign has been dialling without a completed call (the later of the
-    two moments); None while it is not dialling."""
+    two moments); ``inf`` while it is not dialling."""
     progress = view.progress
-    if progress is None or progress.dialling_since is None:
-        return None
-    return max(progress.moved_at, progress.dialling_since)
+    return math.inf if progress is None else progress.quiet_since
 
 
 def _stall_may_count(view: CampaignView, now: float) -> bool:
@@ -170,13 +168,8 @@ def _stall_may_count(view: CampaignView, now: float) -> bool:
 
 def is_stalled(view: CampaignView, judge: StallJudge) -> bool:
     """The campaign is stalled as DialNexaCampaignStalled's condition judges it."""
-    since = judged_since(view)
-    return (
-        judge.cutoff is not None
-        and since is not None
-        and since <= judge.cutoff
-        and _stall_may_count(view, judge.now)
-    )
+    cutoff = judge.cutoff
+    return cutoff is not None and judged_since(view) <= cutoff and _stall_may_count(view, judge.now)
 
 
 def problem_of(view: CampaignView, judge: StallJudge = NO_STALLS) -> Problem:
@@ -239,24 +232,23 @@ def _group(
     if cutoff is None:
         fine.extend(ok)
         return math.inf
-    since = [
-        (v, max(p.moved_at, p.dialling_since))
-        for v in ok
-        if (p := v.progress) is not None and p.dialling_since is not None
-    ]
-    now = judge.now
-    stuck = {id(v) for v, at in since if at <= cutoff and _stall_may_count(v, now)}
-    stalled.extend([v for v in ok if id(v) in stuck])
-    fine.extend([v for v in ok if id(v) not in stuck])
-    later = [at for _, at in since if at > cutoff]
+    # One number per campaign (inf: not dialling), then only indices and floats: a stall
+    # judged per campaign would double the cost of grouping.
+    inf, now = math.inf, judge.now
+    quiet = [p.quiet_since if (p := v.progress) is not None else inf for v in ok]
+    overdue = [i for i, since in enumerate(quiet) if since <= cutoff]
+    stuck = {i for i in overdue if _stall_may_count(ok[i], now)}
+    stalled.extend([ok[i] for i in overdue if i in stuck])
+    fine.extend([v for i, v in enumerate(ok) if i not in stuck] if stuck else ok)
+    later = [since for since in quiet if cutoff < since < inf]
     # One dialling long without progress but scheduled for later counts from that time on.
     later += [
         record.scheduled_at.timestamp() - (now - cutoff)
-        for v, at in since
-        if at <= cutoff and id(v) not in stuck
-        and (record := v.record) is not None and record.scheduled_at is not None
+        for i in overdue
+        if i not in stuck
+        and (record := ok[i].record) is not None and record.scheduled_at is not None
     ]  # fmt: skip
-    return min(later, default=math.inf)
+    return min(later, default=inf)
 
 
 class OrderCache:
@@ -502,8 +494,7 @@ def _problem_cell(view: CampaignView, problem: Problem, now: float) -> str:
             parts.append("; no data shown")
         return f'<td class="problem">{"".join(parts)}</td>'
     if problem is Problem.STALLED:
-        since = judged_since(view)
-        quiet = duration(now - since) if since is not None else NOT_SHOWN
+        quiet = duration(now - judged_since(view))
         return (
             '<td class="problem"><strong>stalled</strong>: dialling with calls pending, '
             f"no completed call for {quiet}</td>"

@@ -27,19 +27,34 @@ class Progress(NamedTuple):
     ``moved_at`` is when completed_calls last changed (its first sighting until then);
     ``dialling_since`` when the campaign last became active or running (None while not);
     ``rate`` completed calls per second at the recent pace (None until two moves were seen
-    close enough together to measure one).
+    close enough together to measure one); ``quiet_since`` since when it has been dialling
+    without a completed call, the later of the two (``inf`` while not dialling): kept so that
+    the status page compares one number per campaign. Made by ``make``.
     """
 
     completed: int | None
     moved_at: float
     dialling_since: float | None
-    rate: float | None = None
+    rate: float | None
+    quiet_since: float
+
+    @classmethod
+    def make(
+        cls,
+        completed: int | None,
+        moved_at: float,
+        dialling_since: float | None,
+        rate: float | None,
+    ) -> Progress:
+        """The progress of these facts, ``quiet_since`` derived from them."""
+        quiet = math.inf if dialling_since is None else max(moved_at, dialling_since)
+        return cls(completed, moved_at, dialling_since, rate, quiet)
 
 
 def first_progress(record: Campaign, wall: float) -> Progress:
     """The progress known from a campaign's first record."""
     dialling = wall if record.status in DIALLING else None
-    return Progress(record.completed_calls, wall, dialling, None)
+    return Progress.make(record.completed_calls, wall, dialling, None)
 
 
 def next_progress(previous: Progress, record: Campaign, wall: float, max_gap: float) -> Progress:
@@ -59,7 +74,7 @@ def next_progress(previous: Progress, record: Campaign, wall: float, max_gap: fl
     if completed == previous.completed:
         if dialling_since == previous.dialling_since:
             return previous
-        return previous._replace(dialling_since=dialling_since)
+        return Progress.make(previous.completed, previous.moved_at, dialling_since, previous.rate)
     rate = previous.rate
     if completed is None or previous.completed is None or completed < previous.completed:
         rate = None  # counters gone, new, or set back: the pace starts over
@@ -74,7 +89,9 @@ def next_progress(previous: Progress, record: Campaign, wall: float, max_gap: fl
             pace = (completed - previous.completed) / gap
             weight = -math.expm1(-gap / RATE_TAU_SECONDS)
             rate = pace if rate is None else rate + weight * (pace - rate)
-    return Progress(completed, wall, dialling_since, rate)
+    # Inline rather than through make(): this is the path of every fetch whose counts moved.
+    quiet = math.inf if dialling_since is None else max(wall, dialling_since)
+    return Progress(completed, wall, dialling_since, rate, quiet)
 
 
 def remaining_calls(record: Campaign) -> int | None:
