@@ -50,6 +50,8 @@ RELEASE = "dnx"
 NAMESPACE = "telemetry"
 FAKE_KEY = "dnxFAKE-7f3a9c51e0-not-a-real-key"
 KEY_FILE = "/etc/dialnexa-exporter/secret/api-key"
+# The proxy variables the exporter reads (docs/configuration.md, "Egress proxies").
+PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY")
 TMP_MOUNT = "/tmp"  # noqa: S108 - the emptyDir mount path the chart sets, no file is made
 WORKLOAD_KINDS = {"Deployment", "StatefulSet"}
 CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule", "AlertmanagerConfig"}
@@ -506,9 +508,10 @@ def test_probes_and_port_follow_the_contract(chart: helm.Chart, scenario: str) -
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_env_names_are_exporter_settings(chart: helm.Chart, scenario: str) -> None:
-    """Every DIALNEXA_* variable the chart sets is a real exporter setting (no silent typo)."""
+    """Every variable the chart sets is a real exporter setting or a proxy variable it reads
+    (no silent typo)."""
     docs = render(chart, scenario_values(scenario))
-    known = {env_name(field) for field in Settings.model_fields}
+    known = {env_name(field) for field in Settings.model_fields} | set(PROXY_VARIABLES)
     names = set(env_of(exporter_container(docs)))
     assert names <= known, names - known
 
@@ -764,7 +767,8 @@ def test_network_policy_opens_only_the_metrics_port(chart: helm.Chart) -> None:
         for rule in policy["spec"]["egress"]
         for port in rule["ports"]
     )
-    assert egress_ports == [(53, "TCP"), (53, "UDP"), (443, "TCP")]
+    # The scenario's API is reached through an egress proxy on port 3128.
+    assert egress_ports == [(53, "TCP"), (53, "UDP"), (3128, "TCP")]
 
 
 def test_pod_disruption_budget_covers_the_shards(chart: helm.Chart) -> None:
@@ -1132,6 +1136,15 @@ BAD_VALUES = {
     "receiver configs not a list": {
         "alertmanagerConfig": {"receivers": {"tickets": {"slackConfigs": {"channel": "#x"}}}}
     },
+    "proxy URL and proxy Secret both": {
+        "proxy": {"existingSecret": "egress", "httpsProxy": "http://proxy.internal:3128"}
+    },
+    "proxy URL with a newline": {"proxy": {"httpsProxy": "http://p:1\n- name: X"}},
+    "proxy URL with a space": {"proxy": {"httpProxy": "http://p:1 x"}},
+    "unknown proxy key": {"proxy": {"https_proxy": "http://p:1"}},
+    "proxy Secret key that is not a key": {
+        "proxy": {"existingSecret": "s", "httpsProxyKey": "a/b"}
+    },
 }
 
 
@@ -1262,3 +1275,52 @@ def test_the_calling_window_reaches_the_config_file_the_exporter_reads(
     path.write_text(yaml.safe_dump(parsed))
     settings = load_settings({"api_key": "k", "config_file": path})
     assert (settings.calling_window, settings.stall_after_seconds) == (window, 1200.0)
+
+
+# --- egress proxy ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sharded", [False, True], ids=["deployment", "statefulset"])
+def test_proxy_values_reach_the_exporter_and_its_check(chart: helm.Chart, sharded: bool) -> None:
+    """proxy.httpsProxy / httpProxy / noProxy become HTTPS_PROXY / HTTP_PROXY / NO_PROXY of the
+    exporter and of the checkOnStart container; unset, none of them is there."""
+    assert not set(PROXY_VARIABLES) & set(env_of(exporter_container(render(chart))))
+    values: dict[str, Any] = {
+        "existingSecret": "k",
+        "checkOnStart": {"enabled": True},
+        "sharding": {"enabled": sharded},
+        "proxy": {
+            "httpsProxy": "http://proxy.internal:3128",
+            "httpProxy": "http://plain-proxy.internal:8080",
+            "noProxy": ".cluster.local, 10.0.0.1",
+        },
+    }
+    docs = render(chart, values)
+    [check] = pod_spec(docs)["initContainers"]
+    for container in (exporter_container(docs), check):
+        env = env_of(container)
+        assert env["HTTPS_PROXY"] == {"name": "HTTPS_PROXY", "value": "http://proxy.internal:3128"}
+        assert env["HTTP_PROXY"]["value"] == "http://plain-proxy.internal:8080"
+        assert env["NO_PROXY"]["value"] == ".cluster.local, 10.0.0.1"
+    for doc in docs:
+        validate_manifest(doc, KUBERNETES_VERSIONS[-1])
+
+
+def test_proxy_credentials_come_from_an_existing_secret(chart: helm.Chart) -> None:
+    """With proxy.existingSecret both URLs come from its keys (each optional), never as a value
+    in the pod spec; NO_PROXY stays a plain value."""
+    values = {
+        "existingSecret": "k",
+        "proxy": {"existingSecret": "egress", "httpsProxyKey": "url", "noProxy": ".svc"},
+    }
+    docs = render(chart, values)
+    env = env_of(exporter_container(docs))
+    assert env["HTTPS_PROXY"] == {
+        "name": "HTTPS_PROXY",
+        "valueFrom": {"secretKeyRef": {"name": "egress", "key": "url", "optional": True}},
+    }
+    assert env["HTTP_PROXY"]["valueFrom"]["secretKeyRef"]["key"] == "http-proxy"
+    assert "value" not in env["HTTPS_PROXY"]
+    assert "value" not in env["HTTP_PROXY"]
+    assert env["NO_PROXY"]["value"] == ".svc"
+    assert not by_kind(docs, "Secret"), "the chart makes no Secret of its own for the proxy"

@@ -162,6 +162,32 @@ env:
         apiVersion: v1
         fieldPath: metadata.name
   {{- end }}
+  {{- with .Values.proxy }}
+  {{- if .existingSecret }}
+  {{- $secret := .existingSecret }}
+  {{- range $name, $key := dict "HTTPS_PROXY" .httpsProxyKey "HTTP_PROXY" .httpProxyKey }}
+  - name: {{ $name }}
+    valueFrom:
+      secretKeyRef:
+        name: {{ $secret | quote }}
+        key: {{ $key | quote }}
+        optional: true
+  {{- end }}
+  {{- else }}
+  {{- with .httpsProxy }}
+  - name: HTTPS_PROXY
+    value: {{ . | quote }}
+  {{- end }}
+  {{- with .httpProxy }}
+  - name: HTTP_PROXY
+    value: {{ . | quote }}
+  {{- end }}
+  {{- end }}
+  {{- with .noProxy }}
+  - name: NO_PROXY
+    value: {{ . | quote }}
+  {{- end }}
+  {{- end }}
   {{- with .Values.extraEnv }}
   {{- toYaml . | nindent 2 }}
   {{- end }}
