@@ -59,9 +59,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No DIALNEXA_* variable of the machine leaks into a test."""
+    """No DIALNEXA_* or proxy variable of the machine leaks into a test."""
     for name in list(os.environ):
-        if name.startswith("DIALNEXA_"):
+        if name.startswith("DIALNEXA_") or name.lower().endswith("_proxy"):
             monkeypatch.delenv(name)
 
 

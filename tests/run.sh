@@ -19,7 +19,7 @@ fi
 
 # Debian tools the tests start for real: promtool/prometheus (rules, end to end), amtool/
 # alertmanager (routing, end to end), chromium (the status page), podman, runc and mmdebstrap (the
-# container image). Each is installed only when missing.
+# container image), tinyproxy (egress proxies). Each is installed only when missing.
 missing=()
 need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
 need promtool prometheus
@@ -30,6 +30,7 @@ need chromium chromium
 need podman podman
 need runc runc
 need mmdebstrap mmdebstrap
+need tinyproxy tinyproxy
 if [ "${#missing[@]}" -gt 0 ]; then
     sudo=""
     if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi

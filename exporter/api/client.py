@@ -13,11 +13,15 @@ import asyncio
 import bisect
 import hashlib
 import json
+import logging
+import os
 import ssl
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from http import HTTPStatus
 from typing import Protocol
 from urllib.parse import quote
 
@@ -31,6 +35,8 @@ from exporter import __version__
 from exporter.api.models import Campaign, RecordError, parse_campaign
 from exporter.clock import Clock
 from exporter.config import ConfigError, Settings, env_name, shorten
+
+log = logging.getLogger("exporter.client")
 
 # A record whose texts are at their caps (4 x 128 characters, each up to 12 bytes as an escaped
 # surrogate pair) and every other field set is under 7 KB of JSON. 256 KiB leaves over 35 times
@@ -370,6 +376,18 @@ def _client_error(exc: aiohttp.ClientError, url: URL) -> FetchError:
         return ConnectionFailedError("response body was cut short")
     if isinstance(exc, aiohttp.InvalidURL):  # only a redirect's target can be so odd
         return InvalidResponseError("redirect to a target that cannot be requested")
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        reason = exc.strerror or type(exc.os_error).__name__
+        return ConnectionFailedError(f"cannot connect to the proxy {exc.host}:{exc.port}: {reason}")
+    if isinstance(exc, aiohttp.ClientHttpProxyError):  # the proxy answered CONNECT with an error
+        try:
+            phrase = HTTPStatus(exc.status).phrase  # not the proxy's own text
+        except ValueError:
+            phrase = "error"
+        where = f"{url.host}:{url.port}"
+        return ConnectionFailedError(
+            f"the proxy refused a tunnel to {where}: {exc.status} {phrase}"
+        )
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return ConnectionFailedError(f"cannot resolve host {url.host}")
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
@@ -408,18 +426,50 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
     return b"".join(chunks)
 
 
+def proxy_for(api_url: str) -> URL | None:
+    """The proxy the environment names for ``api_url``, or None to connect directly.
+
+    The rules of aiohttp's ``trust_env`` and of urllib: ``HTTPS_PROXY`` for an https:// API,
+    ``HTTP_PROXY`` for an http:// one (the lower-case names win), unless ``NO_PROXY`` names the
+    API's host. They are read once, here, not per request as ``trust_env`` does, and without
+    ``.netrc``, whose credentials aiohttp would add as an Authorization header beside the key.
+    Credentials in the proxy URL (``http://user:password@proxy:3128``) go to the proxy only, as
+    ``Proxy-Authorization``; its errors never show them.
+    """
+    url = URL(api_url)
+    names = (f"{url.scheme}_proxy", f"{url.scheme.upper()}_PROXY")
+    variable = next((name for name in names if os.environ.get(name, "").strip()), None)
+    if variable is None or url.host is None or urllib.request.proxy_bypass(url.host):
+        return None
+    value = os.environ[variable].strip()
+    if "://" not in value:
+        value = "http://" + value  # `proxy:3128`, as curl reads it
+    try:
+        proxy = URL(value)
+        valid = proxy.scheme == "http" and bool(proxy.host) and proxy.port is not None
+    except (ValueError, UnicodeError, TypeError):
+        valid = False
+    if not valid or proxy.raw_path not in ("", "/") or proxy.raw_query_string:
+        # The value is not quoted: it may carry the proxy's password.
+        raise ConfigError(variable, "must be a proxy URL such as http://proxy.internal:3128")
+    shown = str(proxy.with_user(None).with_path(""))
+    log.info("API requests to %s go through the proxy %s (%s)", url.host, shown, variable)
+    return proxy
+
+
 def create_session(
-    max_connections: int, ssl_context: ssl.SSLContext | None = None
+    max_connections: int, ssl_context: ssl.SSLContext | None = None, proxy: URL | None = None
 ) -> aiohttp.ClientSession:
     """The API session: at most ``max_connections`` connections, the head bounds, no cookies,
-    no proxy from the environment, no deadline of aiohttp's (the client keeps its own)."""
+    no deadline of aiohttp's (the client keeps its own); through ``proxy`` when one is given."""
     connector = aiohttp.TCPConnector(
         limit=max_connections, ttl_dns_cache=300, ssl=ssl_context if ssl_context else True
     )
     return aiohttp.ClientSession(
         connector=connector,
         timeout=aiohttp.ClientTimeout(total=None),
-        trust_env=False,
+        trust_env=False,  # proxy_for reads the environment once instead
+        proxy=proxy,
         cookie_jar=aiohttp.DummyCookieJar(),  # the API sets no cookies; none are kept or sent
         raise_for_status=False,
         auto_decompress=True,
@@ -539,7 +589,7 @@ def client_for(
         before_request = in_turn
 
     return DialNexaClient(
-        create_session(settings.max_concurrency),
+        create_session(settings.max_concurrency, proxy=proxy_for(settings.api_url)),
         settings.api_url,
         settings.api_key,
         timeout_seconds=settings.request_timeout_seconds,
