@@ -227,3 +227,20 @@ def test_the_cut_counts_characters_and_never_splits_a_surrogate_pair() -> None:
     lone = json.loads('"' + "x" * (TEXT_MAX_CHARS - 2) + '\\udc00yz"')
     cut = parse_campaign({"id": "c", "name": lone}, "c").name
     assert cut == "x" * (TEXT_MAX_CHARS - 2) + "\ufffd" + TRUNCATION_MARK
+
+
+def test_a_field_declared_with_its_own_bounds_is_checked_against_them() -> None:
+    """A declaration's own max_length cuts its text there, and its own maximum refuses a
+    larger count; the defaults are the text cap and 2^53."""
+    short = RecordField(FieldKind.TEXT, max_length=10).check()
+    assert short("0123456789") == "0123456789"
+    assert short("0123456789x") == "012345678" + TRUNCATION_MARK
+    small = RecordField(FieldKind.COUNT, maximum=100).check()
+    assert small(100) == 100
+    with pytest.raises(ValueError, match="larger than 100"):
+        small(101)
+    minutes = RecordField(FieldKind.NUMBER, scale=60).check()
+    with pytest.raises(ValueError, match="too large"):
+        minutes(2**53 // 60 + 1)
+    cut = RecordField(FieldKind.TEXT).check()("y" * 500)
+    assert cut == "y" * (TEXT_MAX_CHARS - 1) + TRUNCATION_MARK
