@@ -214,7 +214,7 @@ def _group(
     by_name: Sequence[CampaignView], groups: list[list[CampaignView]], judge: StallJudge
 ) -> float:
     """Append campaigns in name order to their problem's group (the groups in Problem order);
-    returns the earliest time after ``judge.cutoff`` at which another campaign may stall.
+    returns the earliest cutoff after ``judge.cutoff`` at which another campaign may stall.
 
     Does what grouping by ``problem_of`` does, in list comprehensions: a function call per
     campaign would cost several milliseconds at ten thousand campaigns (only the few dialling
