@@ -476,6 +476,7 @@ async def test_data_dropped_as_stale_while_paced_turns_campaign_up_to_0(
     (banner,) = StatusPageParser(body.decode()).banners
     assert banner.startswith("Polling paused by the API budget until its reset at ")
     assert "0 of 10 requests left" in banner
+    assert ", every request held since " in banner
 
 
 async def test_a_wedged_poller_still_shows_growing_lag_and_drops_stale_data(

@@ -770,11 +770,13 @@ def test_no_banner_while_polling_keeps_up() -> None:
 def test_a_budget_hold_says_until_when_and_since_when() -> None:
     """The budget holding every request until its reset: the banner names the budget, the
     reset and how long campaigns have waited."""
-    budget = BudgetFacts(1000, 0, NOW + 300, 100.0, held_until=NOW + 300)
+    budget = BudgetFacts(1000, 0, NOW + 300, 100.0, held_until=NOW + 300, held_since=NOW - 90)
     facts = PageFacts(now=NOW, poll_interval_seconds=30, budget=budget)
     (text,) = banner_texts(lagging([fine("c1")], 120, facts))
     assert text.startswith("Polling paused by the API budget until its reset at ")
-    assert f"at {utc(NOW + 300)} (in 5 min): 0 of 1,000 requests left" in text
+    held = f"at {utc(NOW + 300)} (in 5 min), every request held since {utc(NOW - 90)} (1 min)"
+    assert held in text
+    assert ": 0 of 1,000 requests left, none to spare before then" in text
     assert f"campaigns waiting since {utc(NOW - 120)} (2 min)" in text
 
 

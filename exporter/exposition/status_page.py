@@ -375,6 +375,7 @@ class BudgetFacts:
     reset_at: float | None  # Unix time
     stretch: float = 1.0  # how many times slower than planned polling runs to spare it
     held_until: float | None = None  # Unix time until which the budget holds every request
+    held_since: float | None = None  # Unix time since which it has held them
 
 
 @dataclass(frozen=True, slots=True)
@@ -662,11 +663,14 @@ def _budget_banner(budget: BudgetFacts, behind: float | None, now: float) -> str
     left = f"{_count(budget.remaining)} of {_count(budget.limit)} requests left"
     since = f"; campaigns waiting {_since(behind, now)}" if behind is not None else ""
     if budget.held_until is not None and budget.held_until > now:
+        held = budget.held_since
+        held_text = f", every request held {_since(held, now)}" if held is not None else ""
         return _banner(
             "alarm",
             "Polling paused by the API budget",
             f"until its reset at {utc(budget.held_until)} (in "
-            f"{duration(budget.held_until - now)}): {left}, none to spare before then{since}.",
+            f"{duration(budget.held_until - now)}){held_text}: {left}, none to spare before "
+            f"then{since}.",
         )
     if behind is not None and budget.stretch > 1.0:
         return _banner(

@@ -124,8 +124,9 @@ async def handle_readyz(request: web.Request) -> web.Response:
 def budget_facts(budget: ApiBudget) -> BudgetFacts:
     """What the status page says of the API budget; held until the reset while it allows no
     request at all before then."""
-    held = budget.paused_until if budget.allowed_rate() == 0 else None
-    return BudgetFacts(budget.limit, budget.remaining, budget.reset_at, budget.stretch, held)
+    spent = budget.allowed_rate() == 0
+    held, since = (budget.paused_until, budget.paused_since) if spent else (None, None)
+    return BudgetFacts(budget.limit, budget.remaining, budget.reset_at, budget.stretch, held, since)
 
 
 def reload_facts(status: ReloadStatus) -> ReloadFacts:
