@@ -116,12 +116,10 @@ class ExpositionCache:
         publishes, so this happens only when it publishes nothing any more (a wedged poll loop).
         """
         deadline = self._snapshot.fresh_until
-        if deadline is None or now < deadline + STALE_GRACE_SECONDS:
-            return
+        if deadline is None or now < deadline + STALE_GRACE_SECONDS or self._lock.locked():
+            return  # fresh, or a publication is being rendered: a scrape never waits for one
         async with self._lock:
             snapshot = self._snapshot
-            if snapshot.fresh_until is None or now < snapshot.fresh_until + STALE_GRACE_SECONDS:
-                return  # another scrape or the poller published meanwhile
             log.warning(
                 "campaign data past its stale deadline and nothing published since: dropping "
                 "it when serving (the poll loop may be stuck)"

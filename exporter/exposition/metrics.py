@@ -486,8 +486,9 @@ POLL_OVERDUE: ExporterFamily[PollingLag] = ExporterFamily(
     "dialnexa_exporter_poll_overdue_seconds",
     "gauge",
     "How long the campaign that has waited longest past its due time has waited for its fetch "
-    "(a fetch that hangs or waits for the API budget counts); 0 when none is overdue. Measured "
-    "at the scrape, so it grows even when the poller publishes nothing.",
+    "(a fetch that hangs or waits for the API budget counts); 0 when none is overdue, absent "
+    "without campaigns. Measured at the scrape, so it grows even when the poller publishes "
+    "nothing.",
     samples=lambda lag: _one(lag.overdue_seconds),
 )
 OLDEST_DATA_AGE: ExporterFamily[PollingLag] = ExporterFamily(
