@@ -145,3 +145,18 @@ def test_records_far_past_the_caps_cost_what_records_at_the_caps_cost(tmp_path: 
     grown_far = far.rss["second round"] - far.rss["listening"]
     grown_at_cap = at_cap.rss["second round"] - at_cap.rss["listening"]
     assert grown_far < 1.6 * grown_at_cap + 4 * bench.MIB, bench.report(far)
+
+
+@pytest.mark.e2e
+def test_a_real_prometheus_accepts_a_scrape_of_records_far_past_the_caps(tmp_path: Path) -> None:
+    """Prometheus scrapes 300 campaigns whose texts run 8 times past the cap: the target is up,
+    it took every sample, and the info series it stored carries the cut name."""
+    n = 300
+    figures = bench.run(n, 8 * TEXT_MAX_CHARS, 5.0, True, tmp_path)
+    assert figures.prometheus["up"] == "1"
+    scraped = int(figures.prometheus["scrape_samples_scraped"])
+    # The exporter-wide series may differ by a few between this scrape and Prometheus' own.
+    assert abs(scraped - figures.samples) <= 5, (scraped, figures.samples)
+    assert scraped > 17 * n
+    assert figures.prometheus["stored name is the cut name"] == "True"
+    assert figures.prometheus["stored name length"] == str(TEXT_MAX_CHARS)

@@ -73,6 +73,7 @@ class CapFigures:
     gzip_bytes: int = 0
     plain_bytes: int = 0
     info_lines: int = 0
+    samples: int = 0  # sample lines of the plain body
     longest_label: int = 0
     labels_cut: int = 0
     promtool: str = ""
@@ -135,6 +136,7 @@ def check_scrapes(figures: CapFigures, exporter: ExporterProcess, workdir: Path)
     _, _, plain, _ = exporter.client.get("/metrics", {"Accept-Encoding": "identity"})
     figures.plain_bytes = len(plain)
     text = plain.decode("utf-8")
+    figures.samples = sum(1 for line in text.split("\n") if line and not line.startswith("#"))
     labels = info_labels(text)
     figures.info_lines = len(labels)
     values = [found[name] for found in labels for name in TEXT_LABELS]
@@ -240,7 +242,7 @@ def report(figures: CapFigures) -> str:
         ("peak RSS against the chart's limit", f"{_mib(figures.peak)}: {verdict} 256 MiB"),
         ("/metrics gzipped", f"{figures.gzip_bytes / 1e6:.1f} MB"),
         ("/metrics plain", f"{figures.plain_bytes / 1e6:.1f} MB"),
-        ("info lines", f"{figures.info_lines:,}"),
+        ("info lines; samples", f"{figures.info_lines:,}; {figures.samples:,}"),
         ("longest label value", f"{figures.longest_label} characters (cap {TEXT_MAX_CHARS})"),
         ("text labels ending in the mark", f"{figures.labels_cut:,}"),
         ("promtool check metrics", figures.promtool),
