@@ -9,6 +9,7 @@ name, kind, bounds, metric name, help). The record check below, the metric famil
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any, NamedTuple, get_type_hints
 
@@ -153,12 +154,8 @@ def _declarations() -> tuple[RecordField, ...]:
         if attr == "id":
             continue
         (declared,) = [item for item in hint.__metadata__ if isinstance(item, RecordField)]
-        fields.append(RecordField(**{**_as_dict(declared), "attr": attr}))
+        fields.append(replace(declared, attr=attr))
     return tuple(fields)
-
-
-def _as_dict(declared: RecordField) -> dict[str, Any]:
-    return {name: getattr(declared, name) for name in RecordField.__slots__}
 
 
 # Every field after the id, in the model's order.
