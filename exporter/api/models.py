@@ -3,7 +3,7 @@
 A field is one annotated attribute of ``Campaign``: its type and its ``RecordField`` (JSON
 name, kind, bounds, metric name, help). The record check below, the metric families
 (``exporter.exposition.metrics``), the simulator's records and the tests' tables are made from
-``RECORD_FIELDS``; docs/metrics.md gets a row, which tests/test_docs.py checks.
+``RECORD_FIELDS``; docs/metrics.md gets a row, which tests/test_doccheck.py checks.
 """
 
 from __future__ import annotations
