@@ -12,10 +12,10 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.helpers import wait_for_blocking
 from tests.prometheus_server import free_port
 
 _REQUEST = re.compile(r"Request \(file descriptor \d+\): (.*)$", re.MULTILINE)
@@ -94,11 +94,16 @@ def start_tinyproxy(directory: Path, *, basic_auth: tuple[str, str] | None = Non
         stderr=subprocess.DEVNULL,
     )
     proxy = TinyProxy(port, log_file, process)
-    deadline = time.monotonic() + 20
-    # Its own word that it listens: a probe connection would show in its log as a client.
-    while "Accepting connections" not in proxy.log():
-        if process.poll() is not None or time.monotonic() > deadline:
-            proxy.stop()
-            raise RuntimeError(f"tinyproxy did not start on port {port}:\n{proxy.log()}")
-        time.sleep(0.02)
+
+    def listening() -> bool:
+        # Its own word that it listens: a probe connection would show in its log as a client.
+        if process.poll() is not None:
+            raise RuntimeError(f"tinyproxy exited with status {process.returncode}")
+        return "Accepting connections" in proxy.log()
+
+    try:
+        wait_for_blocking(listening, 20, f"tinyproxy to listen on port {port}", interval=0.02)
+    except (AssertionError, RuntimeError) as exc:
+        proxy.stop()
+        raise RuntimeError(f"{exc}:\n{proxy.log()}") from exc
     return proxy
