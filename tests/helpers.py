@@ -884,8 +884,10 @@ DASHBOARD_FILE = ROOT / "grafana" / "dialnexa-campaigns.json"
 # and windows that suit a Prometheus scraping every 15-30s. An end-to-end test passes its own.
 DEFAULT_VARIABLES: Mapping[str, str] = {
     "datasource": "prometheus",
-    "job": ".+",
-    "campaign": ".+",
+    "job": ".*",
+    "campaign": ".*",
+    "top": ".+",
+    "changed": ".+",
     "__rate_interval": "1m",
     "__interval": "30s",
     "__range": "1h",
@@ -929,6 +931,8 @@ def substitute_variables(text: str, variables: Mapping[str, str] | None = None) 
 
     def replace(match: re.Match[str]) -> str:
         name = next(group for group in match.groups() if group)
+        if name.isdigit():  # label_replace's "$1": Grafana leaves what names no variable
+            return match.group(0)
         return values[name]
 
     return _VARIABLE.sub(replace, text)
@@ -954,6 +958,47 @@ def variable(name: str) -> dict[str, Any]:
     """The dashboard's template variable called `name`."""
     (found,) = [v for v in load_dashboard()["templating"]["list"] if v["name"] == name]
     return found
+
+
+def variable_query(name: str) -> str:
+    """The query text of a query variable, whether stored as a string or an object."""
+    query = variable(name)["query"]
+    return query["query"] if isinstance(query, dict) else str(query)
+
+
+def query_result_variables() -> list[str]:
+    """Names of the dashboard's query_result() variables (the hidden top-N selections)."""
+    return [
+        v["name"]
+        for v in load_dashboard()["templating"]["list"]
+        if v["type"] == "query" and variable_query(v["name"]).startswith("query_result(")
+    ]
+
+
+# Characters Grafana escapes in a value it puts into a Prometheus regex.
+_REGEX_SPECIAL = re.compile(r"([\\^$*+?.()|\[\]{}])")
+
+
+def resolve_query_result_variables(
+    query: Callable[[str], list[dict[str, Any]]], variables: Mapping[str, str]
+) -> dict[str, str]:
+    """The values Grafana gives the query_result() variables with "All" selected: each one's
+    PromQL (its own variables substituted) run as an instant query by ``query``, its regex
+    applied to each result row as Grafana prints it (``name{a="b", ...} value``), the captured
+    values escaped and joined into a regex alternation ``(a|b)``."""
+    resolved: dict[str, str] = {}
+    for name in query_result_variables():
+        text = substitute_variables(variable_query(name), {**variables, **resolved})
+        expr = text.removeprefix("query_result(").removesuffix(")")
+        pattern = re.compile(variable(name)["regex"].strip("/"))
+        values: dict[str, None] = {}
+        for series in query(expr):
+            labels = ", ".join(f'{k}="{v}"' for k, v in series["metric"].items() if k != "__name__")
+            row = f"{series['metric'].get('__name__', '')}{{{labels}}} {series['value'][1]}"
+            if found := pattern.search(row):
+                values[found.group(1)] = None
+        resolved[name] = "(" + "|".join(_REGEX_SPECIAL.sub(r"\\\1", v) for v in values) + ")"
+    return resolved
 
 
 # --- the end-to-end runs -------------------------------------------------------------------------

@@ -80,7 +80,7 @@ class PrometheusAPI:
         query = urllib.parse.urlencode(list(params))
         url = f"{self.url}{path}" + (f"?{query}" if query else "")
         try:
-            with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback http
+            with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - loopback http
                 body = response.read()
         except urllib.error.HTTPError as exc:
             body = exc.read()

@@ -45,6 +45,7 @@ from tests.helpers import (
     e2e_campaigns,
     exporter_settings,
     recording_rule_names,
+    resolve_query_result_variables,
     shortened_rules,
     value,
     variable,
@@ -264,6 +265,11 @@ async def test_dashboard_rules_and_alerts_against_a_real_prometheus(
         "__interval": f"{SCRAPE_SECONDS}s",
         "__range": f"{math.ceil(now - began)}s",
         "__range_s": str(math.ceil(now - began)),
+    }
+    # The hidden top-N variables, as Grafana resolves them with "All" selected.
+    variables = {
+        **variables,
+        **await asyncio.to_thread(resolve_query_result_variables, server.query, variables),
     }
     queries = dashboard_queries(variables)
     assert len(queries) >= 15

@@ -289,8 +289,10 @@ def start_exporter(
     terminal: float,
     loop: str = "auto",
     on_listen: Callable[[str], None] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> ExporterProcess:
-    """Start ``python -m exporter`` for ``ids`` (YAML config file) on a free loopback port."""
+    """Start ``python -m exporter`` for ``ids`` (YAML config file) on a free loopback port,
+    with ``extra_env`` on top of the benchmark's settings."""
     tag = time.monotonic_ns()
     config = workdir / f"campaigns-{len(ids)}-{tag}.yaml"
     config.write_text("campaigns:\n" + "".join(f"  - {cid}\n" for cid in ids))
@@ -306,6 +308,7 @@ def start_exporter(
             "DIALNEXA_LISTEN_ADDRESS": "127.0.0.1:0",
             "DIALNEXA_LOG_LEVEL": "info",
             "DIALNEXA_EVENT_LOOP": loop,
+            **(extra_env or {}),
         }
     )
     child = Child([sys.executable, "-m", "exporter"], workdir / f"exporter-{tag}.log", env)
