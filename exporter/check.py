@@ -8,7 +8,7 @@ import logging
 from collections import Counter
 from typing import NamedTuple, Protocol, TextIO
 
-from exporter.api.client import DialNexaClient, FetchError, client_for
+from exporter.api.client import DialNexaClient, FetchError, client_for, proxy_for
 from exporter.api.models import Campaign
 from exporter.calling_window import parse_calling_window
 from exporter.clock import SystemClock
@@ -42,10 +42,12 @@ def summary(settings: Settings) -> list[str]:
         if settings.api_key is not None
         else "none"
     )
+    proxy = proxy_for(settings.api_url)  # a proxy variable that cannot work fails here too
+    through = f", through the proxy {proxy.with_user(None)}" if proxy is not None else ""
     return [
         f"configuration OK: {campaign_count(len(settings.campaign_ids))} configured, "
         f"{len(mine)} in shard {settings.effective_shard_index} of {settings.shard_count}",
-        f"  API {settings.api_url} (key from {key_source})",
+        f"  API {settings.api_url} (key from {key_source}){through}",
         f"  poll every {settings.poll_interval_seconds:g}s "
         f"(completed/cancelled every {settings.terminal_poll_interval_seconds:g}s), "
         f"request timeout {settings.request_timeout_seconds:g}s, "

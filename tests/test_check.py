@@ -129,6 +129,26 @@ def test_check_with_a_bad_configuration_exits_2(
     assert API_KEY not in err
 
 
+def test_check_names_the_proxy_and_refuses_one_that_cannot_work(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The summary says which proxy the API is reached through, without its credentials; a
+    proxy variable start-up would refuse fails the offline check too, naming it (exit 2)."""
+    monkeypatch.setenv("DIALNEXA_API_KEY", API_KEY)
+    monkeypatch.setenv("DIALNEXA_CAMPAIGN_IDS", "cmp_a")
+    monkeypatch.setenv("HTTPS_PROXY", "http://alice:pr0xy-pw@proxy.example:3128")
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "(key from DIALNEXA_API_KEY), through the proxy http://proxy.example:3128\n" in out
+    assert "pr0xy-pw" not in out
+    assert "alice" not in out
+    monkeypatch.setenv("HTTPS_PROXY", "https://alice:pr0xy-pw@proxy.example:3128")
+    assert main(["check"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dialnexa-exporter: configuration error: HTTPS_PROXY: ")
+    assert "pr0xy-pw" not in err
+
+
 @pytest.mark.slow
 async def test_check_command_exit_status_from_the_shell(start_simulator: StartSim) -> None:
     """The real process: `check --online` exits 1 with a failing campaign, 0 once it answers."""

@@ -451,7 +451,10 @@ def proxy_for(api_url: str) -> URL | None:
         valid = False
     if not valid or proxy.raw_path not in ("", "/") or proxy.raw_query_string:
         # The value is not quoted: it may carry the proxy's password.
-        raise ConfigError(variable, "must be a proxy URL such as http://proxy.internal:3128")
+        problem = "must be a proxy URL such as http://proxy.internal:3128"
+        if value.lower().startswith("https://"):
+            problem += " (the proxy is spoken to in plain HTTP; an https:// API stays TLS inside)"
+        raise ConfigError(variable, problem)
     shown = str(proxy.with_user(None).with_path(""))
     log.info("API requests to %s go through the proxy %s (%s)", url.host, shown, variable)
     return proxy
