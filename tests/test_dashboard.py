@@ -146,6 +146,7 @@ def test_rows_are_overview_progress_status_exporter() -> None:
         "Campaigns that need attention",
         "The 20 slowest estimated times to finish",
         "Active DialNexa alerts",
+        "Calling window",
     } <= set(by_row["Overview"])
     types = {p["title"]: p["type"] for p in data_panels(load_dashboard())}
     assert "bargauge" in {types[title] for title in by_row["Progress"]}
@@ -426,3 +427,16 @@ def test_dashboard_reads_no_metric_about_to_be_removed() -> None:
     text = DASHBOARD_FILE.read_text(encoding="utf-8")
     assert "dialnexa_exporter_api_connections" not in text
     assert "api_requests_resent_total" not in text
+
+
+def test_calling_window_stat_names_open_and_closed() -> None:
+    """The overview tells whether the calling window is open on every exporter (min of the
+    gauge), mapped to the words "open" and "closed"."""
+    (panel,) = [p for p in data_panels(load_dashboard()) if p["title"] == "Calling window"]
+    (target,) = panel["targets"]
+    assert target["expr"] == 'min(dialnexa_exporter_calling_window_open{job=~"$job"})'
+    (mapping,) = panel["fieldConfig"]["defaults"]["mappings"]
+    assert {code: option["text"] for code, option in mapping["options"].items()} == {
+        "0": "closed",
+        "1": "open",
+    }
