@@ -218,6 +218,7 @@ async def test_the_exporter_exports_the_budget_the_api_announces(
     assert 590 <= reset_at - sim.sim._wall_time() <= 601
 
 
+@pytest.mark.slow
 async def test_pacing_keeps_the_budget_for_the_other_clients(
     start_simulator: StartSim, start_exporter: StartExporter, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -83,6 +83,7 @@ def test_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     assert info.value.setting == "DIALNEXA_MAX_REQUESTS_PER_SECOND"
 
 
+@pytest.mark.slow
 async def test_capped_rate_stays_under_the_bound_and_the_cap_really_limits(
     start_simulator: StartSim, start_exporter: StartExporter
 ) -> None:
@@ -120,6 +121,7 @@ async def test_concurrency_cap_still_holds_under_the_limiter(
     assert sim.sim.stats.max_in_flight == 4
 
 
+@pytest.mark.slow
 async def test_redirected_requests_count_against_the_cap(
     start_simulator: StartSim, start_exporter: StartExporter
 ) -> None:
