@@ -17,7 +17,8 @@ import pytest
 from exporter.web.connections import ConnectionLimits
 from tests.benchmarks import bench_floods as bench
 
-pytestmark = pytest.mark.slow
+# Its module fixture is expensive: every test of the module on one worker, so it runs once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bench_floods")]
 
 
 CHART_MEMORY_LIMIT = 256 * 1024 * 1024

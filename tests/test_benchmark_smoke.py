@@ -15,7 +15,8 @@ import pytest
 from exporter.demo.simulator import load_campaigns
 from tests.benchmarks import bench_exporter as bench
 
-pytestmark = pytest.mark.slow
+# Its module fixture is expensive: every test of the module on one worker, so it runs once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("benchmark_smoke")]
 
 SIZE = 200
 POLL = 2.0
