@@ -17,8 +17,7 @@ import pytest
 from exporter.web.connections import ConnectionLimits
 from tests.benchmarks import bench_floods as bench
 
-# Its module fixture is expensive: every test of the module on one worker, so it runs once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("bench_floods")]
+pytestmark = pytest.mark.slow
 
 
 CHART_MEMORY_LIMIT = 256 * 1024 * 1024

@@ -15,8 +15,7 @@ import pytest
 from exporter.demo.simulator import load_campaigns
 from tests.benchmarks import bench_exporter as bench
 
-# Its module fixture is expensive: every test of the module on one worker, so it runs once.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("benchmark_smoke")]
+pytestmark = pytest.mark.slow
 
 SIZE = 200
 POLL = 2.0

@@ -56,9 +56,6 @@ CHART_VALUES = ROOT / "helm" / "dialnexa-exporter" / "values.yaml"
 BASE_IMAGE = "localhost/debian-python:test"
 IMAGE = "localhost/dialnexa-exporter:test"
 
-# Its module fixture is expensive: every test of the module on one worker, so it runs once.
-pytestmark = pytest.mark.xdist_group("container")
-
 
 @pytest.fixture(scope="module")
 def stages() -> list[Stage]:

@@ -52,9 +52,6 @@ EPS = 1e-3  # float slack when comparing monotonic readings
 MAX_SCRAPE_SECONDS = 1.0  # /metrics must answer within this while the API misbehaves
 CREATED_AT = "2024-05-01T09:00:00.000Z"
 
-# Its module fixture is expensive: every test of the module on one worker, so it runs once.
-pytestmark = pytest.mark.xdist_group("fault_matrix")
-
 TIMESTAMP_FIELDS: dict[str, str] = {
     field.json or field.attr: str(field.metric)
     for field in RECORD_FIELDS
