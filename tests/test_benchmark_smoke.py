@@ -163,3 +163,26 @@ def test_both_event_loops_are_measured_side_by_side(smoke: SmokeRun) -> None:
     table = smoke.report.split("Event loops side by side", 1)[1]
     assert table.count(f"| {SIZE} | uvloop |") == 1
     assert table.count(f"| {SIZE} | asyncio |") == 1
+
+
+def test_the_cpu_ratio_reads_the_medians_of_both_sides() -> None:
+    """--cpu-ratio's table: the median pass of the exporter over the median round of the floor,
+    per fetch and as a ratio, with every pass shown."""
+
+    def rounds(*cpus: float) -> list[bench.RoundFigures]:
+        return [bench.RoundFigures(wall=1.0, cpu=cpu, sim_cpu=0.1, fetches=1000) for cpu in cpus]
+
+    figures = bench.RatioFigures(1000, "uvloop", rounds(0.3, 0.13, 0.2), rounds(0.1, 0.12, 0.5))
+    assert (figures.exporter_cpu, figures.floor_cpu) == (0.2, 0.12)
+    row = bench.ratio_table([figures]).splitlines()[-1]
+    assert row.startswith("| 1,000 | uvloop | 0.2 s (0.3 s, 0.13 s, 0.2 s) | 200 µs |")
+    assert row.endswith("| 120 µs | 1.67 |")
+
+
+def test_the_cpu_ratio_is_measured_against_real_processes(tmp_path: Path) -> None:
+    """One pass each side at N=200 on asyncio's loop: both sides fetched every campaign."""
+    [figures] = bench.run_ratio([SIZE], loop="asyncio", rounds=1, poll=POLL, workdir=tmp_path)
+    assert figures.exporter_rounds[0].fetches == SIZE
+    assert figures.floor_rounds[0].fetches == SIZE
+    assert figures.exporter_cpu > 0
+    assert figures.floor_cpu > 0

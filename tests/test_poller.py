@@ -437,3 +437,17 @@ async def test_snapshots_say_when_the_oldest_due_campaign_was_due_and_the_oldest
     assert snapshot.oldest_due <= due + 1  # still due: its fetch never finished
     assert snapshot.oldest_data == started  # cmp_a's data, 60 s old
     hang.set()
+
+
+async def test_the_planned_rate_follows_each_campaigns_interval() -> None:
+    """Before the first round every campaign counts at the poll interval; after it, a terminal
+    campaign counts at the terminal interval (summed when read, not at every round's end)."""
+    harness = Harness(["cmp_a", "cmp_done"])
+    harness.fetcher.answers = {
+        "cmp_a": ACTIVE,
+        "cmp_done": dict(ACTIVE, id="cmp_done", status="completed"),
+    }
+    assert harness.poller.planned_rate == pytest.approx(2 / 10)
+    await harness.running()
+    await wait_for(lambda: bool(harness.published), what="the first round published")
+    assert harness.poller.planned_rate == pytest.approx(1 / 10 + 1 / 600)

@@ -18,7 +18,7 @@ import os
 import ssl
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from http import HTTPStatus
@@ -209,7 +209,7 @@ class DialNexaClient:
         observer: RequestObserver | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         wall_time: Callable[[], float] = time.time,
-        before_request: Callable[[], Awaitable[None]] | None = None,
+        before_request: Sequence[Callable[[], Awaitable[None]]] = (),
         on_headers: Callable[[Mapping[str, str]], None] | None = None,
     ) -> None:
         self._session = session
@@ -219,7 +219,7 @@ class DialNexaClient:
         self._observer: RequestObserver = observer or _NoObserver()
         self._monotonic = monotonic
         self._wall_time = wall_time
-        self._before_request = before_request
+        self._before_request = tuple(before_request)  # waited for in turn before each request
         self._on_headers = on_headers  # told every answer's headers (the rate-limit budget)
         # Built once, for every request.
         self._headers = RequestHeaders(
@@ -271,9 +271,9 @@ class DialNexaClient:
         unchanged body saves most of the CPU a fetch costs besides the HTTP exchange itself.
         Raises a FetchError subclass when the campaign cannot be fetched.
         """
-        if self._before_request is not None:
+        for wait in self._before_request:
             # Waiting for a rate-limit token is not part of the request's own deadline.
-            await self._before_request()
+            await wait()
         task = self._deadlines.start(self._timeout_seconds)
         try:
             status, body = await self._get(self.campaign_url(campaign_id))
@@ -300,8 +300,9 @@ class DialNexaClient:
     async def _get(self, url: URL) -> tuple[int, bytes]:
         """(status, body) of the answer for ``url``, same-origin redirects followed."""
         for hop in range(MAX_REDIRECTS + 1):
-            if hop and self._before_request is not None:
-                await self._before_request()  # every redirect hop is a request too
+            if hop:
+                for wait in self._before_request:
+                    await wait()  # every redirect hop is a request too
             started = self._monotonic()
             code = "error"
             try:
@@ -579,18 +580,6 @@ def client_for(
         else None
     )
 
-    waits = [limit.acquire for limit in (limiter, budget) if limit is not None]
-    before_request: Callable[[], Awaitable[None]] | None = None
-    if len(waits) == 1:
-        before_request = waits[0]  # called directly: every fetch awaits it
-    elif waits:
-
-        async def in_turn() -> None:
-            for wait in waits:
-                await wait()
-
-        before_request = in_turn
-
     return DialNexaClient(
         create_session(settings.max_concurrency, proxy=proxy_for(settings.api_url)),
         settings.api_url,
@@ -599,6 +588,6 @@ def client_for(
         observer=observer,
         monotonic=clock.monotonic,
         wall_time=clock.time,
-        before_request=before_request,
+        before_request=[limit.acquire for limit in (limiter, budget) if limit is not None],
         on_headers=budget.observe if budget is not None else None,
     )

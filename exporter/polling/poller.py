@@ -316,12 +316,16 @@ class Poller:
         self._last_round_end: float | None = None
         self._last_round_duration: float | None = None
         self.set_campaigns(campaign_ids)
-        self._planned_rate = len(self._campaigns.states) / settings.poll_interval_seconds
+        self._planned_rate: float | None = (
+            len(self._campaigns.states) / settings.poll_interval_seconds
+        )
 
     @property
     def planned_rate(self) -> float:
         """Requests per second the schedule plans: each campaign once per its interval (as of
         the latest round; before the first, every campaign at the poll interval)."""
+        if self._planned_rate is None:  # summed when read: at each round's end it cost 15%
+            self._planned_rate = self._campaigns.planned_rate(self._settings)
         return self._planned_rate
 
     @property
@@ -414,7 +418,7 @@ class Poller:
     def _round_done(self, batch: Batch) -> None:
         self._last_round_duration = self._clock.monotonic() - batch.started
         self._last_round_end = self._clock.time()
-        self._planned_rate = self._campaigns.planned_rate(self._settings)
+        self._planned_rate = None  # summed again when next read
         self._readiness.round_done(batch, len(self._campaigns.states))
         self._publisher.request()
         self._wake.set()

@@ -339,7 +339,9 @@ class HttpClient:
     def get(
         self, path: str, headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], bytes, float]:
-        """GET ``path``: (status, headers, raw body, seconds from sending to last byte read)."""
+        """GET ``path``: (status, headers, raw body, seconds from sending to last byte read);
+        sent once more on a new connection when the server had closed the kept-alive one."""
+        reused = self._conn is not None
         if self._conn is None:
             self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
         started = time.perf_counter()
@@ -347,6 +349,11 @@ class HttpClient:
             self._conn.request("GET", path, headers=headers or {})
             response = self._conn.getresponse()
             body = response.read()
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            self.close()
+            if not reused:
+                raise
+            return self.get(path, headers)  # an idle connection the server closed: once more
         except (OSError, http.client.HTTPException):
             self.close()
             raise
@@ -1351,6 +1358,93 @@ def run(
     return results, check
 
 
+# --------------------------------------------------------------------- the CPU ratio alone
+
+
+@dataclass
+class RatioFigures:
+    """The exporter's CPU per steady-state round beside the bare-client floor's, same loop."""
+
+    n: int
+    loop: str
+    exporter_rounds: list[RoundFigures]
+    floor_rounds: list[RoundFigures]
+
+    @property
+    def exporter_cpu(self) -> float:
+        """Median CPU of the exporter's rounds."""
+        return sorted(r.cpu for r in self.exporter_rounds)[(len(self.exporter_rounds) - 1) // 2]
+
+    @property
+    def floor_cpu(self) -> float:
+        """Median CPU of the floor's rounds."""
+        return sorted(r.cpu for r in self.floor_rounds)[(len(self.floor_rounds) - 1) // 2]
+
+
+def run_ratio(
+    sizes: Sequence[int],
+    *,
+    loop: str,
+    rounds: int,
+    poll: float | None,
+    workdir: Path,
+    progress: Callable[[str], None] = lambda _: None,
+) -> list[RatioFigures]:
+    """Per size: the exporter's steady-state rounds, then the floor's, against one simulator."""
+    figures: list[RatioFigures] = []
+    for n in sizes:
+        interval = poll if poll is not None else default_poll_interval(n)
+        timeout = 3 * interval + 60
+        with contextlib.ExitStack() as stack:
+            sim = start_simulator(stack, n, workdir)
+            progress(f"N={n}: exporter on {loop}, {rounds} rounds at {interval:g} s")
+            with contextlib.ExitStack() as inner:
+                exporter = start_exporter(
+                    inner,
+                    sim,
+                    campaign_ids(n),
+                    workdir,
+                    poll=interval,
+                    terminal=interval,
+                    loop=loop,
+                )
+                wait_ready(exporter, timeout)
+                wait_idle(exporter.pid, timeout)
+                passes = [measure_pass(sim, exporter, n, timeout) for _ in range(rounds)]
+            progress(f"N={n}: bare-client floor on {loop}, {rounds} rounds")
+            floor = event_loops.run(
+                _fetch_all(
+                    sim.api_url, campaign_ids(n), lambda _c, _b: None, rounds, sim.child.pid
+                ),
+                loop,  # type: ignore[arg-type]  # "uvloop" or "asyncio", checked by the parser
+            )
+        figures.append(RatioFigures(n, loop, passes, floor))
+        progress("\n" + ratio_table(figures[-1:]))
+    return figures
+
+
+def ratio_table(figures: Sequence[RatioFigures]) -> str:
+    """The ratio of the exporter's CPU per fetch to the floor's, per N."""
+    lines = [
+        "| N | loop | exporter CPU per round (median) | per fetch | floor CPU per round "
+        "(median) | per fetch | ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for f in figures:
+        per_fetch, floor_per_fetch = f.exporter_cpu / f.n, f.floor_cpu / f.n
+        cells = (
+            f"{f.n:,}",
+            f.loop,
+            _s(f.exporter_cpu) + " (" + ", ".join(_s(r.cpu) for r in f.exporter_rounds) + ")",
+            f"{per_fetch * 1e6:.0f} µs",
+            _s(f.floor_cpu) + " (" + ", ".join(_s(r.cpu) for r in f.floor_rounds) + ")",
+            f"{floor_per_fetch * 1e6:.0f} µs",
+            f"{f.exporter_cpu / f.floor_cpu:.2f}",
+        )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 LOOP_HEAD = (
     "| N | event loop | CPU per poll round (median of 3) | "
     "floor, same loop | ratio to it | floor, asyncio | ratio to it | scrape p50, gzip | "
@@ -1425,8 +1519,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=["uvloop", "asyncio"] if event_loops.uvloop_available() else ["asyncio"],
         help="event loops to run the exporter on (the main table shows the first)",
     )
+    parser.add_argument(
+        "--cpu-ratio",
+        action="store_true",
+        help="measure only the exporter's CPU per round against the bare-client floor, on the "
+        "first of --loops (a few minutes at 5,000 and 10,000 campaigns)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per side with --cpu-ratio")
     args = parser.parse_args(argv)
     started = time.monotonic()
+
+    def progress(text: str) -> None:
+        print(f"[{time.monotonic() - started:5.0f}s] {text}", file=sys.stderr)
+
+    if args.cpu_ratio:
+        with tempfile.TemporaryDirectory(prefix="dialnexa-bench-") as tmp:
+            try:
+                figures = run_ratio(
+                    args.campaigns,
+                    loop=args.loops[0],
+                    rounds=args.rounds,
+                    poll=args.poll_interval,
+                    workdir=Path(tmp),
+                    progress=progress,
+                )
+            except BenchmarkError as exc:
+                print(f"benchmark failed: {exc}", file=sys.stderr)
+                return 1
+        print(ratio_table(figures))
+        return 0
     with tempfile.TemporaryDirectory(prefix="dialnexa-bench-") as tmp:
         try:
             results, check = run(
@@ -1440,9 +1561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_window=args.check_window,
                 workdir=Path(tmp),
                 loops=args.loops,
-                progress=lambda text: print(
-                    f"[{time.monotonic() - started:5.0f}s] {text}", file=sys.stderr
-                ),
+                progress=progress,
             )
         except BenchmarkError as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)
