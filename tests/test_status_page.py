@@ -281,6 +281,24 @@ async def test_pages_are_made_once_per_snapshot_second_and_query() -> None:
     assert await pages.page(republished, later, PageQuery()) is not next_second
 
 
+async def test_a_page_made_this_second_is_not_served_once_its_facts_change() -> None:
+    """Within one second and one snapshot, a rejected reload (or any other fact the page
+    states) makes the page anew: the cached page never hides what just happened."""
+    pages = StatusPages()
+    snapshot = Snapshot((fine("c1"),), NOW, 1.0, True)
+    accepted = PageFacts(now=NOW, poll_interval_seconds=30, reload=ReloadFacts(NOW - 10))
+    before = await pages.page(snapshot, accepted, PageQuery())
+    rejected = PageFacts(
+        now=NOW + 0.5,
+        poll_interval_seconds=30,
+        reload=ReloadFacts(NOW - 10, rejected_since=NOW + 0.5, error="bad id"),
+    )
+    after = await pages.page(snapshot, rejected, PageQuery())
+    assert "Configuration reload rejected" not in before
+    assert "Configuration reload rejected" in after
+    assert await pages.page(snapshot, rejected, PageQuery()) is after
+
+
 def test_work_is_cut_into_steps() -> None:
     """Ordering and rendering yield every slice, and the parts make the whole page."""
     snapshot = Snapshot(tuple(fine(f"c{n:05d}", f"n{n % 97}") for n in range(5 * ORDER_SLICE)))

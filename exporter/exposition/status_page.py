@@ -13,7 +13,7 @@ import enum
 import hashlib
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from html import escape
 from typing import NamedTuple, TypeVar
@@ -890,16 +890,18 @@ class StatusPages:
         self._order = OrderCache()
         self._lock = asyncio.Lock()
         self._made: dict[PageQuery, str] = {}
-        self._made_for: tuple[Snapshot | None, int] = (None, 0)
+        self._made_for: tuple[Snapshot | None, PageFacts | None] = (None, None)
 
     async def page(self, snapshot: Snapshot, facts: PageFacts, query: PageQuery) -> str:
         """The page for ``query`` of ``snapshot``, as of ``facts.now`` (to the second)."""
         async with self._lock:
-            second = int(facts.now)
-            made_snapshot, made_second = self._made_for
-            if made_snapshot is not snapshot or made_second != second:
+            # A page made this second is served again only while everything else it says
+            # (a rejected reload, the budget, the window) is unchanged too.
+            facts_key = replace(facts, now=float(int(facts.now)))
+            made_snapshot, made_facts = self._made_for
+            if made_snapshot is not snapshot or made_facts != facts_key:
                 self._made = {}
-                self._made_for = (snapshot, second)
+                self._made_for = (snapshot, facts_key)
             page = self._made.get(query)
             if page is not None:
                 return page
