@@ -9,6 +9,7 @@ import logging
 import os
 import platform
 import re
+import shlex
 import signal
 import socket
 import ssl
@@ -42,6 +43,16 @@ from exporter.web.webconfig import listening_context
 log = logging.getLogger("exporter")
 
 PROG = "dialnexa-exporter"
+
+
+def program_as_invoked(argv0: str) -> str:
+    """The command to print for running this program again: the path it was started by
+    (``.venv/bin/dialnexa-exporter``), so a newcomer can paste it; the bare name otherwise."""
+    if "/" in argv0 and argv0.rsplit("/", 1)[1] == PROG:
+        return shlex.quote(argv0)
+    return PROG
+
+
 DEMO_LISTEN_ADDRESS = "127.0.0.1:10027"
 DEMO_SPEED = 60.0
 # The key the demo's and the simulator's fake API accept: not a secret, it opens only a
@@ -440,7 +451,7 @@ async def _serve_demo(args: argparse.Namespace, stop: asyncio.Event) -> None:
         f"DialNexa exporter demo: {len(campaigns)} simulated campaigns at {args.speed:g}x speed.\n"
         f"  Open {url}/ or run: curl -s {url}/metrics | grep ^dialnexa_campaign\n"
         f"  Check its simulated API as you would the real one:\n"
-        f"    DIALNEXA_API_KEY={DEMO_API_KEY} {PROG} check --online"
+        f"    DIALNEXA_API_KEY={DEMO_API_KEY} {program_as_invoked(sys.argv[0])} check --online"
         f" --api-url {api_url} --campaign-ids {ids}\n"
         "  Press Ctrl+C to stop.",
         flush=True,

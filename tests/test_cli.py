@@ -17,7 +17,15 @@ import aiohttp
 import pytest
 
 import exporter
-from exporter.cli import DEMO_API_KEY, TOOLKIT_FLAGS, build_parser, main, run_demo, run_simulator
+from exporter.cli import (
+    DEMO_API_KEY,
+    TOOLKIT_FLAGS,
+    build_parser,
+    main,
+    program_as_invoked,
+    run_demo,
+    run_simulator,
+)
 from tests.helpers import (
     API_KEY,
     PageRow,
@@ -99,6 +107,19 @@ async def test_demo_serves_moving_campaigns(capsys: pytest.CaptureFixture[str]) 
 
     await serve_until_sigterm(
         lambda: run_demo(args), capsys, r"Open (http://127\.0\.0\.1:\d+)/", check
+    )
+
+
+def test_the_printed_command_is_the_one_the_user_started() -> None:
+    """Started as `.venv/bin/dialnexa-exporter demo`, the demo's hint names that path (a
+    newcomer without the venv on PATH can paste it); started otherwise, the bare name."""
+    assert program_as_invoked(".venv/bin/dialnexa-exporter") == ".venv/bin/dialnexa-exporter"
+    assert program_as_invoked("/home/ops/my env/bin/dialnexa-exporter") == (
+        "'/home/ops/my env/bin/dialnexa-exporter'"
+    )
+    assert program_as_invoked("dialnexa-exporter") == "dialnexa-exporter"
+    assert program_as_invoked("/home/ops/src/exporter/__main__.py") == (
+        "dialnexa-exporter"
     )
 
 
