@@ -118,9 +118,7 @@ def test_the_printed_command_is_the_one_the_user_started() -> None:
         "'/home/ops/my env/bin/dialnexa-exporter'"
     )
     assert program_as_invoked("dialnexa-exporter") == "dialnexa-exporter"
-    assert program_as_invoked("/home/ops/src/exporter/__main__.py") == (
-        "dialnexa-exporter"
-    )
+    assert program_as_invoked("/home/ops/src/exporter/__main__.py") == ("dialnexa-exporter")
 
 
 async def test_demo_prints_a_check_command_that_passes(capsys: pytest.CaptureFixture[str]) -> None:
