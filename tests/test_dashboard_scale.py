@@ -23,15 +23,15 @@ MAX_SERIES = 50
 MAX_ROWS = 100
 
 
-@pytest.fixture(scope="module", params=["all", "current"])
+@pytest.fixture(scope="class")
 def scale_run(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> DashboardRun:
-    """Simulator, exporter and Prometheus at 10,000 campaigns, every query run once."""
-    workdir: Path = tmp_path_factory.mktemp(f"dashboard-{request.param}")
-    return bench_dashboard.run_mode(
-        CAMPAIGNS, request.param, workdir, lambda _: None, repeat=1, idle=False
-    )
+    """Simulator, exporter and Prometheus at 10,000 campaigns in the class's mode, every query
+    run once."""
+    mode: str = request.cls.MODE
+    workdir: Path = tmp_path_factory.mktemp(f"dashboard-{mode}")
+    return bench_dashboard.run_mode(CAMPAIGNS, mode, workdir, lambda _: None, repeat=1, idle=False)
 
 
 def by_name(run: DashboardRun) -> dict[str, QueryFigures]:
@@ -39,45 +39,59 @@ def by_name(run: DashboardRun) -> dict[str, QueryFigures]:
     return {f"{q.panel}/{q.ref_id}": q for q in run.queries}
 
 
-def test_every_query_stays_within_its_bound(scale_run: DashboardRun) -> None:
-    """No query returns more than 50 series (a table more than 100 rows), variables included,
-    and every query read at least the data it was meant to."""
-    assert len(scale_run.queries) >= 25
-    for query in scale_run.queries:
-        limit = MAX_ROWS if query.table else MAX_SERIES
-        assert query.series <= limit, query
-        assert query.samples >= 0, query
+class ScaleChecks:
+    """Every check, for the DIALNEXA_STATUS_SERIES mode in MODE: each mode is a class of its
+    own, so pytest-xdist's loadscope runs the two ten-thousand-campaign setups on two workers at
+    once (most of a setup is waiting for polls, scrapes and rule evaluations)."""
+
+    def test_every_query_stays_within_its_bound(self, scale_run: DashboardRun) -> None:
+        """No query returns more than 50 series (a table more than 100 rows), variables included,
+        and every query read at least the data it was meant to."""
+        assert len(scale_run.queries) >= 25
+        for query in scale_run.queries:
+            limit = MAX_ROWS if query.table else MAX_SERIES
+            assert query.series <= limit, query
+            assert query.samples >= 0, query
+
+    def test_the_bounds_bite_at_scale(self, scale_run: DashboardRun) -> None:
+        """At 10,000 campaigns the bounded panels are full, so the bound is what holds them: the
+        top-N variables pick 25 and 50 campaigns, the attention table (a thousand paused campaigns)
+        shows 100 rows, the slowest ETAs 20, the progress panels 25 lines per query."""
+        figures = by_name(scale_run)
+        assert figures["$top/-"].series == 25
+        assert figures["$changed/-"].series == 50
+        assert figures["Campaigns that need attention/A"].series == MAX_ROWS
+        assert figures["The 20 slowest estimated times to finish/A"].series == 20
+        assert figures["Pending vs completed calls/A"].series == 25
+        assert figures["Pending vs completed calls/B"].series == 25
+        assert figures["Throughput/A"].series == 25
+        assert figures["Status of the campaigns that changed most/A"].series == 50
+        assert figures["Campaigns/A"].series == 25
+        assert figures["Longest since a successful fetch/A"].series == 20
+
+    def test_overview_counts_every_campaign(self, scale_run: DashboardRun) -> None:
+        """The overview's aggregates still cover all 10,000 campaigns: statuses counted, and the
+        attention count beyond the table's hundred rows."""
+        figures = by_name(scale_run)
+        assert figures["Campaigns by status/A"].series >= 5  # the load mix has six statuses
+        assert figures["Need attention/A"].series == 1
+        assert figures["Campaigns fetched OK/A"].samples >= 2 * CAMPAIGNS
+
+    def test_prometheus_ingests_the_mode_s_samples(self, scale_run: DashboardRun) -> None:
+        """A scrape carries 17 samples per campaign with every status series, 11 with the current
+        one only (plus the exporter's own few hundred)."""
+        per_campaign = 17 if scale_run.status_series == "all" else 11
+        expected = per_campaign * CAMPAIGNS
+        assert expected <= scale_run.cost.samples_per_scrape < expected + 1000
 
 
-def test_the_bounds_bite_at_scale(scale_run: DashboardRun) -> None:
-    """At 10,000 campaigns the bounded panels are full, so the bound is what holds them: the
-    top-N variables pick 25 and 50 campaigns, the attention table (a thousand paused campaigns)
-    shows 100 rows, the slowest ETAs 20, the progress panels 25 lines per query."""
-    figures = by_name(scale_run)
-    assert figures["$top/-"].series == 25
-    assert figures["$changed/-"].series == 50
-    assert figures["Campaigns that need attention/A"].series == MAX_ROWS
-    assert figures["The 20 slowest estimated times to finish/A"].series == 20
-    assert figures["Pending vs completed calls/A"].series == 25
-    assert figures["Pending vs completed calls/B"].series == 25
-    assert figures["Throughput/A"].series == 25
-    assert figures["Status of the campaigns that changed most/A"].series == 50
-    assert figures["Campaigns/A"].series == 25
-    assert figures["Longest since a successful fetch/A"].series == 20
+class TestAllStatusSeries(ScaleChecks):
+    """DIALNEXA_STATUS_SERIES=all."""
+
+    MODE = "all"
 
 
-def test_overview_counts_every_campaign(scale_run: DashboardRun) -> None:
-    """The overview's aggregates still cover all 10,000 campaigns: statuses counted, and the
-    attention count beyond the table's hundred rows."""
-    figures = by_name(scale_run)
-    assert figures["Campaigns by status/A"].series >= 5  # the load mix has six statuses
-    assert figures["Need attention/A"].series == 1
-    assert figures["Campaigns fetched OK/A"].samples >= 2 * CAMPAIGNS
+class TestCurrentStatusSeries(ScaleChecks):
+    """DIALNEXA_STATUS_SERIES=current."""
 
-
-def test_prometheus_ingests_the_mode_s_samples(scale_run: DashboardRun) -> None:
-    """A scrape carries 17 samples per campaign with every status series, 11 with the current
-    one only (plus the exporter's own few hundred)."""
-    per_campaign = 17 if scale_run.status_series == "all" else 11
-    expected = per_campaign * CAMPAIGNS
-    assert expected <= scale_run.cost.samples_per_scrape < expected + 1000
+    MODE = "current"
