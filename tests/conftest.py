@@ -31,6 +31,9 @@ from tests.helpers import (
 # (uvloop): TLS (web config, the connection guard), in-process shutdown (the CLI), and the fault
 # matrix. Tests of a spawned process choose its loop through DIALNEXA_EVENT_LOOP instead.
 BOTH_LOOPS = frozenset({"test_webconfig", "test_fault_matrix", "test_cli", "test_connections"})
+# Long tests of those modules whose subject does not depend on the loop: the default loop only.
+# The demo's stall and ETA judgement is simulated-time arithmetic (half a minute of real waiting).
+ONE_LOOP = frozenset({"test_demo_page_shows_its_stalled_campaign_and_etas"})
 
 
 def pytest_asyncio_loop_factories(
@@ -41,7 +44,12 @@ def pytest_asyncio_loop_factories(
         "uvloop": loops.loop_factory("auto")
     }
     module = getattr(item, "module", None)
-    if module is not None and module.__name__.rsplit(".", 1)[-1] in BOTH_LOOPS:
+    name = getattr(item, "originalname", item.name)
+    if (
+        module is not None
+        and module.__name__.rsplit(".", 1)[-1] in BOTH_LOOPS
+        and name not in ONE_LOOP
+    ):
         factories["asyncio"] = asyncio.new_event_loop
     return factories
 
@@ -55,6 +63,25 @@ def pytest_configure(config: pytest.Config) -> None:
     explicit = config.args_source is pytest.Config.ArgsSource.ARGS
     if explicit and default is not None and config.option.markexpr == default:
         config.option.markexpr = ""
+
+
+# Markers of the tests that take tens of seconds each (real servers, builds, long waits), and of
+# those that take a few.
+LONG_MARKERS = frozenset({"e2e", "container", "soak", "benchmark"})
+SLOW_MARKER = "slow"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Modules holding long tests first, then those holding slow ones, each module's tests kept
+    together and in order: pytest-xdist's loadscope hands modules out in this order, so the long
+    chains start at once and the many short modules fill the workers' ends."""
+    rank: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        names = {mark.name for mark in item.iter_markers()}
+        here = 0 if names & LONG_MARKERS else 1 if SLOW_MARKER in names else 2
+        rank[module] = min(rank.get(module, 2), here)
+    items.sort(key=lambda item: rank[item.nodeid.split("::", 1)[0]])
 
 
 @pytest.fixture(autouse=True)
