@@ -408,71 +408,65 @@ async def quiet_then_stale(
     return alert
 
 
-class TestStaleData:
-    """The stale-data alert's two causes: a class of its own, so pytest-xdist's loadscope runs
-    it on another worker than the long rules-and-alerts runs above."""
+async def test_polling_held_by_the_api_budget_fires_the_stale_data_alert(
+    start_simulator: StartSim, start_exporter: StartExporter, prometheus: StartPrometheus
+) -> None:
+    """The API's headers leave no budget (0 left, the reset ten minutes away): the exporter
+    holds every request, the lag grows, and a real Prometheus fires DialNexaExporterDataStale;
+    the status page says the budget holds polling."""
+    sim = await start_simulator([campaign("cmp_a"), campaign("cmp_b")])
+    exporter = await start_exporter(
+        exporter_settings(sim, ["cmp_a", "cmp_b"], poll_interval_seconds=0.2)
+    )
+    await exporter.wait_ready()
 
-    async def test_polling_held_by_the_api_budget_fires_the_stale_data_alert(
-        self, start_simulator: StartSim, start_exporter: StartExporter, prometheus: StartPrometheus
-    ) -> None:
-        """The API's headers leave no budget (0 left, the reset ten minutes away): the exporter
-        holds every request, the lag grows, and a real Prometheus fires DialNexaExporterDataStale;
-        the status page says the budget holds polling."""
-        sim = await start_simulator([campaign("cmp_a"), campaign("cmp_b")])
-        exporter = await start_exporter(
-            exporter_settings(sim, ["cmp_a", "cmp_b"], poll_interval_seconds=0.2)
-        )
-        await exporter.wait_ready()
+    def exhaust_budget() -> None:
+        sim.sim.set_rate_limit(RateLimitPolicy(limit=10, window=600))
+        sim.sim.spend(9)  # the next answer says 0 left
 
-        def exhaust_budget() -> None:
-            sim.sim.set_rate_limit(RateLimitPolicy(limit=10, window=600))
-            sim.sim.spend(9)  # the next answer says 0 left
+    await quiet_then_stale(prometheus, exporter, exhaust_budget)
+    requests = sim.sim.stats.requests
+    _, _, body = await exporter.get("/")
+    (banner,) = StatusPageParser(body.decode()).banners
+    assert banner.startswith("Polling paused by the API budget until its reset")
+    assert sim.sim.stats.requests == requests  # held: no request went out meanwhile
 
-        await quiet_then_stale(prometheus, exporter, exhaust_budget)
-        requests = sim.sim.stats.requests
+
+async def test_a_fetch_that_never_ends_fires_the_stale_data_alert(
+    hanging_upstream: HangingUpstream, start_exporter: StartExporter, prometheus: StartPrometheus
+) -> None:
+    """The API accepts requests and never answers (the request timeout an hour): no fetch
+    fails, none ends, the lag grows, and a real Prometheus fires DialNexaExporterDataStale;
+    the status page says polling is behind."""
+    settings = load_settings(
+        {
+            "api_url": hanging_upstream.api_url,
+            "api_key": SecretStr(API_KEY),
+            "campaign_ids": ["cmp_a", "cmp_b"],
+            "poll_interval_seconds": 0.2,
+            "request_timeout_seconds": 3600,
+            "listen_address": "127.0.0.1:0",
+        }
+    )
+    exporter = await start_exporter(settings)
+    await exporter.wait_ready()
+
+    def hang() -> None:
+        hanging_upstream.hang = True
+
+    await quiet_then_stale(prometheus, exporter, hang)
+    assert hanging_upstream.hanging >= 1
+    samples = await exporter.samples()
+    # Behind, but its data is younger than STALE_AFTER: still shown, still up.
+    assert value(samples, "dialnexa_exporter_campaign_up", campaign_id="cmp_a") == 1
+    banners: list[str] = []
+
+    async def behind() -> bool:
+        nonlocal banners
         _, _, body = await exporter.get("/")
-        (banner,) = StatusPageParser(body.decode()).banners
-        assert banner.startswith("Polling paused by the API budget until its reset")
-        assert sim.sim.stats.requests == requests  # held: no request went out meanwhile
+        banners = StatusPageParser(body.decode()).banners
+        return bool(banners)
 
-    async def test_a_fetch_that_never_ends_fires_the_stale_data_alert(
-        self,
-        hanging_upstream: HangingUpstream,
-        start_exporter: StartExporter,
-        prometheus: StartPrometheus,
-    ) -> None:
-        """The API accepts requests and never answers (the request timeout an hour): no fetch
-        fails, none ends, the lag grows, and a real Prometheus fires DialNexaExporterDataStale;
-        the status page says polling is behind."""
-        settings = load_settings(
-            {
-                "api_url": hanging_upstream.api_url,
-                "api_key": SecretStr(API_KEY),
-                "campaign_ids": ["cmp_a", "cmp_b"],
-                "poll_interval_seconds": 0.2,
-                "request_timeout_seconds": 3600,
-                "listen_address": "127.0.0.1:0",
-            }
-        )
-        exporter = await start_exporter(settings)
-        await exporter.wait_ready()
-
-        def hang() -> None:
-            hanging_upstream.hang = True
-
-        await quiet_then_stale(prometheus, exporter, hang)
-        assert hanging_upstream.hanging >= 1
-        samples = await exporter.samples()
-        # Behind, but its data is younger than STALE_AFTER: still shown, still up.
-        assert value(samples, "dialnexa_exporter_campaign_up", campaign_id="cmp_a") == 1
-        banners: list[str] = []
-
-        async def behind() -> bool:
-            nonlocal banners
-            _, _, body = await exporter.get("/")
-            banners = StatusPageParser(body.decode()).banners
-            return bool(banners)
-
-        await wait_for(behind, within=BEHIND_MIN_SECONDS + 5, what="the page's banner")
-        (banner,) = banners
-        assert banner.startswith("Polling is behind a campaign due since ")
+    await wait_for(behind, within=BEHIND_MIN_SECONDS + 5, what="the page's banner")
+    (banner,) = banners
+    assert banner.startswith("Polling is behind a campaign due since ")
