@@ -19,10 +19,12 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.demo import prometheus as demo_prometheus
 from exporter.demo.alertmanager import BINARIES
 from exporter.demo.process import duration_seconds
 from exporter.demo.prometheus import (
     RULES_FILE_NAME,
+    DemoPrometheusSession,
     local_url,
     optional_demo_prometheus,
     packaged_rules_text,
@@ -485,3 +487,44 @@ async def test_demo_without_prometheus_on_path_runs_anyway(tmp_path: Path) -> No
         await _stop(process)
     assert code == 0
     assert entries(tmp_path) == [empty.name]
+
+
+@pytest.mark.e2e
+async def test_a_port_taken_before_alertmanager_binds_it_is_traded_for_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The free port the demo picked for Alertmanager is taken before Alertmanager binds it:
+    the demo tries another port and Alertmanager runs there (with three pytest workers the
+    race is real)."""
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    taken_port, spare_port = taken.getsockname()[1], free_port()
+    ports = iter([taken_port, spare_port])
+    monkeypatch.setattr(demo_prometheus, "free_loopback_port", lambda: next(ports))
+    session = DemoPrometheusSession(True, listen_address="unused", exporter_url="unused", speed=60)
+    try:
+        line = await session._start_alertmanager()
+        assert session.alertmanager is not None, line
+        assert session.alertmanager.url == f"http://127.0.0.1:{spare_port}"
+        assert "not started" not in line
+    finally:
+        taken.close()
+        await session.close()
+
+
+async def test_a_start_failing_otherwise_is_not_tried_again(tmp_path: Path) -> None:
+    """An Alertmanager that fails for another reason than a taken port is tried once: the
+    demo says why and goes on without it."""
+    calls = tmp_path / "calls"
+    binary = tmp_path / "alertmanager"
+    binary.write_text(f"#!/bin/sh\necho run >> {calls}\necho 'bad flag' >&2\nexit 3\n")
+    binary.chmod(0o755)
+    session = DemoPrometheusSession(
+        True, listen_address="unused", exporter_url="unused", speed=60,
+        which=lambda name: str(binary),
+    )  # fmt: skip
+    line = await session._start_alertmanager()
+    assert "Alertmanager: not started (alertmanager exited with status 3" in line
+    assert calls.read_text().count("run") == 1
+    assert session.alertmanager is None

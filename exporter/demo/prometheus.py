@@ -175,6 +175,10 @@ async def alerts_page(url: str) -> str:
     return url + "/"
 
 
+# How many free ports the demo's Alertmanager is tried on before the demo goes without it.
+PORT_ATTEMPTS = 3
+
+
 def free_loopback_port() -> int:
     """A TCP port free on 127.0.0.1 right now (the server started on it may still lose a race)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -294,14 +298,27 @@ class DemoPrometheusSession:
                 "apt install prometheus-alertmanager); alerts show in Prometheus only."
             )
         try:
-            self.alertmanager = await start_demo_alertmanager(
-                binary, listen_address=f"127.0.0.1:{free_loopback_port()}", speed=self.speed
-            )
+            self.alertmanager = await self._alertmanager_on_a_free_port(binary)
         except (ServerStartError, OSError) as exc:
             return f"  Alertmanager: not started ({exc}); alerts show in Prometheus only."
         return (
             f"  Alertmanager: {self.alertmanager.url} (the project's routing and inhibitions; "
             "each notification prints here as it arrives, within a few minutes)"
+        )
+
+    async def _alertmanager_on_a_free_port(self, binary: str) -> DemoAlertmanager:
+        """Alertmanager on a free loopback port; the port may be taken between our look and
+        its bind, so another one is tried then (anything else fails at once)."""
+        for _ in range(PORT_ATTEMPTS - 1):
+            try:
+                return await start_demo_alertmanager(
+                    binary, listen_address=f"127.0.0.1:{free_loopback_port()}", speed=self.speed
+                )
+            except (ServerStartError, OSError) as exc:
+                if "address already in use" not in str(exc):
+                    raise
+        return await start_demo_alertmanager(
+            binary, listen_address=f"127.0.0.1:{free_loopback_port()}", speed=self.speed
         )
 
     async def close(self) -> None:
