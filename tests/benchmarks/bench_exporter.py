@@ -244,14 +244,23 @@ class SimulatorProcess:
         return int(json.loads(body)["requests"])
 
 
-def start_simulator(stack: contextlib.ExitStack, n: int, workdir: Path) -> SimulatorProcess:
-    """Start ``dialnexa-exporter simulator`` with ``n`` load campaigns on a free loopback port."""
+def start_simulator(
+    stack: contextlib.ExitStack,
+    n: int,
+    workdir: Path,
+    extra_args: Sequence[str] = (),
+    start_seconds: float = 60,
+) -> SimulatorProcess:
+    """Start ``dialnexa-exporter simulator`` with ``n`` load campaigns on a free loopback port
+    (``extra_args`` added to its flags)."""
     args = [sys.executable, "-m", "exporter", "simulator", "--campaigns", str(n), "--speed", "1"]
     args += ["--seed", str(SEED), "--api-key", API_KEY, "--listen-address", "127.0.0.1:0"]
-    args += ["--log-level", "warning"]
+    args += ["--log-level", "warning", *extra_args]
     child = Child(args, workdir / f"simulator-{n}-{time.monotonic_ns()}.log", child_env({}))
     stack.callback(child.stop)
-    match = child.wait_for_output(r"campaigns at (http://127\.0\.0\.1:(\d+))/v1", timeout=60)
+    match = child.wait_for_output(
+        r"campaigns at (http://127\.0\.0\.1:(\d+))/v1", timeout=start_seconds
+    )
     client = HttpClient("127.0.0.1", int(match.group(2)))
     stack.callback(client.close)
     return SimulatorProcess(child, match.group(1) + "/v1", client)

@@ -26,7 +26,6 @@ import contextlib
 import gzip
 import re
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -35,19 +34,15 @@ from pathlib import Path
 from exporter.api.models import TEXT_MAX_CHARS, TRUNCATION_MARK
 from tests.benchmarks.bench_exporter import (
     API_KEY,
-    SEED,
     BenchmarkError,
-    Child,
     ExporterProcess,
-    HttpClient,
-    SimulatorProcess,
     campaign_ids,
-    child_env,
     exporter_requests,
     load_average,
     memory_bytes,
     parse_exposition,
     start_exporter,
+    start_simulator,
     wait_ready,
     wait_until,
 )
@@ -98,21 +93,6 @@ def info_labels(body: str) -> list[dict[str, str]]:
         for line in body.split("\n")  # not splitlines(): a raw \r may be in a label
         if line.startswith("dialnexa_campaign_info{")
     ]
-
-
-def start_long_simulator(
-    stack: contextlib.ExitStack, n: int, text_length: int, workdir: Path
-) -> SimulatorProcess:
-    """The simulator serving ``n`` load campaigns with texts of ``text_length`` characters."""
-    args = [sys.executable, "-m", "exporter", "simulator", "--campaigns", str(n), "--speed", "1"]
-    args += ["--seed", str(SEED), "--api-key", API_KEY, "--listen-address", "127.0.0.1:0"]
-    args += ["--log-level", "warning", "--text-length", str(text_length)]
-    child = Child(args, workdir / f"simulator-{n}.log", child_env({}))
-    stack.callback(child.stop)
-    match = child.wait_for_output(r"campaigns at (http://127\.0\.0\.1:(\d+))/v1", timeout=120)
-    client = HttpClient("127.0.0.1", int(match.group(2)))
-    stack.callback(client.close)
-    return SimulatorProcess(child, match.group(1) + "/v1", client)
 
 
 def shown(exporter: ExporterProcess) -> float:
@@ -196,7 +176,9 @@ def run(n: int, text_length: int, poll: float, prometheus: bool, workdir: Path) 
     """Every figure for ``n`` campaigns of texts ``text_length`` characters long."""
     workdir.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
-        sim = start_long_simulator(stack, n, text_length, workdir)
+        sim = start_simulator(
+            stack, n, workdir, ["--text-length", str(text_length)], start_seconds=120
+        )
         ids = campaign_ids(n)
         _, _, record, _ = sim.client.get(
             f"/v1/campaigns/{ids[0]}", {"Authorization": f"Bearer {API_KEY}"}
