@@ -165,18 +165,20 @@ def test_both_event_loops_are_measured_side_by_side(smoke: SmokeRun) -> None:
     assert table.count(f"| {SIZE} | asyncio |") == 1
 
 
-def test_the_cpu_ratio_reads_the_medians_of_both_sides() -> None:
-    """--cpu-ratio's table: the median pass of the exporter over the median round of the floor,
-    per fetch and as a ratio, with every pass shown."""
+def test_the_cpu_ratio_is_the_median_of_the_pairs() -> None:
+    """--cpu-ratio's table: each exporter pass over the floor round measured next to it, the
+    median of those ratios, and the median pass of each side per fetch, every pass shown."""
 
     def rounds(*cpus: float) -> list[bench.RoundFigures]:
         return [bench.RoundFigures(wall=1.0, cpu=cpu, sim_cpu=0.1, fetches=1000) for cpu in cpus]
 
-    figures = bench.RatioFigures(1000, "uvloop", rounds(0.3, 0.13, 0.2), rounds(0.1, 0.12, 0.5))
-    assert (figures.exporter_cpu, figures.floor_cpu) == (0.2, 0.12)
+    figures = bench.RatioFigures(1000, "uvloop", rounds(0.3, 0.13, 0.2), rounds(0.2, 0.1, 0.16))
+    assert (figures.exporter_cpu, figures.floor_cpu) == (0.2, 0.16)
+    assert figures.pair_ratios == pytest.approx([1.5, 1.3, 1.25])
+    assert figures.ratio == pytest.approx(1.3)  # not 0.2 / 0.16: the pairs, not the medians
     row = bench.ratio_table([figures]).splitlines()[-1]
     assert row.startswith("| 1,000 | uvloop | 0.2 s (0.3 s, 0.13 s, 0.2 s) | 200 µs |")
-    assert row.endswith("| 120 µs | 1.67 |")
+    assert row.endswith("| 160 µs | **1.30** (1.50, 1.30, 1.25) |")
 
 
 def test_the_cpu_ratio_is_measured_against_real_processes(tmp_path: Path) -> None:

@@ -56,6 +56,7 @@ import os
 import re
 import resource
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -1372,7 +1373,8 @@ def run(
 
 @dataclass
 class RatioFigures:
-    """The exporter's CPU per steady-state round beside the bare-client floor's, same loop."""
+    """The exporter's CPU per steady-state round beside the bare-client floor's, same loop, in
+    pairs: each floor round runs right after an exporter round, while the exporter idles."""
 
     n: int
     loop: str
@@ -1382,12 +1384,33 @@ class RatioFigures:
     @property
     def exporter_cpu(self) -> float:
         """Median CPU of the exporter's rounds."""
-        return sorted(r.cpu for r in self.exporter_rounds)[(len(self.exporter_rounds) - 1) // 2]
+        return statistics.median(r.cpu for r in self.exporter_rounds)
 
     @property
     def floor_cpu(self) -> float:
         """Median CPU of the floor's rounds."""
-        return sorted(r.cpu for r in self.floor_rounds)[(len(self.floor_rounds) - 1) // 2]
+        return statistics.median(r.cpu for r in self.floor_rounds)
+
+    @property
+    def pair_ratios(self) -> list[float]:
+        """Each exporter round's CPU over the floor round measured next to it."""
+        return [e.cpu / f.cpu for e, f in zip(self.exporter_rounds, self.floor_rounds, strict=True)]
+
+    @property
+    def ratio(self) -> float:
+        """The median of the pairs' ratios: the machine's speed drifts by tens of percent
+        within minutes, and a pair is measured within seconds."""
+        return statistics.median(self.pair_ratios)
+
+
+def floor_round(sim: SimulatorProcess, n: int, loop: str) -> RoundFigures:
+    """One warm round of the bare-client floor: a new session's first round opens its
+    connections, so two are run and the second is kept."""
+    rounds = event_loops.run(
+        _fetch_all(sim.api_url, campaign_ids(n), lambda _c, _b: None, 2, sim.child.pid),
+        loop,  # type: ignore[arg-type]  # "uvloop" or "asyncio", checked by the parser
+    )
+    return rounds[-1]
 
 
 def run_ratio(
@@ -1399,44 +1422,49 @@ def run_ratio(
     workdir: Path,
     progress: Callable[[str], None] = lambda _: None,
 ) -> list[RatioFigures]:
-    """Per size: the exporter's steady-state rounds, then the floor's, against one simulator."""
+    """Per size: ``rounds`` pairs of an exporter steady-state round and a floor round, against
+    one simulator; the floor runs in this process while the exporter waits for its next round."""
     figures: list[RatioFigures] = []
     for n in sizes:
         interval = poll if poll is not None else default_poll_interval(n)
         timeout = 3 * interval + 60
         with contextlib.ExitStack() as stack:
             sim = start_simulator(stack, n, workdir)
-            progress(f"N={n}: exporter on {loop}, {rounds} rounds at {interval:g} s")
-            with contextlib.ExitStack() as inner:
-                exporter = start_exporter(
-                    inner,
-                    sim,
-                    campaign_ids(n),
-                    workdir,
-                    poll=interval,
-                    terminal=interval,
-                    loop=loop,
-                )
-                wait_ready(exporter, timeout)
-                wait_idle(exporter.pid, timeout)
-                passes = [measure_pass(sim, exporter, n, timeout) for _ in range(rounds)]
-            progress(f"N={n}: bare-client floor on {loop}, {rounds} rounds")
-            floor = event_loops.run(
-                _fetch_all(
-                    sim.api_url, campaign_ids(n), lambda _c, _b: None, rounds, sim.child.pid
-                ),
-                loop,  # type: ignore[arg-type]  # "uvloop" or "asyncio", checked by the parser
+            progress(
+                f"N={n}: exporter on {loop}, {rounds} rounds at {interval:g} s, each "
+                "followed by a floor round"
             )
-        figures.append(RatioFigures(n, loop, passes, floor))
+            exporter = start_exporter(
+                stack,
+                sim,
+                campaign_ids(n),
+                workdir,
+                poll=interval,
+                terminal=interval,
+                loop=loop,
+            )
+            wait_ready(exporter, timeout)
+            wait_idle(exporter.pid, timeout)
+            passes: list[RoundFigures] = []
+            floors: list[RoundFigures] = []
+            for index in range(rounds):
+                passes.append(measure_pass(sim, exporter, n, timeout))
+                floors.append(floor_round(sim, n, loop))
+                progress(
+                    f"N={n}: pair {index + 1}: exporter {_s(passes[-1].cpu)}, floor "
+                    f"{_s(floors[-1].cpu)}, ratio {passes[-1].cpu / floors[-1].cpu:.2f}"
+                )
+        figures.append(RatioFigures(n, loop, passes, floors))
         progress("\n" + ratio_table(figures[-1:]))
     return figures
 
 
 def ratio_table(figures: Sequence[RatioFigures]) -> str:
-    """The ratio of the exporter's CPU per fetch to the floor's, per N."""
+    """The ratio of the exporter's CPU per fetch to the floor's, per N: the median of the
+    pairs' ratios, with each pair's figures."""
     lines = [
         "| N | loop | exporter CPU per round (median) | per fetch | floor CPU per round "
-        "(median) | per fetch | ratio |",
+        "(median) | per fetch | ratio, median of pairs (each pair) |",
         "|---|---|---|---|---|---|---|",
     ]
     for f in figures:
@@ -1448,7 +1476,7 @@ def ratio_table(figures: Sequence[RatioFigures]) -> str:
             f"{per_fetch * 1e6:.0f} µs",
             _s(f.floor_cpu) + " (" + ", ".join(_s(r.cpu) for r in f.floor_rounds) + ")",
             f"{floor_per_fetch * 1e6:.0f} µs",
-            f"{f.exporter_cpu / f.floor_cpu:.2f}",
+            f"**{f.ratio:.2f}** (" + ", ".join(f"{r:.2f}" for r in f.pair_ratios) + ")",
         )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
