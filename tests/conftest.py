@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from xdist.scheduler import LoadScopeScheduling
 
 from exporter import loops
 from exporter.clock import Clock
@@ -69,19 +71,96 @@ def pytest_configure(config: pytest.Config) -> None:
 # those that take a few.
 LONG_MARKERS = frozenset({"e2e", "container", "soak", "benchmark"})
 SLOW_MARKER = "slow"
+# The longest work units of the whole gate, longest first (measured with --durations on two
+# cores; refresh the order when it changes much): each starts before anything shorter, so that no
+# worker begins a long one while the others are running out of work.
+LONGEST_FIRST = (
+    "tests/test_container.py",
+    "tests/test_e2e_alertmanager.py",
+    "tests/test_bench_floods.py",
+    "tests/test_benchmark_smoke.py",
+    "tests/test_dashboard_scale.py::TestAllStatusSeries",
+    "tests/test_dashboard_scale.py::TestCurrentStatusSeries",
+    "tests/test_cli.py::test_demo_page_shows_its_stalled_campaign_and_etas",
+    "tests/test_e2e_prometheus.py::test_dashboard_rules_and_alerts_against_a_real_prometheus",
+    "tests/test_soak.py",
+    "tests/test_e2e_calling_window.py",
+    "tests/test_e2e_prometheus.py",
+    "tests/test_demo_prometheus.py",
+    "tests/test_helpers.py",
+    "tests/test_rules.py::test_promtool_rule_unit_tests_pass",
+    "tests/test_upstream_text.py",
+)
+# Modules whose tests share no module- or class-scoped fixture: each of their tests is a work
+# unit of its own (see LongestFirstScheduling), so that their long tests run on several workers.
+SPLIT_MODULES = frozenset(
+    {
+        "tests/test_cli.py",
+        "tests/test_demo_prometheus.py",
+        "tests/test_e2e_prometheus.py",
+        "tests/test_rules.py",
+        "tests/test_upstream_text.py",
+    }
+)
+
+# Modules whose tests all take one module-scoped, parametrized fixture (a long run per event
+# loop): each parameter's tests are a work unit, so the runs go to two workers and each runs once.
+SPLIT_BY_PARAMETER = frozenset({"tests/test_bench_floods.py"})
+
+
+def work_unit(nodeid: str) -> str:
+    """The scope pytest-xdist runs ``nodeid`` in: its module, or its class, or (in the
+    SPLIT_MODULES) the test itself, or (in SPLIT_BY_PARAMETER) the module and the parameter."""
+    module = nodeid.split("::", 1)[0]
+    if module in SPLIT_MODULES:
+        return nodeid
+    if module in SPLIT_BY_PARAMETER and nodeid.endswith("]"):
+        return module + "[" + nodeid.split("[", 1)[1]
+    return nodeid.rsplit("::", 1)[0]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Modules holding long tests first, then those holding slow ones, each module's tests kept
-    together and in order: pytest-xdist's loadscope hands modules out in this order, so the long
-    chains start at once and the many short modules fill the workers' ends."""
-    rank: dict[str, int] = {}
+    """The LONGEST_FIRST units first, then the other units holding long tests, then those holding
+    slow ones, each unit's tests kept together and in order: LongestFirstScheduling hands the
+    units out in this order, so the long chains start at once and the many short modules fill the
+    workers' ends."""
+    rank: dict[str, tuple[int, int]] = {}
     for item in items:
-        module = item.nodeid.split("::", 1)[0]
+        unit = work_unit(item.nodeid)
         names = {mark.name for mark in item.iter_markers()}
         here = 0 if names & LONG_MARKERS else 1 if SLOW_MARKER in names else 2
-        rank[module] = min(rank.get(module, 2), here)
-    items.sort(key=lambda item: rank[item.nodeid.split("::", 1)[0]])
+        longest = next(
+            (
+                index
+                for index, prefix in enumerate(LONGEST_FIRST)
+                if unit == prefix or unit.startswith((prefix + "::", prefix + "["))
+            ),
+            len(LONGEST_FIRST),
+        )
+        rank[unit] = min(rank.get(unit, (longest, here)), (longest, here))
+    items.sort(key=lambda item: rank[work_unit(item.nodeid)])
+
+
+class LongestFirstScheduling(LoadScopeScheduling):
+    """pytest-xdist's loadscope with two changes: the work units go out in the order of the
+    collection (pytest_collection_modifyitems puts the longest first; loadscope's default reorders
+    them by their number of tests, which starts a module of many short tests before a single
+    minute-long one), and the SPLIT_MODULES give one unit per test."""
+
+    def __init__(self, config: pytest.Config, log: Any = None) -> None:
+        super().__init__(config, log)
+        self.config.option.loadscopereorder = False
+
+    def _split_scope(self, nodeid: str) -> str:
+        return work_unit(nodeid)
+
+
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's: unknown under -p no:xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> LoadScopeScheduling | None:
+    """--dist loadscope (pyproject's addopts) runs with LongestFirstScheduling."""
+    if config.getvalue("dist") == "loadscope":
+        return LongestFirstScheduling(config, log)
+    return None
 
 
 @pytest.fixture(autouse=True)
