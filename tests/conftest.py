@@ -119,6 +119,18 @@ def work_unit(nodeid: str) -> str:
     return nodeid.rsplit("::", 1)[0]
 
 
+def longest_rank(unit: str) -> int:
+    """The position of work unit ``unit`` in LONGEST_FIRST (its length when not there)."""
+    return next(
+        (
+            index
+            for index, prefix in enumerate(LONGEST_FIRST)
+            if unit == prefix or unit.startswith((prefix + "::", prefix + "["))
+        ),
+        len(LONGEST_FIRST),
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The LONGEST_FIRST units first, then the other units holding long tests, then those holding
     slow ones, each unit's tests kept together and in order: LongestFirstScheduling hands the
@@ -129,23 +141,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         unit = work_unit(item.nodeid)
         names = {mark.name for mark in item.iter_markers()}
         here = 0 if names & LONG_MARKERS else 1 if SLOW_MARKER in names else 2
-        longest = next(
-            (
-                index
-                for index, prefix in enumerate(LONGEST_FIRST)
-                if unit == prefix or unit.startswith((prefix + "::", prefix + "["))
-            ),
-            len(LONGEST_FIRST),
-        )
+        longest = longest_rank(unit)
         rank[unit] = min(rank.get(unit, (longest, here)), (longest, here))
     items.sort(key=lambda item: rank[work_unit(item.nodeid)])
 
 
 class LongestFirstScheduling(LoadScopeScheduling):
-    """pytest-xdist's loadscope with two changes: the work units go out in the order of the
+    """pytest-xdist's loadscope with three changes: the work units go out in the order of the
     collection (pytest_collection_modifyitems puts the longest first; loadscope's default reorders
     them by their number of tests, which starts a module of many short tests before a single
-    minute-long one), and the SPLIT_MODULES give one unit per test."""
+    minute-long one); the SPLIT_MODULES give one unit per test; and a worker still busy with a
+    LONGEST_FIRST unit is handed the last unit of the queue (a module of quick tests), not the
+    next long one.
+
+    The last is needed because loadscope hands a worker its next unit when two of its tests are
+    left (a worker runs a test only once it knows the next one), which for a unit of one or two
+    long tests is at once: the next long unit would wait a minute behind it while another worker
+    runs out of work."""
 
     def __init__(self, config: pytest.Config, log: Any = None) -> None:
         super().__init__(config, log)
@@ -153,6 +165,24 @@ class LongestFirstScheduling(LoadScopeScheduling):
 
     def _split_scope(self, nodeid: str) -> str:
         return work_unit(nodeid)
+
+    def _reschedule(self, node: Any) -> None:
+        assigned = self.assigned_work.get(node, {})
+        busy_with_a_long_unit = any(
+            longest_rank(scope) < len(LONGEST_FIRST) and not all(tests.values())
+            for scope, tests in assigned.items()
+        )
+        if (
+            node.shutting_down
+            or len(self.workqueue) < 2
+            or not busy_with_a_long_unit
+            or self._pending_of(assigned) > 2
+        ):
+            super()._reschedule(node)
+            return
+        # _assign_work_unit takes the head of the queue: put the tail (the shortest) there.
+        self.workqueue.move_to_end(next(reversed(self.workqueue)), last=False)
+        self._assign_work_unit(node)
 
 
 @pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's: unknown under -p no:xdist
