@@ -77,16 +77,26 @@ def longest_rank(unit: str) -> int:
 
 
 def longest_first(items: Sequence[pytest.Item]) -> list[pytest.Item]:
-    """The LONGEST_FIRST units first, then the other units holding long tests, then those holding
-    slow ones, then the rest; each unit's tests together and in their order."""
+    """The LONGEST_FIRST units first (when they hold tests marked long or slow), then the other
+    units holding long tests, then those holding slow ones, then the rest; among equals, the units
+    with more tests first (loadscope's own guess at what takes longest); each unit's tests
+    together and in their order."""
     rank: dict[str, tuple[int, int]] = {}
+    size: dict[str, int] = {}
     for item in items:
         unit = work_unit(item.nodeid)
         names = {mark.name for mark in item.iter_markers()}
         here = 0 if names & LONG_MARKERS else 1 if SLOW_MARKER in names else 2
-        longest = longest_rank(unit)
+        # Named in LONGEST_FIRST for its marked tests: without them (plain pytest) it is quick.
+        longest = longest_rank(unit) if here < 2 else len(LONGEST_FIRST)
         rank[unit] = min(rank.get(unit, (longest, here)), (longest, here))
-    return sorted(items, key=lambda item: rank[work_unit(item.nodeid)])
+        size[unit] = size.get(unit, 0) + 1
+
+    def key(item: pytest.Item) -> tuple[int, int, int]:
+        unit = work_unit(item.nodeid)
+        return (*rank[unit], -size[unit])
+
+    return sorted(items, key=key)
 
 
 class LongestFirstScheduling(LoadScopeScheduling):

@@ -62,10 +62,14 @@ def test_work_units_split_only_the_modules_that_share_no_fixture() -> None:
 
 def test_the_longest_units_come_first_and_keep_their_tests_together() -> None:
     """The units named in LONGEST_FIRST lead in its order, then those with long markers, then slow
-    ones, then the rest; within a unit the tests keep their order."""
+    ones, then the rest, the units with more tests first; within a unit the tests keep their
+    order."""
     items = [
         FakeItem("tests/test_a_quick.py::test_1"),
         FakeItem("tests/test_a_quick.py::test_2"),
+        FakeItem("tests/test_b_quick.py::test_1"),
+        FakeItem("tests/test_b_quick.py::test_2"),
+        FakeItem("tests/test_b_quick.py::test_3"),
         FakeItem("tests/test_b_slow.py::test_1", ("slow",)),
         FakeItem("tests/test_c_e2e.py::test_1"),
         FakeItem("tests/test_c_e2e.py::test_2", ("e2e",)),
@@ -74,6 +78,7 @@ def test_the_longest_units_come_first_and_keep_their_tests_together() -> None:
         FakeItem("tests/test_rules.py::test_quick"),
         FakeItem("tests/test_rules.py::test_promtool_rule_unit_tests_pass[f.yml-all]", ("slow",)),
         FakeItem("tests/test_container.py::test_1", ("container",)),
+        FakeItem("tests/test_soak.py::test_its_helper"),  # named, but no long test in this run
     ]
     ordered = [item.nodeid for item in longest_first(items)]  # type: ignore[arg-type]
     assert ordered == [
@@ -84,9 +89,13 @@ def test_the_longest_units_come_first_and_keep_their_tests_together() -> None:
         "tests/test_c_e2e.py::test_1",
         "tests/test_c_e2e.py::test_2",
         "tests/test_b_slow.py::test_1",
+        "tests/test_b_quick.py::test_1",
+        "tests/test_b_quick.py::test_2",
+        "tests/test_b_quick.py::test_3",
         "tests/test_a_quick.py::test_1",
         "tests/test_a_quick.py::test_2",
         "tests/test_rules.py::test_quick",
+        "tests/test_soak.py::test_its_helper",
     ]
 
 
