@@ -16,13 +16,14 @@ from exporter.api.client import (
     InvalidResponseError,
     RequestTimeoutError,
 )
-from exporter.api.models import parse_campaign
+from exporter.api.models import TERMINAL_STATUSES, parse_campaign
 from exporter.config import Settings, load_settings
 from exporter.polling import outcome
 from exporter.polling.outcome import (
     ERROR_REASONS,
     Reason,
     Retry,
+    SuccessTiming,
     backoff_delay,
     error_reason,
     next_due_after_success,
@@ -144,3 +145,8 @@ def test_intervals_and_stale_limits_by_status(
     record = None if status is None else parse_campaign({"id": "c", "status": status}, "c")
     assert poll_interval(record, settings) == interval
     assert stale_limit(record, settings) == stale
+    if record is not None:  # the poller's worked-out table says the same
+        timing = SuccessTiming.of(settings_for(stall_after_seconds=1200))
+        terminal = record.status in TERMINAL_STATUSES
+        assert (timing.interval[terminal], timing.fresh_for[terminal]) == (interval, stale)
+        assert timing.max_gap == 1200

@@ -196,8 +196,8 @@ def _timestamp(value: object) -> datetime:
     if not isinstance(value, str):
         raise ValueError("expected an ISO 8601 date-time string")
     text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
+    if text.endswith("z"):  # Python reads "Z" itself (3.11), not its lower case
+        text = text[:-1] + "Z"
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:

@@ -10,7 +10,7 @@ from exporter.api.client import (
     HTTPStatusError,
     RequestTimeoutError,
 )
-from exporter.api.models import Campaign
+from exporter.api.models import Campaign, CampaignStatus
 from exporter.config import Settings
 
 # Longest wait honoured from a Retry-After header (seconds).
@@ -119,3 +119,25 @@ def stale_limit(record: Campaign | None, settings: Settings) -> float:
     if record is not None and record.is_terminal:
         return settings.stale_after_seconds + settings.terminal_poll_interval_seconds
     return settings.stale_after_seconds
+
+
+_TERMINAL = Campaign("", status=CampaignStatus.COMPLETED)
+
+
+class SuccessTiming(NamedTuple):
+    """What the settings make of a successful fetch, indexed by whether its record is terminal
+    (``record.status in TERMINAL_STATUSES``): seconds its data stays fresh and seconds to its
+    next fetch; and the stall threshold. Worked out once: a success is nearly every fetch."""
+
+    fresh_for: tuple[float, float]
+    interval: tuple[float, float]
+    max_gap: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> SuccessTiming:
+        """The timing these settings give."""
+        return cls(
+            (stale_limit(None, settings), stale_limit(_TERMINAL, settings)),
+            (poll_interval(None, settings), poll_interval(_TERMINAL, settings)),
+            settings.stall_after_seconds,
+        )

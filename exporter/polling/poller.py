@@ -11,13 +11,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from exporter.api.client import FetchError, InvalidResponseError
-from exporter.api.models import Campaign
+from exporter.api.models import TERMINAL_STATUSES, Campaign
 from exporter.clock import Clock, SystemClock
 from exporter.config import Settings, campaign_count
 from exporter.polling.due_queue import DueQueue
 from exporter.polling.outcome import (
     FAILURE_JITTER,
     SUCCESS_JITTER,
+    SuccessTiming,
     drops_data,
     error_reason,
     next_due_after_success,
@@ -300,6 +301,7 @@ class Poller:
         self._rng = rng or random.Random()
         self._due = DueQueue()
         self._staleness = StalenessTracker(lambda record: stale_limit(record, settings))
+        self._timing = SuccessTiming.of(settings)
         self._campaigns = CampaignList(self._due, self._staleness)
         self._publisher = Publisher(self.build_snapshot, sink, self._clock)
         self._rounds = RoundRunner(
@@ -432,12 +434,8 @@ class Poller:
         return min(times, default=self._clock.monotonic() + 60.0)
 
     async def _fetch(self, state: CampaignState, round_started: float) -> None:
-        await self._fetch_one(state, round_started)
-        self._publisher.note_result()
-        if state.next_due < self._planned_wakeup:
-            self._wake.set()
-
-    async def _fetch_one(self, state: CampaignState, round_started: float) -> None:
+        """Fetch one campaign and apply the outcome to its state (one coroutine a fetch: this
+        is the path of every request)."""
         try:
             known = state.digest if state.record is not None else None
             fetched, digest = await self._fetcher.fetch_changed(state.campaign_id, known)
@@ -454,18 +452,21 @@ class Poller:
             record = fetched or state.record  # no record: the body is the one it was parsed from
             assert record is not None  # without a record no digest was offered to match
             self._on_success(state, record, round_started)
+        self._publisher.note_result()
+        if state.next_due < self._planned_wakeup:
+            self._wake.set()
 
     def _on_success(self, state: CampaignState, record: Campaign, round_started: float) -> None:
         if not state.up and state.failures:
             log.info(
                 "campaign %s recovered after %d failed fetches", state.campaign_id, state.failures
             )
-        fresh_for, max_gap = stale_limit(record, self._settings), self._settings.stall_after_seconds
-        state.succeeded(record, self._clock.time(), self._clock.monotonic(), fresh_for, max_gap)
-        interval = poll_interval(record, self._settings)
+        timing, terminal = self._timing, record.status in TERMINAL_STATUSES
+        now, fresh_for = self._clock.monotonic(), timing.fresh_for[terminal]
+        state.succeeded(record, self._clock.time(), now, fresh_for, timing.max_gap)
         jitter = self._rng.uniform(*SUCCESS_JITTER)
-        state.next_due = next_due_after_success(round_started, interval, jitter)
-        self._staleness.track(state)
+        state.next_due = next_due_after_success(round_started, timing.interval[terminal], jitter)
+        self._staleness.track(state, now + fresh_for)
 
     def _on_failure(self, state: CampaignState, error: FetchError) -> None:
         reason = error_reason(error)
