@@ -27,8 +27,9 @@ from exporter.api.client import (
     FetchError,
     InvalidResponseError,
     create_session,
+    decode_json,
 )
-from exporter.api.fields import FieldKind
+from exporter.api.fields import FieldKind, RecordError
 from exporter.api.models import (
     MAX_EXACT,
     RECORD_FIELDS,
@@ -357,6 +358,38 @@ def test_any_json_body_gives_a_faithful_record_or_an_invalid_response(
         # The API answered: only the body can be at fault, never the transport.
         assert isinstance(outcome, InvalidResponseError), repr(outcome)
         assert not expected, document
+
+
+def check_outcome(decode: Callable[[bytes], Any], body: bytes) -> tuple[str, object]:
+    """What the record check makes of ``body`` read by ``decode``: the record, or the error."""
+    try:
+        document = decode(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return ("not JSON", None)
+    try:
+        return ("record", parse_campaign(document, CID))
+    except RecordError as exc:
+        return ("refused", str(exc))
+
+
+@PROPERTY_SETTINGS
+@given(
+    body=st.binary(max_size=300)
+    | documents.map(lambda d: json.dumps(d).encode())
+    # Non-ASCII as UTF-8, lone surrogates too (json.loads reads those; orjson does not).
+    | documents.map(lambda d: json.dumps(d, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    | documents.map(lambda d: json.dumps(d).encode("utf-16"))
+    | documents.map(lambda d: b"\xef\xbb\xbf" + json.dumps(d).encode())  # a byte order mark
+)
+@example(body=b'{"id": "cmp_prop", "total_leads": 123456789012345678901234567890}')
+@example(body=b'{"id": "cmp_prop", "total_leads": 1, "total_leads": 2}')
+@example(body=b'{"id": "cmp_prop", "name": "\\ud800"}')
+@example(body=b'{"id": "cmp_prop", "retry_config": {"retry_interval_minutes": 1e400}}')
+@example(body=b"[" * 2000 + b"]" * 2000)
+def test_the_fast_json_reading_decides_every_body_as_json_loads_does(body: bytes) -> None:
+    """decode_json (orjson, json.loads for what it refuses) gives every body the record or the
+    error json.loads gives it: the faster reading changes no outcome."""
+    assert check_outcome(decode_json, body) == check_outcome(json.loads, body)
 
 
 @PROPERTY_SETTINGS
