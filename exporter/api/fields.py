@@ -8,7 +8,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
+
+from msgspec import Meta
 
 
 class CampaignStatus(enum.StrEnum):
@@ -107,6 +109,25 @@ class RecordField:
     def limit(self) -> int:
         """The largest value accepted (COUNT, NUMBER), so that value times scale stays exact."""
         return MAX_EXACT // self.scale if self.maximum is None else self.maximum
+
+    def compiled(self) -> tuple[Any, Callable[[Any], object] | None]:
+        """The field for the compiled body decoder (``exporter.api.models.fast_campaign``):
+        the type msgspec checks the JSON value against, None allowed, holding exactly the
+        values ``check`` accepts unchanged; and what then turns the value into the model's
+        (None: nothing). A value outside it (text past the cap, 1200.0 for a count, a bool)
+        is left to ``check``, which cuts, converts or refuses it."""
+        kind = self.kind
+        if kind is FieldKind.TEXT:
+            # msgspec refuses lone surrogates and counts characters as Python does.
+            return Annotated[str, Meta(max_length=self.max_length)] | None, None
+        if kind is FieldKind.STATUS:
+            return str | None, CampaignStatus.parse
+        if kind is FieldKind.COUNT:
+            return Annotated[int, Meta(ge=0, le=self.limit)] | None, None
+        if kind is FieldKind.NUMBER:
+            bounds = Meta(ge=0, le=self.limit)
+            return Annotated[int, bounds] | Annotated[float, bounds] | None, float
+        return str | None, _timestamp
 
     def check(self) -> Callable[[object], object]:
         """The function checking this field's JSON value (not None): the value for the model,
