@@ -497,6 +497,10 @@ async def test_compressed_body_is_capped_after_decompression(
     ("body", "problem"),
     [
         (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (
+            b'{"id": "cmp_client", "extra": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+            "nested too deeply",
+        ),
         (b'{"id": "cmp_client", "total_leads": 1' + b"0" * 400 + b"}", "total_leads"),
         (b'{"id": "cmp_client", "total_leads": 9007199254740993}', "total_leads"),
         (b'{"id": "cmp_client", "pending_calls": 1e400}', "pending_calls"),
@@ -518,6 +522,7 @@ async def test_compressed_body_is_capped_after_decompression(
     ],
     ids=[
         "nested-100000",
+        "nested-100000-in-a-record",
         "count-10^400",
         "count-2^53+1",
         "count-inf",

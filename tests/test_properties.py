@@ -389,6 +389,8 @@ def checked(body: bytes) -> tuple[str, object]:
 @example(body=b'{"id": "cmp_prop", "retry_config": {"retry_interval_minutes": 2251799813685249}}')
 @example(body=b'{"id": "cmp_prop", "created_at": " 2024-05-01 09:00:00 ", "status": " Paused "}')
 @example(body=b"[" * 2000 + b"]" * 2000)
+@example(body=b'{"id": "cmp_prop", "extra": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+@example(body=b'{"id": "cmp_prop", "extra": ' + b'{"a": ' * 50_000 + b"1" + b"}" * 50_001)
 def test_the_compiled_reading_never_changes_an_outcome(body: bytes) -> None:
     """fast_campaign gives a record only where json.loads and the record check give the very
     same one; for any other body it steps aside, and the record check decides as before."""
