@@ -466,7 +466,7 @@ class Poller:
         state.succeeded(record, self._clock.time(), now, fresh_for, timing.max_gap)
         jitter = self._rng.uniform(*SUCCESS_JITTER)
         state.next_due = next_due_after_success(round_started, timing.interval[terminal], jitter)
-        self._staleness.track(state, now + fresh_for)
+        self._staleness.track(state)
 
     def _on_failure(self, state: CampaignState, error: FetchError) -> None:
         reason = error_reason(error)

@@ -34,13 +34,11 @@ class StalenessTracker:
         """Entries in the heap, stale ones included."""
         return len(self._heap)
 
-    def track(self, state: CampaignState, deadline: float | None = None) -> None:
-        """Make sure the campaign is checked no later than its data's deadline (``deadline``
-        when the caller knows it: its last success plus ``limit(record)``)."""
+    def track(self, state: CampaignState) -> None:
+        """Make sure the campaign is checked no later than its data's deadline."""
         if state.record is None or state.last_success_mono is None:
             return
-        if deadline is None:
-            deadline = state.last_success_mono + self._limit(state.record)
+        deadline = state.last_success_mono + self._limit(state.record)
         if state.stale_at is None or deadline < state.stale_at:
             state.stale_at = deadline
             heapq.heappush(self._heap, (deadline, next(self._seq), state))
