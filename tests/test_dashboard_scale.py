@@ -1,8 +1,12 @@
-"""The dashboard at 10,000 campaigns: every query, as Grafana sends it with "All" selected, on a
+"""The dashboard at 2,000 campaigns: every query, as Grafana sends it with "All" selected, on a
 real Prometheus scraping the exporter, stays within its series (or rows) bound.
 
-The run is tests/benchmarks/bench_dashboard.py's (its timings are printed there, never asserted
-here); this test asserts what each query returns, in both DIALNEXA_STATUS_SERIES modes.
+The run is tests/benchmarks/bench_dashboard.py's (its timings are printed there, at 10,000
+campaigns, never asserted here); this test asserts what each query returns, in both
+DIALNEXA_STATUS_SERIES modes. 2,000 campaigns are enough for every bound to bite with room to
+spare (about 200 paused campaigns for the attention table's 100 rows, 2,000 for top-50 choices),
+and what a bounded query returns is the bound itself at any larger count; the benchmark's 10,000
+cost the gate five times the CPU for the same answers.
 """
 
 from __future__ import annotations
@@ -14,18 +18,18 @@ import pytest
 from tests.benchmarks import bench_dashboard
 from tests.benchmarks.bench_dashboard import DashboardRun, QueryFigures
 
-# Starting 10,000 campaigns and waiting for two polls and the rules takes minutes on a busy
-# machine: more than the suite's default timeout.
+# Starting the campaigns and waiting for two polls and the rules took minutes on a busy machine at
+# 10,000 campaigns: more than the suite's default timeout.
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1200)]
 
-CAMPAIGNS = 10_000
+CAMPAIGNS = 2_000  # the benchmark's figures are for 10,000 (see above)
 MAX_SERIES = 50
 MAX_ROWS = 100
 # Shorter than the benchmark's 15 s scrapes and 20 s polls: the setup waits for a first scrape of
 # every campaign, a second poll and the rules evaluated after it, so these intervals are most of
-# its time (about 20 s instead of 50 at 10,000 campaigns). What the queries return does not depend
-# on them: the bounds and counts below are the same at either pace. A scrape of 10,000 campaigns
-# takes about a second, so 5 s is as short as it sensibly goes.
+# its time (about 20 s instead of 50). What the queries return does not depend on them: the bounds
+# and counts below are the same at either pace. A scrape of 10,000 campaigns takes about a second,
+# so 5 s is as short as the benchmark's scale sensibly goes.
 SCRAPE_SECONDS = 5
 POLL_SECONDS = 10.0
 
@@ -34,8 +38,8 @@ POLL_SECONDS = 10.0
 def scale_run(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> DashboardRun:
-    """Simulator, exporter and Prometheus at 10,000 campaigns in the class's mode, every query
-    run once."""
+    """Simulator, exporter and Prometheus with CAMPAIGNS campaigns in the class's mode, every
+    query run once."""
     mode: str = request.cls.MODE
     workdir: Path = tmp_path_factory.mktemp(f"dashboard-{mode}")
     return bench_dashboard.run_mode(
@@ -57,7 +61,7 @@ def by_name(run: DashboardRun) -> dict[str, QueryFigures]:
 
 class ScaleChecks:
     """Every check, for the DIALNEXA_STATUS_SERIES mode in MODE: each mode is a class of its
-    own, so pytest-xdist's loadscope runs the two ten-thousand-campaign setups on two workers at
+    own, so pytest-xdist's loadscope runs the two thousands-of-campaigns setups on two workers at
     once (most of a setup is waiting for polls, scrapes and rule evaluations)."""
 
     def test_every_query_stays_within_its_bound(self, scale_run: DashboardRun) -> None:
@@ -70,8 +74,8 @@ class ScaleChecks:
             assert query.samples >= 0, query
 
     def test_the_bounds_bite_at_scale(self, scale_run: DashboardRun) -> None:
-        """At 10,000 campaigns the bounded panels are full, so the bound is what holds them: the
-        top-N variables pick 25 and 50 campaigns, the attention table (a thousand paused campaigns)
+        """At 2,000 campaigns the bounded panels are full, so the bound is what holds them: the
+        top-N variables pick 25 and 50 campaigns, the attention table (some 200 paused campaigns)
         shows 100 rows, the slowest ETAs 20, the progress panels 25 lines per query."""
         figures = by_name(scale_run)
         assert figures["$top/-"].series == 25
@@ -86,7 +90,7 @@ class ScaleChecks:
         assert figures["Longest since a successful fetch/A"].series == 20
 
     def test_overview_counts_every_campaign(self, scale_run: DashboardRun) -> None:
-        """The overview's aggregates still cover all 10,000 campaigns: statuses counted, and the
+        """The overview's aggregates still cover all 2,000 campaigns: statuses counted, and the
         attention count beyond the table's hundred rows."""
         figures = by_name(scale_run)
         assert figures["Campaigns by status/A"].series >= 5  # the load mix has six statuses
