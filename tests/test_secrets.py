@@ -213,7 +213,12 @@ def collect_object_reprs(settings: Settings, poller: Poller, haystack: Haystack,
     haystack.add(f"{label} settings dump", repr(settings.model_dump()))
     haystack.add(f"{label} repr(poller)", repr(poller))
     haystack.add(f"{label} vars(poller)", repr(vars(poller)))
-    clients = [v for v in vars(poller).values() if isinstance(v, DialNexaClient)]
+    held = list(vars(poller).values())
+    for part in list(held):  # the poller's parts (the round runner holds the client)
+        if hasattr(part, "__dict__") and not isinstance(part, type):
+            haystack.add(f"{label} vars({type(part).__name__})", repr(vars(part)))
+            held.extend(vars(part).values())
+    clients = {id(v): v for v in held if isinstance(v, DialNexaClient)}.values()
     for client in clients:
         haystack.add(f"{label} repr(client)", repr(client))
         haystack.add(f"{label} str(client)", str(client))

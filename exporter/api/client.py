@@ -27,7 +27,6 @@ from urllib.parse import quote
 
 import aiohttp
 from aiohttp.http_exceptions import ContentEncodingError
-from multidict import CIMultiDictProxy
 from pydantic import SecretStr
 from yarl import URL
 
@@ -59,6 +58,7 @@ DURATION_BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2
 # int() of thousands of digits is slow, and float() of over 308 overflows.
 _RETRY_AFTER_MAX_DIGITS = 9
 _REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+_ENCODING = "Content-Encoding"
 
 
 class FetchError(Exception):
@@ -301,25 +301,36 @@ class DialNexaClient:
             raise InvalidResponseError(str(exc)).with_status(status) from None
 
     async def _get(self, url: URL) -> tuple[int, bytes]:
-        """(status, body) of the answer for ``url``, same-origin redirects followed."""
+        """(status, body) of the answer for ``url``, same-origin redirects followed; the body is
+        read for 2xx answers only, within MAX_BODY_BYTES. Every failure is a FetchError, with
+        the status of the answer once there is one. One coroutine for the whole exchange: each
+        coroutine between the worker and aiohttp costs on every suspension of every request."""
         for hop in range(MAX_REDIRECTS + 1):
             if hop:
                 for wait in self._before_request:
                     await wait()  # every redirect hop is a request too
             started = self._monotonic()
             code = "error"
+            status: int | None = None
             try:
-                status, headers, body = await _exchange(self._session, url, self._headers)
+                try:
+                    get = self._session.get(url, headers=self._headers, allow_redirects=False)
+                    async with get as answer:
+                        status, headers, body = answer.status, answer.headers, b""
+                        if 200 <= status < 300:  # an error's body is not read: its status tells
+                            length = answer.content_length
+                            if length is None or length > MAX_BODY_BYTES or _ENCODING in headers:
+                                body = await _read_capped(answer)
+                            else:
+                                body = await answer.read()  # a known size within the cap
+                except (FetchError, aiohttp.ClientError) as exc:
+                    raise _fetch_error(exc, url, status) from None
                 code = str(status)
                 if self._on_headers is not None:
                     self._on_headers(headers)
-                if status in _REDIRECT_CODES:
-                    url = self._redirect_target(url, headers.get("Location"))
-                    continue
-                if not 200 <= status < 300:
-                    retry_after = parse_retry_after(headers.get("Retry-After"), self._wall_time())
-                    raise HTTPStatusError(status, retry_after)
-                return status, body
+                if 200 <= status < 300:
+                    return status, body
+                url = self._redirect_or_raise(url, status, headers)
             except FetchError as exc:
                 if exc.status is not None:
                     code = str(exc.status)  # a body over the cap, undecodable or cut short
@@ -329,6 +340,13 @@ class DialNexaClient:
             finally:
                 self._observer.observe_request(code, self._monotonic() - started)
         raise InvalidResponseError(f"more than {MAX_REDIRECTS} redirects").with_status(int(code))
+
+    def _redirect_or_raise(self, url: URL, status: int, headers: Mapping[str, str]) -> URL:
+        """The next hop of a redirect answer; HTTPStatusError for any other non-2xx one."""
+        if status in _REDIRECT_CODES:
+            return self._redirect_target(url, headers.get("Location"))
+        retry_after = parse_retry_after(headers.get("Retry-After"), self._wall_time())
+        raise HTTPStatusError(status, retry_after)
 
     def _redirect_target(self, current: URL, location: str | None) -> URL:
         if not location:
@@ -348,28 +366,14 @@ class DialNexaClient:
         return target
 
 
-Headers = CIMultiDictProxy[str]
-
-
-async def _exchange(
-    session: aiohttp.ClientSession, url: URL, headers: Mapping[str, str]
-) -> tuple[int, Headers, bytes]:
-    """(status, headers, body) of a GET of ``url``; the body is read for 2xx answers only,
-    within MAX_BODY_BYTES. Every failure is a FetchError (with the status once there is one)."""
-    status: int | None = None
-    try:
-        async with session.get(url, headers=headers, allow_redirects=False) as answer:
-            status = answer.status
-            if not 200 <= status < 300:
-                return status, answer.headers, b""  # an error's body is not read: its status tells
-            return status, answer.headers, await _read_capped(answer)
-    except FetchError as exc:
-        raise exc.with_status(status) if status is not None else exc from None
-    except TimeoutError:
-        raise  # aiohttp's own timeout errors are ClientErrors too; the deadline's to judge
-    except aiohttp.ClientError as exc:
-        error = _client_error(exc, url)
-        raise (error.with_status(status) if status is not None else error) from None
+def _fetch_error(exc: FetchError | aiohttp.ClientError, url: URL, status: int | None) -> Exception:
+    """What an exchange that failed with ``exc`` raises: a FetchError noting the answer's
+    status once there is one; aiohttp's own timeout errors stay as they are (they are
+    ClientErrors too), for the deadline to judge."""
+    if isinstance(exc, TimeoutError):
+        return exc
+    error = exc if isinstance(exc, FetchError) else _client_error(exc, url)
+    return error.with_status(status) if status is not None else error
 
 
 def _client_error(exc: aiohttp.ClientError, url: URL) -> FetchError:
@@ -413,13 +417,12 @@ def _client_error(exc: aiohttp.ClientError, url: URL) -> FetchError:
 
 
 async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
-    """The body, decoded, or InvalidResponseError once it is over MAX_BODY_BYTES. aiohttp
-    inflates gzip and deflate a bounded step at a time, so a bomb stops near the cap."""
+    """The body of an answer of unknown or compressed size, decoded, or InvalidResponseError
+    once it is over MAX_BODY_BYTES (or announced so). aiohttp inflates gzip and deflate a
+    bounded step at a time, so a bomb stops near the cap."""
     length = response.content_length
     if length is not None and length > MAX_BODY_BYTES:
         raise InvalidResponseError(f"body of {length} bytes exceeds the {MAX_BODY_BYTES} cap")
-    if length is not None and "Content-Encoding" not in response.headers:
-        return await response.read()  # a known, uncompressed size within the cap: one read
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(64 * 1024):

@@ -172,14 +172,18 @@ class RoundRunner:
         *,
         concurrency: int,
         coalesce_seconds: float,
-        fetch: Callable[[CampaignState, float], Awaitable[None]],
+        fetcher: CampaignFetcher,
+        succeeded: Callable[[CampaignState, Campaign | None, bytes, float], None],
+        failed: Callable[[CampaignState, Exception], None],
         round_done: Callable[[Batch], None],
     ) -> None:
         self._due = due
         self._clock = clock
         self._concurrency = concurrency
         self._coalesce_seconds = coalesce_seconds
-        self._fetch = fetch
+        self._fetcher = fetcher
+        self._succeeded = succeeded
+        self._failed = failed
         self._round_done = round_done
         self._queue: asyncio.Queue[tuple[CampaignState, Batch]] = asyncio.Queue()
         self._workers: list[asyncio.Task[None]] = []
@@ -228,11 +232,23 @@ class RoundRunner:
             self._end(batch)
 
     async def _worker(self) -> None:
+        """Fetch the queued campaigns one after another and hand each outcome over. The fetch
+        is awaited here, not in a coroutine of its own: this is the path of every request."""
+        queue, fetch = self._queue, self._fetcher.fetch_changed
         while True:
-            state, batch = await self._queue.get()
+            try:
+                state, batch = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                state, batch = await queue.get()
             try:
                 if not state.removed:
-                    await self._fetch(state, batch.started)
+                    known = state.digest if state.record is not None else None
+                    try:
+                        fetched, digest = await fetch(state.campaign_id, known)
+                    except Exception as exc:  # FetchError, or a bug: polling goes on
+                        self._failed(state, exc)
+                    else:
+                        self._succeeded(state, fetched, digest, batch.started)
             finally:
                 state.queued = False
                 if not state.removed:
@@ -296,7 +312,6 @@ class Poller:
         rng: random.Random | None = None,
     ) -> None:
         self._settings = settings
-        self._fetcher = fetcher
         self._clock: Clock = clock or SystemClock()
         self._rng = rng or random.Random()
         self._due = DueQueue()
@@ -309,7 +324,9 @@ class Poller:
             self._clock,
             concurrency=settings.max_concurrency,
             coalesce_seconds=COALESCE_FRACTION * settings.poll_interval_seconds,
-            fetch=self._fetch,
+            fetcher=fetcher,
+            succeeded=self._fetched,
+            failed=self._fetch_failed,
             round_done=self._round_done,
         )
         self._wake = asyncio.Event()
@@ -318,9 +335,7 @@ class Poller:
         self._last_round_end: float | None = None
         self._last_round_duration: float | None = None
         self.set_campaigns(campaign_ids)
-        self._planned_rate: float | None = (
-            len(self._campaigns.states) / settings.poll_interval_seconds
-        )
+        self._planned_rate: float | None = None  # summed when read
 
     @property
     def planned_rate(self) -> float:
@@ -433,25 +448,26 @@ class Poller:
         times = [when for when in candidates if when is not None]
         return min(times, default=self._clock.monotonic() + 60.0)
 
-    async def _fetch(self, state: CampaignState, round_started: float) -> None:
-        """Fetch one campaign and apply the outcome to its state (one coroutine a fetch: this
-        is the path of every request)."""
-        try:
-            known = state.digest if state.record is not None else None
-            fetched, digest = await self._fetcher.fetch_changed(state.campaign_id, known)
-        except asyncio.CancelledError:
-            raise
-        except FetchError as exc:
-            self._on_failure(state, exc)
-        except Exception as exc:  # the one broad catch: an unexpected bug must not stop polling
-            log.exception("unexpected error fetching campaign %s", state.campaign_id)
-            self._on_failure(state, InvalidResponseError(type(exc).__name__))
-        else:
-            if fetched is not None:
-                state.digest = digest
-            record = fetched or state.record  # no record: the body is the one it was parsed from
-            assert record is not None  # without a record no digest was offered to match
-            self._on_success(state, record, round_started)
+    def _fetched(
+        self, state: CampaignState, fetched: Campaign | None, digest: bytes, round_started: float
+    ) -> None:
+        """A fetch succeeded: ``fetched`` is None when the body is the one already parsed."""
+        if fetched is not None:
+            state.digest = digest
+        record = fetched or state.record
+        assert record is not None  # without a record no digest was offered to match
+        self._on_success(state, record, round_started)
+        self._settled(state)
+
+    def _fetch_failed(self, state: CampaignState, exc: Exception) -> None:
+        """A fetch raised ``exc``: a FetchError, or a bug, which must not stop polling."""
+        if not isinstance(exc, FetchError):
+            log.error("unexpected error fetching campaign %s", state.campaign_id, exc_info=exc)
+            exc = InvalidResponseError(type(exc).__name__)
+        self._on_failure(state, exc)
+        self._settled(state)
+
+    def _settled(self, state: CampaignState) -> None:
         self._publisher.note_result()
         if state.next_due < self._planned_wakeup:
             self._wake.set()
