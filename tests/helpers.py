@@ -769,9 +769,24 @@ def metric_selectors(expr: str) -> list[tuple[str, str]]:
     return selectors
 
 
+# libyaml's parser where PyYAML has it: the same documents as the pure-Python one, ten times
+# faster, and the suite parses the rule file and rendered charts hundreds of times.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load_yaml(text: str | bytes) -> Any:
+    """``yaml.safe_load``, with libyaml's parser when PyYAML has it."""
+    return yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 (a safe loader)
+
+
+def load_yaml_all(text: str | bytes) -> Iterator[Any]:
+    """``yaml.safe_load_all``, with libyaml's parser when PyYAML has it."""
+    return yaml.load_all(text, Loader=_YAML_LOADER)
+
+
 def load_rules() -> list[dict[str, Any]]:
     """Every rule of the canonical file, each with its group name under `group`."""
-    document = yaml.safe_load(RULE_FILE.read_text(encoding="utf-8"))
+    document = load_yaml(RULE_FILE.read_text(encoding="utf-8"))
     return [
         {**rule, "group": group["name"]} for group in document["groups"] for rule in group["rules"]
     ]
@@ -825,7 +840,7 @@ DIALNEXA_MATCHER = 'alertname=~"DialNexa.+"'
 
 def load_config(path: Path = AM_FILE) -> dict[str, Any]:
     """The canonical configuration, parsed."""
-    config: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    config: dict[str, Any] = load_yaml(path.read_text(encoding="utf-8"))
     return config
 
 
@@ -1030,5 +1045,5 @@ def e2e_campaigns() -> list[SimCampaign]:
 
 def shortened_rules() -> dict[str, Any]:
     """The canonical rule file with every duration divided by SPEED (never written back)."""
-    document = yaml.safe_load(RULE_FILE.read_text(encoding="utf-8"))
+    document = load_yaml(RULE_FILE.read_text(encoding="utf-8"))
     return scale_rule_durations(document, SPEED, MIN_WINDOW_SECONDS)

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-import yaml
 
 from exporter.calling_window import (
     CallingHours,
@@ -17,7 +16,7 @@ from exporter.calling_window import (
     parse_calling_window,
 )
 from exporter.config import ConfigError, load_settings
-from tests.helpers import ROOT, FakeClock
+from tests.helpers import ROOT, FakeClock, load_yaml
 
 BERLIN = "Mon-Fri 09:00-20:00 Europe/Berlin"
 
@@ -200,7 +199,7 @@ def test_the_promtool_night_feeds_the_gauge_the_exporter_computes(
     instance: str, window_text: str
 ) -> None:
     """tests/rules/calling-window.test.yml's gauge is, minute by minute, this module's answer."""
-    document = yaml.safe_load((ROOT / "tests/rules/calling-window.test.yml").read_text("utf-8"))
+    document = load_yaml((ROOT / "tests/rules/calling-window.test.yml").read_text("utf-8"))
     wanted = (
         f'dialnexa_exporter_calling_window_open{{job="dialnexa-exporter",instance="{instance}"}}'
     )

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 import exporter
@@ -46,7 +45,7 @@ from tests.container_host import (
 )
 from tests.container_podman import TOOLS, Podman, build_image, debian_rootfs, import_base
 from tests.dockerfile import Stage, parse_dockerfile
-from tests.helpers import wait_for_blocking
+from tests.helpers import load_yaml, wait_for_blocking
 from tests.prometheus_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +97,7 @@ def test_final_stage_is_a_slim_python_base_shared_with_the_build(stages: list[St
 def test_image_user_matches_the_chart(stages: list[Stage]) -> None:
     """The Helm chart runs the pod with the image's uid and gid."""
     uid, gid = image_user(stages)
-    values = yaml.safe_load(CHART_VALUES.read_text())
+    values = load_yaml(CHART_VALUES.read_text())
     for context in (values["podSecurityContext"], values["securityContext"]):
         assert context["runAsUser"] == uid
         assert context["runAsGroup"] == gid

@@ -42,7 +42,7 @@ from exporter.demo.process import ServerStartError, duration_seconds
 from exporter.demo.prometheus import SCRAPE_INTERVAL_SECONDS, WINDOW_SCRAPES, scale_rule_durations
 from exporter.demo.simulator import CALL_SECONDS, demo_campaigns
 from tests.alertmanager_server import alertmanager_binary
-from tests.helpers import RULE_FILE, amtool, load_config, serve, wait_for
+from tests.helpers import RULE_FILE, amtool, load_config, load_yaml, serve, wait_for
 from tests.prometheus_server import free_port, port_is_open
 
 RUNBOOK = "https://github.com/dialnexa/dialnexa-exporter/blob/main/docs/alerts.md"
@@ -131,7 +131,7 @@ def test_demo_scenario_notifies_within_a_few_minutes() -> None:
     and the paused one resolves within 4, as the quick start promises.
     """
     rules = scale_rule_durations(
-        yaml.safe_load(RULE_FILE.read_text(encoding="utf-8")),
+        load_yaml(RULE_FILE.read_text(encoding="utf-8")),
         DEMO_SPEED,
         WINDOW_SCRAPES * SCRAPE_INTERVAL_SECONDS,
     )

@@ -39,6 +39,7 @@ from tests.helpers import (
     StartSim,
     campaign,
     exporter_settings,
+    load_yaml,
     recording_rule_names,
     run_promtool,
     wait_for,
@@ -97,7 +98,7 @@ def test_scale_expression_divides_windows_steps_and_offsets() -> None:
 
 def test_scaled_rules_keep_window_and_offset_equal_and_pass_promtool(tmp_path: Path) -> None:
     """The demo's scaled copy: every `for` over the speed, stall window == offset, promtool OK."""
-    document = yaml.safe_load(RULE_FILE.read_text(encoding="utf-8"))
+    document = load_yaml(RULE_FILE.read_text(encoding="utf-8"))
     scaled = scale_rule_durations(document, 60, 20)
     rules = {
         rule.get("alert") or rule["record"]: rule
@@ -137,7 +138,7 @@ def test_render_config_scrapes_the_target_with_the_rules() -> None:
         scrape_interval_seconds=5,
         evaluation_interval_seconds=5,
     )
-    config = yaml.safe_load(text)
+    config = load_yaml(text)
     assert config["global"] == {
         "scrape_interval": "5s",
         "scrape_timeout": "5s",
@@ -148,7 +149,7 @@ def test_render_config_scrapes_the_target_with_the_rules() -> None:
     assert job["job_name"] == "dialnexa-exporter"
     assert job["static_configs"] == [{"targets": ["127.0.0.1:10027"]}]
     assert "tls_config" not in job
-    secure = yaml.safe_load(
+    secure = load_yaml(
         render_config(
             targets=["localhost:1"],
             rule_files=[],
@@ -164,7 +165,7 @@ def test_render_config_scrapes_the_target_with_the_rules() -> None:
 
 def test_render_config_sends_alerts_to_the_alertmanagers_given() -> None:
     """With Alertmanager addresses, the config has one static alerting target list."""
-    config = yaml.safe_load(
+    config = load_yaml(
         render_config(
             targets=["127.0.0.1:10027"],
             rule_files=[],
@@ -281,7 +282,7 @@ async def test_started_prometheus_loads_the_rules_and_is_removed_on_exit(
         api = PrometheusAPI(running.url)
         groups = await asyncio.to_thread(api.rule_groups)
         names = {rule["name"] for group in groups for rule in group["rules"]}
-        canonical = yaml.safe_load(RULE_FILE.read_text(encoding="utf-8"))
+        canonical = load_yaml(RULE_FILE.read_text(encoding="utf-8"))
         assert names == {
             rule.get("alert") or rule.get("record")
             for group in canonical["groups"]

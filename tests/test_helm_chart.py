@@ -33,6 +33,8 @@ from tests.helpers import (
     alert_labels,
     alert_rules,
     dialnexa_route,
+    load_yaml,
+    load_yaml_all,
     routed_receivers,
     run_amtool,
 )
@@ -82,7 +84,7 @@ def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> list[Mani
     for path, text in sorted(render_files(chart, values).items()):
         if not path.endswith((".yaml", ".yml")):
             continue
-        docs.extend(doc for doc in yaml.safe_load_all(text) if doc)
+        docs.extend(doc for doc in load_yaml_all(text) if doc)
     return docs
 
 
@@ -140,7 +142,7 @@ def config_file(docs: list[Manifest]) -> dict[str, Any]:
     """The exporter configuration file carried by the chart's ConfigMap."""
     config_maps = [d for d in by_kind(docs, "ConfigMap") if "config.yaml" in d.get("data", {})]
     assert len(config_maps) == 1
-    parsed: dict[str, Any] = yaml.safe_load(config_maps[0]["data"]["config.yaml"])
+    parsed: dict[str, Any] = load_yaml(config_maps[0]["data"]["config.yaml"])
     return parsed
 
 
@@ -366,7 +368,7 @@ def validate_manifest(doc: Manifest, version: str) -> None:
 
 def test_app_version_is_the_package_version() -> None:
     """Chart.yaml's appVersion is exactly the exporter package's __version__."""
-    metadata = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
+    metadata = load_yaml((CHART_DIR / "Chart.yaml").read_text())
     assert metadata["appVersion"] == exporter.__version__
     assert metadata["name"] == "dialnexa-exporter"
 
@@ -545,7 +547,7 @@ def test_api_key_reaches_the_pod_only_as_a_mounted_file(chart: helm.Chart, shard
     encoded = base64.b64encode(FAKE_KEY.encode()).decode()
     secrets: list[Manifest] = []
     for path, text in files.items():
-        for doc in yaml.safe_load_all(text) if path.endswith(".yaml") else [text]:
+        for doc in load_yaml_all(text) if path.endswith(".yaml") else [text]:
             if isinstance(doc, dict) and doc.get("kind") == "Secret":
                 secrets.append(doc)
                 continue
@@ -676,7 +678,7 @@ def test_web_config_is_a_mounted_secret(chart: helm.Chart) -> None:
     web = {"tls_server_config": {"cert_file": "/tls/tls.crt", "key_file": "/tls/tls.key"}}
     docs = render(chart, {"webConfig": web})
     secret = one(docs, "Secret")
-    assert yaml.safe_load(base64.b64decode(secret["data"]["web-config.yml"])) == web
+    assert load_yaml(base64.b64decode(secret["data"]["web-config.yml"])) == web
     container = exporter_container(docs)
     path = Path(env_of(container)["DIALNEXA_WEB_CONFIG_FILE"]["value"])
     mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(path.parent))
@@ -817,7 +819,7 @@ def test_pod_labels_cannot_break_the_selector(chart: helm.Chart) -> None:
 
 def canonical_groups() -> list[dict[str, Any]]:
     """The groups of the canonical rule file."""
-    groups: list[dict[str, Any]] = yaml.safe_load(RULES_FILE.read_text())["groups"]
+    groups: list[dict[str, Any]] = load_yaml(RULES_FILE.read_text())["groups"]
     return groups
 
 
@@ -977,7 +979,7 @@ def test_alertmanager_config_is_off_by_default(chart: helm.Chart) -> None:
 
 def test_alertmanager_config_says_what_the_canonical_file_says(chart: helm.Chart) -> None:
     """Route subtree and inhibit rules, translated back, equal the canonical file's exactly."""
-    canonical = yaml.safe_load(ALERTMANAGER_FILE.read_text(encoding="utf-8"))
+    canonical = load_yaml(ALERTMANAGER_FILE.read_text(encoding="utf-8"))
     doc = alertmanager_config(render(chart, {"alertmanagerConfig": {"enabled": True}}))
     assert doc["apiVersion"] == "monitoring.coreos.com/v1alpha1"
     assert doc["metadata"]["namespace"] == NAMESPACE
@@ -1047,7 +1049,7 @@ def test_alertmanager_config_refuses_what_it_cannot_translate(
     """A canonical file the template cannot say exactly fails the render, naming the problem."""
     copy = tmp_path / CHART_DIR.name
     shutil.copytree(CHART_DIR, copy)
-    config = yaml.safe_load(ALERTMANAGER_FILE.read_text(encoding="utf-8"))
+    config = load_yaml(ALERTMANAGER_FILE.read_text(encoding="utf-8"))
     change(config)
     (copy / "files" / "alertmanager.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
     with helm.Chart.load(copy) as scratch, pytest.raises(helm.HelmRenderError, match=message):
@@ -1166,7 +1168,7 @@ def test_schema_accepts_every_scenario(chart: helm.Chart, scenario: str) -> None
 def test_schema_closes_the_top_level() -> None:
     """additionalProperties is false at the top level and every default key is declared."""
     schema = json.loads((CHART_DIR / "values.schema.json").read_text())
-    defaults = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    defaults = load_yaml((CHART_DIR / "values.yaml").read_text())
     assert schema["additionalProperties"] is False
     assert set(defaults) <= set(schema["properties"])
 

@@ -19,6 +19,7 @@ from tests.helpers import (
     SEVERITIES,
     alert_rules,
     load_rules,
+    load_yaml,
     metric_selectors,
     parse_duration,
     recording_rule_names,
@@ -62,7 +63,7 @@ def metric_names(expr: str) -> set[str]:
 def load_rule_tests() -> Iterator[tuple[Path, dict[str, Any]]]:
     """Every promtool test file under tests/rules/, parsed."""
     for path in RULE_TEST_FILES:
-        yield path, yaml.safe_load(path.read_text(encoding="utf-8"))
+        yield path, load_yaml(path.read_text(encoding="utf-8"))
 
 
 # --- the two status modes ----------------------------------------------------------------------
@@ -142,7 +143,7 @@ def test_current_mode_drops_the_zero_samples_and_marks_them_stale() -> None:
 def test_current_mode_variant_changes_only_status_series() -> None:
     """The converted campaign-alert tests keep every other series, and no 0 status sample."""
     path = RULE_TESTS_DIR / "campaign-alerts.test.yml"
-    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    document = load_yaml(path.read_text(encoding="utf-8"))
     converted = in_status_mode(document, "current")
     for before, after in zip(document["tests"], converted["tests"], strict=True):
         others = [s for s in before["input_series"] if not _STATUS_SERIES.match(s["series"])]
@@ -184,7 +185,7 @@ def test_rule_test_files_exist() -> None:
 def test_promtool_rule_unit_tests_pass(test_file: Path, mode: str, tmp_path: Path) -> None:
     """Every scenario of a tests/rules/ file passes `promtool test rules`, with the status
     series of either DIALNEXA_STATUS_SERIES mode and the same expected results."""
-    document = yaml.safe_load(test_file.read_text(encoding="utf-8"))
+    document = load_yaml(test_file.read_text(encoding="utf-8"))
     converted = tmp_path / test_file.name
     converted.write_text(yaml.safe_dump(in_status_mode(document, mode)), encoding="utf-8")
     result = run_promtool("test", "rules", str(converted))
@@ -195,7 +196,7 @@ def test_promtool_rule_unit_tests_pass(test_file: Path, mode: str, tmp_path: Pat
 @pytest.mark.parametrize("test_file", RULE_TEST_FILES, ids=lambda path: path.name)
 def test_rule_tests_load_the_canonical_file(test_file: Path) -> None:
     """Each test file loads exactly the canonical rule file, by a path relative to itself."""
-    document = yaml.safe_load(test_file.read_text(encoding="utf-8"))
+    document = load_yaml(test_file.read_text(encoding="utf-8"))
     (rule_file,) = document["rule_files"]
     assert not Path(rule_file).is_absolute()
     assert (test_file.parent / rule_file).resolve() == RULE_FILE
