@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
@@ -29,6 +30,15 @@ from tests.helpers import (
     serve,
 )
 from tests.scheduling import LongestFirstScheduling, longest_first
+
+# Bytecode is written, so that it is read again. With PYTHONDONTWRITEBYTECODE set (machines and CI
+# images set it), every pytest worker rewrote and compiled every test module at collection, and
+# every one of the hundreds of Python processes the tests start (exporters, simulators, pytest
+# itself) compiled the package anew. Set here, before the test modules are imported and before
+# pytest-xdist starts its workers, which inherit the environment. git and the image's build
+# context ignore __pycache__.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 # Modules whose async tests also run on asyncio's own loop, not only on the exporter's default
 # (uvloop): TLS (web config, the connection guard), in-process shutdown (the CLI), and the fault

@@ -13,7 +13,8 @@ fi
 # The locked versions, each checked against its hashes (docs/development.md: how to update the
 # lock), then the package itself, editable, without resolving anything more. uv installs them: in
 # a few seconds, where pip takes half a minute on two cores. uv itself is one of the lock's
-# entries, which pip installs first, checked against its hashes like the rest.
+# entries, which pip installs first, checked against its hashes like the rest. Bytecode is
+# compiled at install time, as pip does, so that no process compiles a dependency again.
 if [ ! -x .venv/bin/uv ]; then
     uv_lock=$(mktemp)
     trap 'rm -f "$uv_lock"' EXIT
@@ -25,7 +26,7 @@ if [ ! -x .venv/bin/uv ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check \
         --require-hashes --no-deps -r "$uv_lock"
 fi
-.venv/bin/uv pip install --quiet --python .venv/bin/python \
+.venv/bin/uv pip install --quiet --python .venv/bin/python --compile-bytecode \
     --require-hashes --no-deps -r requirements-test.lock
 .venv/bin/uv pip install --quiet --python .venv/bin/python --no-deps -e .
 .venv/bin/python -m pip check
