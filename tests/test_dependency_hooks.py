@@ -4,14 +4,17 @@ The web server reaches into aiohttp where its public API has no door: exporter/w
 sets ``BaseSite._server`` (and reads ``_backlog``) and builds aiohttp's ``RequestHandler`` per
 connection; exporter/web/request_policy.py overrides ``RequestHandler.handle_error`` and reads
 ``request.writer.output_size``. exporter/web/webconfig_model.py overrides PyYAML's
-``compose_node``. pyproject.toml bounds aiohttp to the minor series these were checked against;
+``compose_node``. exporter/exposition/cache.py copies zlib-ng's compressors, which its type
+stubs leave out. pyproject.toml bounds aiohttp to the minor series these were checked against;
 when an upgrade moves one of them, this test fails naming the hook, who uses it and the version.
 """
 
 from __future__ import annotations
 
+import gzip
 import inspect
 import socket
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +25,7 @@ from aiohttp import web
 from aiohttp.http_writer import StreamWriter
 from aiohttp.web_protocol import RequestHandler
 
+from exporter.exposition.cache import open_gzip
 from exporter.web.connections import ConnectionLimits, guard_connections
 from tests.helpers import serve_guarded
 
@@ -103,6 +107,20 @@ def _compose_node() -> str | None:
     return None
 
 
+def _compressor_copy() -> str | None:
+    compressor = open_gzip()
+    head = compressor.compress(b"dialnexa_campaign_up 1\n")
+    head += compressor.flush(zlib.Z_SYNC_FLUSH)
+    try:
+        copied = compressor.copy()
+    except AttributeError:
+        return "is gone: the compressor has no copy()"
+    tail = copied.compress(b"tail\n") + copied.flush()
+    if gzip.decompress(head + tail) != b"dialnexa_campaign_up 1\ntail\n":
+        return "no longer continues the stream it was copied from"
+    return None
+
+
 HOOKS = [
     Hook("aiohttp BaseSite._server", "exporter/web/connections.py GuardedSite.start", _site_server),
     Hook("aiohttp BaseSite._backlog", "exporter/web/connections.py GuardedSite", _site_backlog),
@@ -120,6 +138,11 @@ HOOKS = [
         "aiohttp StreamWriter.output_size",
         "exporter/web/request_policy.py QuietRequestHandler.handle_error",
         _output_size,
+    ),
+    Hook(
+        "zlib-ng compressobj().copy() (not in its type stubs)",
+        "exporter/exposition/cache.py Exposition.gzip_tail",
+        _compressor_copy,
     ),
     Hook(
         "PyYAML SafeLoader.compose_node",
