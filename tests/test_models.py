@@ -9,6 +9,7 @@ from typing import Any, get_args, get_type_hints
 
 import pytest
 
+from exporter.api import fields
 from exporter.api.fields import FieldKind
 from exporter.api.models import (
     RECORD_FIELDS,
@@ -82,6 +83,24 @@ def test_timestamps_with_any_offset(stamp: str, epoch: float) -> None:
     assert record.created_at is not None
     assert record.created_at.timestamp() == epoch
     assert record.scheduled_at is not None
+
+
+def test_timestamps_read_are_kept_within_a_bound() -> None:
+    """A timestamp read again is the same instant, and a flood of distinct ones (an API whose
+    times change on every record) never keeps more than the bound, nor a text it refused."""
+    fields._TIMES.clear()
+    first = parse_campaign({"id": "c", "created_at": "2024-03-01T09:00:00Z"}, "c").created_at
+    again = parse_campaign({"id": "c", "created_at": "2024-03-01T09:00:00Z"}, "c").created_at
+    assert first is again  # read once, then looked up
+    base = datetime(2024, 1, 1, tzinfo=UTC)
+    for second in range(fields._TIMES_KEPT * 2 + 7):
+        stamp = (base + timedelta(seconds=second)).isoformat()
+        record = parse_campaign({"id": "c", "created_at": stamp}, "c")
+        assert record.created_at == base + timedelta(seconds=second)
+        assert len(fields._TIMES) <= fields._TIMES_KEPT
+    with pytest.raises(RecordError):
+        parse_campaign({"id": "c", "created_at": "yesterday"}, "c")
+    assert "yesterday" not in fields._TIMES
 
 
 def test_unknown_and_nested_extra_fields_are_ignored() -> None:

@@ -121,12 +121,13 @@ class RecordField:
             # msgspec refuses lone surrogates and counts characters as Python does.
             return Annotated[str, Meta(max_length=self.max_length)] | None, None
         if kind is FieldKind.STATUS:
-            return str | None, CampaignStatus.parse
+            # A state's exact text; any other (" Active", "ACTIVE", a new state) is check's.
+            return CampaignStatus | None, None
         if kind is FieldKind.COUNT:
             return Annotated[int, Meta(ge=0, le=self.limit)] | None, None
         if kind is FieldKind.NUMBER:
-            bounds = Meta(ge=0, le=self.limit)
-            return Annotated[int, bounds] | Annotated[float, bounds] | None, float
+            # msgspec takes a whole number for a float as float() does (exact up to the limit).
+            return Annotated[float, Meta(ge=0, le=self.limit)] | None, None
         return str | None, _timestamp
 
     def check(self) -> Callable[[object], object]:
@@ -213,9 +214,25 @@ def _number_within(limit: int) -> Callable[[object], float]:
     return check
 
 
+# Timestamps read, by their text: a campaign's creation and schedule times come again in every
+# record, and reading one costs several times looking it up. Emptied when full.
+_TIMES: dict[str, datetime] = {}
+_TIMES_KEPT = 25_000
+
+
 def _timestamp(value: object) -> datetime:
     if not isinstance(value, str):
         raise ValueError("expected an ISO 8601 date-time string")
+    parsed = _TIMES.get(value)
+    if parsed is None:
+        parsed = _read_timestamp(value)
+        if len(_TIMES) >= _TIMES_KEPT:
+            _TIMES.clear()
+        _TIMES[value] = parsed
+    return parsed
+
+
+def _read_timestamp(value: str) -> datetime:
     text = value.strip()
     if text.endswith("z"):  # Python reads "Z" itself (3.11), not its lower case
         text = text[:-1] + "Z"

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Annotated, Any, NamedTuple, get_type_hints
 
 import msgspec
+from msgspec.structs import astuple
 
 from exporter.api.fields import (
     MAX_EXACT,
@@ -197,33 +198,41 @@ _READS: tuple[tuple[str, Callable[[object], object]], ...] = tuple(
 )
 
 
-def _compiled_decoder() -> tuple[msgspec.json.Decoder[Any], tuple[_FastRead, ...]]:
-    """The body decoder of ``fast_campaign`` and how each field is read from what it returns."""
-    top: dict[str, Any] = {}
-    nested: dict[str, list[tuple[str, Any]]] = {}
-    reads: list[_FastRead] = []
-    for field in RECORD_FIELDS:
+def _compiled_decoder() -> tuple[msgspec.json.Decoder[Any], _Nests, _Converts]:
+    """The body decoder of ``fast_campaign``, in the model's order (a nested object where its
+    first field is); the nested objects to flatten into their fields, the last first, as
+    (position, width); and the conversions left to do, as (position in the model, function)."""
+    slots: dict[str, Any] = {}  # a top-level name: its type, or a nested object's fields
+    converts: list[tuple[int, Callable[[Any], object]]] = []
+    for index, field in enumerate(RECORD_FIELDS, start=1):  # the id is at 0
         kind, convert = field.compiled()
+        if convert is not None:
+            converts.append((index, convert))
         if len(field.path) == 1:
-            top[field.path[0]] = kind
+            slots[field.path[0]] = kind
         else:
-            nested.setdefault(field.path[0], []).append((field.path[1], kind))
-        reads.append(
-            (*field.path, convert) if len(field.path) == 2 else (field.path[0], "", convert)
-        )
-    for parent, inner in nested.items():
-        struct = msgspec.defstruct(f"_{parent}", [(name, kind, None) for name, kind in inner])
-        top[parent] = struct | None
-    body = msgspec.defstruct(
-        "_CampaignBody", [("id", str), *((k, t, None) for k, t in top.items())]
-    )
-    return msgspec.json.Decoder(body), tuple(reads)
+            slots.setdefault(field.path[0], []).append((field.path[1], kind))
+    fields: list[tuple[str, Any, None]] = []
+    nests: list[tuple[int, int]] = []
+    flat: list[tuple[str, ...]] = []
+    for position, (name, kind) in enumerate(slots.items(), start=1):
+        if isinstance(kind, list):
+            inner = msgspec.defstruct(f"_{name}", [(key, type_, None) for key, type_ in kind])
+            fields.append((name, inner | None, None))
+            nests.append((position, len(kind)))
+            flat.extend((name, key) for key, _ in kind)
+        else:
+            fields.append((name, kind, None))
+            flat.append((name,))
+    if flat != [field.path for field in RECORD_FIELDS]:
+        raise TypeError("the fields of a nested object must follow each other in Campaign")
+    body = msgspec.defstruct("_CampaignBody", [("id", str, None), *fields])
+    return msgspec.json.Decoder(body), tuple(reversed(nests)), tuple(converts)
 
 
-# A field as fast_campaign reads it: its top-level name, its name inside that object (""
-# at the top level) and the conversion to the model's value.
-_FastRead = tuple[str, str, Callable[[Any], object] | None]
-_DECODER, _FAST_READS = _compiled_decoder()
+_Nests = tuple[tuple[int, int], ...]
+_Converts = tuple[tuple[int, Callable[[Any], object]], ...]
+_DECODER, _NESTS, _CONVERTS = _compiled_decoder()
 
 
 def fast_campaign(body: bytes, expected_id: str) -> Campaign | None:
@@ -242,13 +251,15 @@ def fast_campaign(body: bytes, expected_id: str) -> Campaign | None:
         return None
     if document.id != expected_id:
         return None
-    values: list[object] = [expected_id]
+    values = list(astuple(document))
+    for position, width in _NESTS:  # the last first: the positions before it stay put
+        inner = values[position]
+        values[position : position + 1] = (None,) * width if inner is None else astuple(inner)
     try:
-        for key, inner, convert in _FAST_READS:
-            value = getattr(document, key)
-            if inner and value is not None:
-                value = getattr(value, inner)
-            values.append(value if convert is None or value is None else convert(value))
+        for index, convert in _CONVERTS:
+            value = values[index]
+            if value is not None:
+                values[index] = convert(value)
     except ValueError:  # a timestamp fromisoformat cannot read
         return None
     return Campaign._make(values)
