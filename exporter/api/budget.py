@@ -171,8 +171,9 @@ class ApiBudget:
     def observe(self, headers: Mapping[str, str]) -> None:
         """Take the budget from a response's headers (any status); no headers, no change."""
         # Three lookups first: on an API without rate-limit headers (every answer's case) this
-        # is all a fetch pays, about a microsecond.
-        if not any(name in headers for name in _ANNOUNCING):
+        # is all a fetch pays (spelled out: a generator over _ANNOUNCING costs twice as much).
+        x_remaining, remaining, combined = _ANNOUNCING
+        if x_remaining not in headers and remaining not in headers and combined not in headers:
             return
         wall, now = self._clock.time(), self._clock.monotonic()
         announced = parse_rate_limit(headers, wall)
