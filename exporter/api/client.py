@@ -162,13 +162,18 @@ class Deadlines:
         self._inflight: dict[asyncio.Task[object], float] = {}
         self._expired: set[asyncio.Task[object]] = set()
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the requests
 
     def start(self, seconds: float) -> asyncio.Task[object]:
         """Note that the current task's request must end within ``seconds``."""
-        task = asyncio.current_task()
+        loop = self._loop
+        if loop is None or not loop.is_running():  # first use, or a later loop (tests)
+            loop = self._loop = asyncio.get_running_loop()
+        # Given the loop, current_task() does not look it up again: on Python 3.11 each look-up
+        # is a getpid() system call, one per request otherwise.
+        task = asyncio.current_task(loop)
         if task is None:
             raise RuntimeError("a deadline needs a running task")
-        loop = task.get_loop()
         self._inflight[task] = loop.time() + seconds
         if self._timer is None:
             self._timer = loop.call_later(self._resolution, self._check, loop)

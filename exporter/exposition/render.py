@@ -96,9 +96,9 @@ def _lines(family: CampaignFamily, labels: Sequence[str], sources: Sequence[Any]
     many = family.samples
     return "".join(
         [
-            _samples_text(prefix, label, many(source))
+            _samples_text(prefix, label, samples)
             for label, source in pairs
-            if source is not None
+            if source is not None and (samples := many(source))  # most have no errors
         ]
     )
 
