@@ -31,8 +31,8 @@ class ScriptedFetcher:
         self.calls: list[str] = []
 
     async def fetch_changed(
-        self, campaign_id: str, digest: bytes | None
-    ) -> tuple[Campaign | None, bytes]:
+        self, campaign_id: str, digest: int | None
+    ) -> tuple[Campaign | None, int]:
         """Return or raise what the table says; no record when the document is unchanged."""
         self.calls.append(campaign_id)
         answer = self.answers[campaign_id]
@@ -41,7 +41,7 @@ class ScriptedFetcher:
             answer = self.after[campaign_id]
         if isinstance(answer, BaseException):
             raise answer
-        body_digest = json.dumps(answer, sort_keys=True).encode()
+        body_digest = hash(json.dumps(answer, sort_keys=True))
         if body_digest == digest:
             return None, body_digest
         return parse_campaign(answer, campaign_id), body_digest

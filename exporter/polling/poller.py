@@ -47,8 +47,8 @@ class CampaignFetcher(Protocol):
     """Anything that fetches one campaign record or raises a FetchError."""
 
     async def fetch_changed(
-        self, campaign_id: str, digest: bytes | None
-    ) -> tuple[Campaign | None, bytes]:
+        self, campaign_id: str, digest: int | None
+    ) -> tuple[Campaign | None, int]:
         """Fetch one campaign: no record when its body still has ``digest``, else the new one."""
 
 
@@ -173,7 +173,7 @@ class RoundRunner:
         concurrency: int,
         coalesce_seconds: float,
         fetcher: CampaignFetcher,
-        succeeded: Callable[[CampaignState, Campaign | None, bytes, float], None],
+        succeeded: Callable[[CampaignState, Campaign | None, int, float], None],
         failed: Callable[[CampaignState, Exception], None],
         round_done: Callable[[Batch], None],
     ) -> None:
@@ -449,7 +449,7 @@ class Poller:
         return min(times, default=self._clock.monotonic() + 60.0)
 
     def _fetched(
-        self, state: CampaignState, fetched: Campaign | None, digest: bytes, round_started: float
+        self, state: CampaignState, fetched: Campaign | None, digest: int, round_started: float
     ) -> None:
         """A fetch succeeded: ``fetched`` is None when the body is the one already parsed."""
         if fetched is not None:

@@ -49,7 +49,7 @@ class CampaignState:
     campaign_id: str
     next_due: float  # monotonic time of the next fetch
     record: Campaign | None = None
-    digest: bytes | None = None  # of the body ``record`` was parsed from
+    digest: int | None = None  # hash of the body ``record`` was parsed from
     up: bool = False
     last_success: float | None = None
     last_success_mono: float | None = None

@@ -90,7 +90,7 @@ async def measure(
     settings = settings_for(api_url)
     clock = FakeClock()
     client = new_client(settings, clock)
-    digests: dict[str, bytes] = {}
+    digests: dict[str, int] = {}
 
     async def client_round() -> None:
         queue = iter(ids)
