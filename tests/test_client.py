@@ -48,6 +48,7 @@ from tests.helpers import (
     raw_answer,
     read_request,
     serve,
+    trusting,
     upstream_running,
     wait_for,
 )
@@ -934,13 +935,6 @@ def tls_server(leaf: trustme.LeafCert) -> ssl.SSLContext:
     """A server context presenting ``leaf``."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     leaf.configure_cert(context)
-    return context
-
-
-def trusting(authority: trustme.CA) -> ssl.SSLContext:
-    """A client context that trusts ``authority`` (and nothing else)."""
-    context = ssl.create_default_context()
-    authority.configure_trust(context)
     return context
 
 

@@ -43,6 +43,7 @@ from tests.helpers import (
     campaign,
     exporter_settings,
     spawn_exporter,
+    trusting,
     value,
     wait_for,
 )
@@ -86,9 +87,7 @@ class TlsApi:
 
     def trust(self) -> ssl.SSLContext:
         """A client context trusting the simulator's CA."""
-        context = ssl.create_default_context()
-        self.ca.configure_trust(context)
-        return context
+        return trusting(self.ca)
 
 
 @pytest.fixture

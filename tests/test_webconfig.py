@@ -43,6 +43,7 @@ from tests.helpers import (
     serve,
     serve_guarded,
     spawn_exporter,
+    trusting,
     wait_for,
 )
 
@@ -96,8 +97,7 @@ class Pki:
         maximum_version: ssl.TLSVersion | None = None,
     ) -> ssl.SSLContext:
         """A client context trusting the server CA, optionally with a client certificate."""
-        context = ssl.create_default_context()
-        self.server_ca.configure_trust(context)
+        context = trusting(self.server_ca)
         if leaf is not None:
             leaf.configure_cert(context)
         if maximum_version is not None:
