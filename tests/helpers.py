@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import inspect
 import json
+import os
 import re
 import shutil
 import socket
@@ -414,6 +415,9 @@ def run_promtool(*args: str, stdin: str | bytes | None = None) -> subprocess.Com
         text=True,
         timeout=60,
         check=False,
+        # Go's collector runs a quarter as often: a tenth less CPU for `test rules` (about 10 s
+        # for the calling-window file), at about 100 MB more memory.
+        env={**os.environ, "GOGC": os.environ.get("GOGC", "400")},
     )
 
 
