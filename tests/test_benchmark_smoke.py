@@ -166,19 +166,23 @@ def test_both_event_loops_are_measured_side_by_side(smoke: SmokeRun) -> None:
 
 
 def test_the_cpu_ratio_is_the_median_of_the_pairs() -> None:
-    """--cpu-ratio's table: each exporter pass over the floor round measured next to it, the
-    median of those ratios, and the median pass of each side per fetch, every pass shown."""
+    """--cpu-ratio's table: each exporter pass over the mean of the floor rounds on either side
+    of it, the median of those ratios, and the median pass of each side per fetch, every pass
+    shown; a floor round missing on one side is an error, not a ratio."""
 
     def rounds(*cpus: float) -> list[bench.RoundFigures]:
         return [bench.RoundFigures(wall=1.0, cpu=cpu, sim_cpu=0.1, fetches=1000) for cpu in cpus]
 
-    figures = bench.RatioFigures(1000, "uvloop", rounds(0.3, 0.13, 0.2), rounds(0.2, 0.1, 0.16))
-    assert (figures.exporter_cpu, figures.floor_cpu) == (0.2, 0.16)
-    assert figures.pair_ratios == pytest.approx([1.5, 1.3, 1.25])
-    assert figures.ratio == pytest.approx(1.3)  # not 0.2 / 0.16: the pairs, not the medians
+    floors = rounds(0.2, 0.2, 0.1, 0.16)
+    figures = bench.RatioFigures(1000, "uvloop", rounds(0.3, 0.195, 0.234), floors)
+    assert (figures.exporter_cpu, figures.floor_cpu) == (0.234, 0.18)
+    assert figures.pair_ratios == pytest.approx([1.5, 1.3, 1.8])
+    assert figures.ratio == pytest.approx(1.5)  # the rounds' own ratios, not the medians'
     row = bench.ratio_table([figures]).splitlines()[-1]
-    assert row.startswith("| 1,000 | uvloop | 0.2 s (0.3 s, 0.13 s, 0.2 s) | 200 µs |")
-    assert row.endswith("| 160 µs | **1.30** (1.50, 1.30, 1.25) |")
+    assert row.startswith("| 1,000 | uvloop | 0.234 s (0.3 s, 0.195 s, 0.234 s) | 234 µs |")
+    assert row.endswith("| 180 µs | **1.50** (1.50, 1.30, 1.80) |")
+    with pytest.raises(ValueError, match="floor round before"):
+        _ = bench.RatioFigures(1000, "uvloop", rounds(0.3), rounds(0.2)).pair_ratios
 
 
 def test_the_cpu_ratio_is_measured_against_real_processes(tmp_path: Path) -> None:

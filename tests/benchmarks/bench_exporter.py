@@ -1373,8 +1373,9 @@ def run(
 
 @dataclass
 class RatioFigures:
-    """The exporter's CPU per steady-state round beside the bare-client floor's, same loop, in
-    pairs: each floor round runs right after an exporter round, while the exporter idles."""
+    """The exporter's CPU per steady-state round beside the bare-client floor's, same loop: a
+    floor round runs before the first exporter round and after each, while the exporter idles,
+    so that every exporter round has a floor round on either side of it."""
 
     n: int
     loop: str
@@ -1393,13 +1394,19 @@ class RatioFigures:
 
     @property
     def pair_ratios(self) -> list[float]:
-        """Each exporter round's CPU over the floor round measured next to it."""
-        return [e.cpu / f.cpu for e, f in zip(self.exporter_rounds, self.floor_rounds, strict=True)]
+        """Each exporter round's CPU over the mean of the floor rounds on either side of it."""
+        if len(self.floor_rounds) != len(self.exporter_rounds) + 1:
+            raise ValueError("a floor round before the first exporter round and after each")
+        floors = self.floor_rounds
+        return [
+            e.cpu / ((floors[i].cpu + floors[i + 1].cpu) / 2)
+            for i, e in enumerate(self.exporter_rounds)
+        ]
 
     @property
     def ratio(self) -> float:
-        """The median of the pairs' ratios: the machine's speed drifts by tens of percent
-        within minutes, and a pair is measured within seconds."""
+        """The median of the rounds' ratios: the machine's speed drifts by tens of percent
+        within minutes, and a round and its two neighbours are measured within seconds."""
         return statistics.median(self.pair_ratios)
 
 
@@ -1422,8 +1429,9 @@ def run_ratio(
     workdir: Path,
     progress: Callable[[str], None] = lambda _: None,
 ) -> list[RatioFigures]:
-    """Per size: ``rounds`` pairs of an exporter steady-state round and a floor round, against
-    one simulator; the floor runs in this process while the exporter waits for its next round."""
+    """Per size: ``rounds`` exporter steady-state rounds, with a floor round before the first
+    and after each, against one simulator; the floor runs in this process while the exporter
+    waits for its next round."""
     figures: list[RatioFigures] = []
     for n in sizes:
         interval = poll if poll is not None else default_poll_interval(n)
@@ -1446,13 +1454,15 @@ def run_ratio(
             wait_ready(exporter, timeout)
             wait_idle(exporter.pid, timeout)
             passes: list[RoundFigures] = []
-            floors: list[RoundFigures] = []
+            floors = [floor_round(sim, n, loop)]
             for index in range(rounds):
                 passes.append(measure_pass(sim, exporter, n, timeout))
                 floors.append(floor_round(sim, n, loop))
+                around = (floors[-2].cpu + floors[-1].cpu) / 2
                 progress(
-                    f"N={n}: pair {index + 1}: exporter {_s(passes[-1].cpu)}, floor "
-                    f"{_s(floors[-1].cpu)}, ratio {passes[-1].cpu / floors[-1].cpu:.2f}"
+                    f"N={n}: round {index + 1}: exporter {_s(passes[-1].cpu)}, floor "
+                    f"{_s(floors[-2].cpu)} before and {_s(floors[-1].cpu)} after, ratio "
+                    f"{passes[-1].cpu / around:.2f}"
                 )
         figures.append(RatioFigures(n, loop, passes, floors))
         progress("\n" + ratio_table(figures[-1:]))
@@ -1464,7 +1474,7 @@ def ratio_table(figures: Sequence[RatioFigures]) -> str:
     pairs' ratios, with each pair's figures."""
     lines = [
         "| N | loop | exporter CPU per round (median) | per fetch | floor CPU per round "
-        "(median) | per fetch | ratio, median of pairs (each pair) |",
+        "(median) | per fetch | ratio, median of rounds (each round, to the floor either side) |",
         "|---|---|---|---|---|---|---|",
     ]
     for f in figures:
