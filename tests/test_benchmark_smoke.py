@@ -1,4 +1,5 @@
-"""Smoke run of tests/benchmarks/bench_exporter.py at N=200: it measures what it claims to.
+"""Smoke run of tests/benchmarks/bench_exporter.py at N=200 (and bench_instructions' sides at
+N=50): it measures what it claims to.
 
 Only correctness of the measurements is asserted (every campaign exported, figures are
 positive numbers, the table is complete); timings are not, since CI machines vary.
@@ -6,14 +7,17 @@ positive numbers, the table is complete); timings are not, since CI machines var
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from exporter import loops as event_loops
 from exporter.demo.simulator import load_campaigns
 from tests.benchmarks import bench_exporter as bench
+from tests.benchmarks import bench_instructions as instructions
 
 pytestmark = pytest.mark.slow
 
@@ -192,3 +196,18 @@ def test_the_cpu_ratio_is_measured_against_real_processes(tmp_path: Path) -> Non
     assert figures.floor_rounds[0].fetches == SIZE
     assert figures.exporter_cpu > 0
     assert figures.floor_cpu > 0
+
+
+def test_the_instruction_count_sides_fetch_every_campaign_each_round(tmp_path: Path) -> None:
+    """bench_instructions' two sides, run without valgrind at N=50: each fetches every campaign
+    once a round; and the total is read from valgrind's summary line."""
+    with contextlib.ExitStack() as stack:
+        sim = bench.start_simulator(stack, 50, tmp_path)
+        for side in instructions.SIDES:
+            before = sim.requests()
+            event_loops.run(instructions.run_side(side, sim.api_url, 50, rounds=2), "asyncio")
+            assert sim.requests() - before == 100, side
+    summary = "==4242== I   refs:      2,844,284,736\n"
+    match = instructions._TOTAL.search(summary)
+    assert match is not None
+    assert match.group(1) == "2,844,284,736"

@@ -1439,8 +1439,8 @@ def run_ratio(
         with contextlib.ExitStack() as stack:
             sim = start_simulator(stack, n, workdir)
             progress(
-                f"N={n}: exporter on {loop}, {rounds} rounds at {interval:g} s, each "
-                "followed by a floor round"
+                f"N={n}: exporter on {loop}, {rounds} rounds at {interval:g} s, a floor "
+                "round before the first and after each"
             )
             exporter = start_exporter(
                 stack,
