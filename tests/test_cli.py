@@ -149,6 +149,7 @@ async def test_demo_prints_a_check_command_that_passes(capsys: pytest.CaptureFix
 
 
 @pytest.mark.slow
+@pytest.mark.no_cover  # half a minute of the demo's polling, all covered elsewhere
 async def test_demo_page_shows_its_stalled_campaign_and_etas(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
