@@ -26,15 +26,11 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clock."""
+    """The real clock. Its readings are the C functions themselves, not methods calling them:
+    every fetch reads the clock several times."""
 
-    def time(self) -> float:
-        """Seconds since the Unix epoch."""
-        return time.time()
-
-    def monotonic(self) -> float:
-        """Seconds from an arbitrary, never-decreasing origin."""
-        return time.monotonic()
+    monotonic = staticmethod(time.monotonic)
+    time = staticmethod(time.time)  # after monotonic: from here on, time is this attribute
 
     async def wait(self, event: asyncio.Event, seconds: float) -> bool:
         """Wait until ``event`` is set or ``seconds`` pass; True if it was set.
