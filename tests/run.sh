@@ -70,7 +70,7 @@ set +e
 # -m '' lifts the default marker expression of pyproject's addopts: e2e, container, slow and
 # soak tests run too. Workers: four, not one per core as in pyproject's addopts: many long tests
 # wait on real servers' scrape, rule and notification intervals, and others use the cores
-# meanwhile (measured on two cores: 4 min 11 s of wall time with four workers; docs/development.md).
+# meanwhile (docs/development.md has the figures).
 .venv/bin/python -m pytest -m '' -n "${GATE_WORKERS:-4}" "${coverage[@]}" "$@"
 status=$?
 set -e
