@@ -269,24 +269,59 @@ class DialNexaClient:
     async def fetch_changed(
         self, campaign_id: str, digest: int | None
     ) -> tuple[Campaign | None, int]:
-        """Fetch one campaign; ``(None, digest)`` when the body is the one ``digest`` names.
-
-        Otherwise the validated record and the digest of its body. Skipping the parse of an
-        unchanged body saves most of the CPU a fetch costs besides the HTTP exchange itself.
-        Raises a FetchError subclass when the campaign cannot be fetched.
-        """
+        """Fetch one campaign; ``(None, digest)`` when the body is the one ``digest`` names,
+        else the validated record and the digest of its body; or raise a FetchError. Same-origin
+        redirects are followed; only a 2xx body is read, within MAX_BODY_BYTES. One coroutine
+        for it all: each between the worker and aiohttp costs at every suspension."""
         for wait in self._before_request:
-            # Waiting for a rate-limit token is not part of the request's own deadline.
-            await wait()
-        task = self._deadlines.start(self._timeout_seconds)
+            await wait()  # waiting for a rate-limit token is not part of the request's deadline
+        task, url = self._deadlines.start(self._timeout_seconds), self.campaign_url(campaign_id)
         try:
-            status, body = await self._get(self.campaign_url(campaign_id))
+            for hop in range(MAX_REDIRECTS + 1):
+                if hop:
+                    for wait in self._before_request:
+                        await wait()  # every redirect hop is a request too
+                started, code, status = self._monotonic(), "error", None
+                try:
+                    try:
+                        get = self._session.get(url, headers=self._headers, allow_redirects=False)
+                        async with get as answer:
+                            status, headers, body = answer.status, answer.headers, b""
+                            if 200 <= status < 300:  # an error's body is not read
+                                size = answer.content_length
+                                if size is None or size > MAX_BODY_BYTES or _ENCODING in headers:
+                                    body = await _read_capped(answer)
+                                else:
+                                    body = await answer.read()  # a known size within the cap
+                    except (FetchError, aiohttp.ClientError) as exc:
+                        raise _fetch_error(exc, url, status) from None
+                    code = str(status)
+                    if self._on_headers is not None:
+                        self._on_headers(headers)
+                    if 200 <= status < 300:
+                        break
+                    url = self._redirect_or_raise(url, status, headers)
+                except FetchError as exc:
+                    code = _counted_as(exc, code)
+                    raise
+                finally:
+                    self._observer.observe_request(code, self._monotonic() - started)
+            else:
+                raise InvalidResponseError(f"more than {MAX_REDIRECTS} redirects").with_status(
+                    int(code)
+                )
         except BaseException:
             if self._deadlines.finish(task):  # cancelled by its deadline, and nothing else
                 limit = f"{self._timeout_seconds:g}s"
                 raise RequestTimeoutError(f"no complete answer within {limit}") from None
             raise
         self._deadlines.finish(task)
+        return self._record(status, body, campaign_id, digest)
+
+    def _record(
+        self, status: int, body: bytes, campaign_id: str, digest: int | None
+    ) -> tuple[Campaign | None, int]:
+        """The record in a 2xx ``body``: None when it is the body ``digest`` names."""
         # Python's own hash of the bytes (SipHash, 64 bits, keyed per process): a tenth of the
         # cost of blake2b, and two different bodies of one campaign that hash alike, so that
         # the second is taken for the first, happen about once in 2^64 changes.
@@ -306,47 +341,6 @@ class DialNexaClient:
             return parse_campaign(document, campaign_id), body_digest
         except RecordError as exc:
             raise InvalidResponseError(str(exc)).with_status(status) from None
-
-    async def _get(self, url: URL) -> tuple[int, bytes]:
-        """(status, body) of the answer for ``url``, same-origin redirects followed; the body is
-        read for 2xx answers only, within MAX_BODY_BYTES. Every failure is a FetchError, with
-        the status of the answer once there is one. One coroutine for the whole exchange: each
-        coroutine between the worker and aiohttp costs on every suspension of every request."""
-        for hop in range(MAX_REDIRECTS + 1):
-            if hop:
-                for wait in self._before_request:
-                    await wait()  # every redirect hop is a request too
-            started = self._monotonic()
-            code = "error"
-            status: int | None = None
-            try:
-                try:
-                    get = self._session.get(url, headers=self._headers, allow_redirects=False)
-                    async with get as answer:
-                        status, headers, body = answer.status, answer.headers, b""
-                        if 200 <= status < 300:  # an error's body is not read: its status tells
-                            length = answer.content_length
-                            if length is None or length > MAX_BODY_BYTES or _ENCODING in headers:
-                                body = await _read_capped(answer)
-                            else:
-                                body = await answer.read()  # a known size within the cap
-                except (FetchError, aiohttp.ClientError) as exc:
-                    raise _fetch_error(exc, url, status) from None
-                code = str(status)
-                if self._on_headers is not None:
-                    self._on_headers(headers)
-                if 200 <= status < 300:
-                    return status, body
-                url = self._redirect_or_raise(url, status, headers)
-            except FetchError as exc:
-                if exc.status is not None:
-                    code = str(exc.status)  # a body over the cap, undecodable or cut short
-                elif code != "error":
-                    exc.with_status(int(code))  # a redirect refused: the answer's status
-                raise
-            finally:
-                self._observer.observe_request(code, self._monotonic() - started)
-        raise InvalidResponseError(f"more than {MAX_REDIRECTS} redirects").with_status(int(code))
 
     def _redirect_or_raise(self, url: URL, status: int, headers: Mapping[str, str]) -> URL:
         """The next hop of a redirect answer; HTTPStatusError for any other non-2xx one."""
@@ -371,6 +365,16 @@ class DialNexaClient:
             # aiohttp would send them as Basic credentials in place of the key.
             raise InvalidResponseError("redirect to a Location carrying credentials refused")
         return target
+
+
+def _counted_as(exc: FetchError, code: str) -> str:
+    """The code a request that failed with ``exc`` is counted under, ``code`` being its
+    answer's status (``error`` without one); ``exc`` is given that status if it has none."""
+    if exc.status is not None:
+        return str(exc.status)  # a body over the cap, undecodable or cut short
+    if code != "error":
+        exc.with_status(int(code))  # a redirect refused: the answer's status
+    return code
 
 
 def _fetch_error(exc: FetchError | aiohttp.ClientError, url: URL, status: int | None) -> Exception:
