@@ -34,6 +34,7 @@ from exporter.api.client import (
     TokenBucket,
     create_session,
     parse_retry_after,
+    request_headers,
 )
 from exporter.demo.simulator import Fault, FaultKind, retry_after_date
 from tests.helpers import (
@@ -101,10 +102,14 @@ def make_client(
     key: str = API_KEY,
     timeout: float = 2.0,
     observer: Recorder | None = None,
+    headers_in_session: bool = True,
 ) -> DialNexaClient:
-    """A client for ``url``, with at most four connections."""
+    """A client for ``url``, with at most four connections; its headers in its session, as
+    client_for makes it, or (``headers_in_session=False``) named with every request."""
+    headers = request_headers(SecretStr(key)) if headers_in_session else None
+    session = create_session(4, headers=headers)
     client = DialNexaClient(
-        create_session(4), url, SecretStr(key), timeout_seconds=timeout, observer=observer
+        session, url, SecretStr(key), timeout_seconds=timeout, observer=observer
     )
     return clients.add(client)
 
@@ -585,9 +590,13 @@ async def test_token_bucket_spaces_requests_on_its_clock() -> None:
 # --- a broken or hostile upstream, byte by byte (scripted servers on loopback) -----------------
 
 
-def scripted_client(clients: Clients, upstream: Upstream, timeout: float = 2.0) -> DialNexaClient:
+def scripted_client(
+    clients: Clients, upstream: Upstream, timeout: float = 2.0, headers_in_session: bool = True
+) -> DialNexaClient:
     """A client of ``upstream`` with the exporter's session."""
-    return make_client(clients, upstream.api_url, timeout=timeout)
+    return make_client(
+        clients, upstream.api_url, timeout=timeout, headers_in_session=headers_in_session
+    )
 
 
 @pytest.mark.parametrize(
@@ -913,19 +922,25 @@ async def test_the_deadline_closes_the_connection_of_a_silent_server(clients: Cl
             await upstream.closed_by_client.wait()
 
 
+@pytest.mark.parametrize("in_session", [True, False], ids=["session-headers", "request-headers"])
 async def test_requests_carry_the_host_and_headers_on_kept_alive_connections(
-    clients: Clients,
+    clients: Clients, in_session: bool
 ) -> None:
-    """Ten GETs travel on one kept-alive connection, each with Host, the key and Accept."""
+    """Ten GETs travel on one kept-alive connection, each with Host, the key, Accept and the
+    User-Agent once each, whether the session sends the headers (as client_for makes it) or
+    each request names them."""
     async with upstream_running(keep_answering) as upstream:
-        client = scripted_client(clients, upstream)
+        client = scripted_client(clients, upstream, headers_in_session=in_session)
         for _ in range(10):
             await client.fetch_campaign("cmp_1")
     assert upstream.connections == 1
-    head = upstream.requests[0]
-    assert head.startswith(b"GET /v1/campaigns/cmp_1 HTTP/1.1\r\n")
-    assert f"Host: 127.0.0.1:{upstream.port}\r\n".encode() in head
-    assert f"Authorization: Bearer {API_KEY}\r\n".encode() in head
+    assert len(upstream.requests) == 10
+    for head in upstream.requests:
+        assert head.startswith(b"GET /v1/campaigns/cmp_1 HTTP/1.1\r\n")
+        assert f"Host: 127.0.0.1:{upstream.port}\r\n".encode() in head
+        assert head.count(f"Authorization: Bearer {API_KEY}\r\n".encode()) == 1
+        assert head.count(b"Accept: application/json\r\n") == 1
+        assert head.count(f"User-Agent: {USER_AGENT}\r\n".encode()) == 1
 
 
 # --- TLS -----------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from exporter.api.client import (
     RequestTimeoutError,
     create_session,
     proxy_for,
+    request_headers,
 )
 from exporter.config import ConfigError
 from exporter.demo.simulator import Simulator
@@ -109,7 +110,8 @@ async def clients() -> AsyncIterator[Callable[..., DialNexaClient]]:
     made: list[DialNexaClient] = []
 
     def make(api_url: str, trust: ssl.SSLContext | None = None) -> DialNexaClient:
-        session = create_session(4, trust, proxy=proxy_for(api_url))
+        headers = request_headers(SecretStr(API_KEY))  # in the session, as client_for has it
+        session = create_session(4, trust, proxy=proxy_for(api_url), headers=headers)
         client = DialNexaClient(session, api_url, SecretStr(API_KEY), timeout_seconds=5)
         made.append(client)
         return client

@@ -61,10 +61,9 @@ class DueQueue:
         taken: list[CampaignState] = []
         held: list[CampaignState] = []
         while heap and heap[0][0] <= horizon and len(taken) < limit:
-            entry = heapq.heappop(heap)
-            if not self._live(entry):
+            _, seq, state = heapq.heappop(heap)
+            if state.due_seq != seq or state.queued or state.removed:  # not live (_live)
                 continue
-            state = entry[2]
             if state.not_before > now:  # a Retry-After deadline is never pulled forward
                 held.append(state)
                 continue
