@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from pathlib import Path
 from typing import NamedTuple, Protocol, TextIO
 
 from exporter.api.client import DialNexaClient, FetchError, client_for, proxy_for
@@ -15,6 +16,8 @@ from exporter.clock import SystemClock
 from exporter.config import Settings, campaign_count, campaigns_for_shard, env_name
 from exporter.logformat import printable
 from exporter.polling.outcome import error_reason
+from exporter.web.webconfig import read_web_config
+from exporter.web.webconfig_tls import build_ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +59,25 @@ def summary(settings: Settings) -> list[str]:
         f"  calling window {parse_calling_window(settings.calling_window).describe()}, "
         f"stalled after {settings.stall_after_seconds:g}s without a completed call",
         f"  serving {settings.telemetry_path} on {settings.listen_address}"
-        + (f" with {settings.web_config_file}" if settings.web_config_file else ""),
+        + web_config_summary(settings.web_config_file),
     ]
+
+
+def web_config_summary(path: Path | None) -> str:
+    """What the web config file at ``path`` sets up, read and its TLS files loaded as start-up
+    does (a ConfigError names what is wrong); empty without one. Never a user's password hash."""
+    if path is None:
+        return ""
+    config, _ = read_web_config(path)
+    parts = []
+    if config.tls is not None:
+        build_ssl_context(config.tls, path)  # the certificate and key load, and match
+        parts.append("TLS")
+    if config.users:
+        parts.append(
+            f"basic auth for {len(config.users)} user{'s' if len(config.users) > 1 else ''}"
+        )
+    return f" with {path} ({', '.join(parts) or 'plain HTTP, no basic auth'})"
 
 
 class Result(NamedTuple):

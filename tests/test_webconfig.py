@@ -21,6 +21,7 @@ import yaml
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
+from exporter.cli import main
 from exporter.config import ConfigError
 from exporter.web.server import EXPOSITION, create_app
 from exporter.web.webconfig import (
@@ -366,10 +367,8 @@ def _bad_configs() -> list[tuple[str, dict[str, Any] | str, str]]:
     ]
 
 
-def test_bad_files_are_one_line_errors_naming_the_setting_without_secrets(
-    pki: Pki, tmp_path: Path
-) -> None:
-    """Each bad file is a ConfigError naming DIALNEXA_WEB_CONFIG_FILE, one line, no secret."""
+def _write_bad_case_files(pki: Pki, tmp_path: Path) -> list[str]:
+    """The key files the bad cases name; what no message may show."""
     other = pki.server_ca.issue_cert("127.0.0.1")
     (tmp_path / "other.key").write_bytes(other.private_key_pem.bytes())
     key = serialization.load_pem_private_key(pki.key_file.read_bytes(), password=None)
@@ -381,14 +380,25 @@ def test_bad_files_are_one_line_errors_naming_the_setting_without_secrets(
         )
     )
     key_lines = [line for line in pki.key_file.read_text().splitlines() if "-----" not in line]
-    secrets_shown = [ALICE_PASSWORD, ALICE_HASH, "PRIVATE KEY", *key_lines]
+    return [ALICE_PASSWORD, ALICE_HASH, "PRIVATE KEY", *key_lines]
+
+
+def _write_case(path: Path, content: dict[str, Any] | str) -> None:
+    if isinstance(content, str):
+        path.write_text(content, encoding="utf-8")
+    else:
+        write_config(path, content)
+
+
+def test_bad_files_are_one_line_errors_naming_the_setting_without_secrets(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """Each bad file is a ConfigError naming DIALNEXA_WEB_CONFIG_FILE, one line, no secret."""
+    secrets_shown = _write_bad_case_files(pki, tmp_path)
     cases = _bad_configs()
     for case, content, expected in cases:
         path = tmp_path / "web.yml"
-        if isinstance(content, str):
-            path.write_text(content, encoding="utf-8")
-        else:
-            write_config(path, content)
+        _write_case(path, content)
         with pytest.raises(ConfigError) as info:
             WebConfigWatcher(path)
         message = str(info.value)
@@ -398,6 +408,36 @@ def test_bad_files_are_one_line_errors_naming_the_setting_without_secrets(
         for secret in secrets_shown:
             assert secret not in message, (case, message)
     assert len(cases) == 22
+
+
+def test_check_reads_the_web_config_as_start_up_does(
+    pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`check` says what a good web config sets up, and fails every bad one start-up would
+    refuse: exit 2, one line naming the setting, no password, hash or key material."""
+    monkeypatch.setenv("DIALNEXA_API_KEY", API_KEY)
+    monkeypatch.setenv("DIALNEXA_CAMPAIGN_IDS", "cmp_a")
+    path = tmp_path / "web.yml"
+    monkeypatch.setenv(SETTING, str(path))
+    write_config(path, {"tls_server_config": tls_section(), "basic_auth_users": {"a": ALICE_HASH}})
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert f"with {path} (TLS, basic auth for 1 user)\n" in out
+    assert ALICE_HASH not in out
+    write_config(path, {})
+    assert main(["check"]) == 0
+    assert "(plain HTTP, no basic auth)" in capsys.readouterr().out
+    secrets_shown = _write_bad_case_files(pki, tmp_path)
+    for case, content, expected in _bad_configs():
+        _write_case(path, content)
+        assert main(["check"]) == 2, case
+        captured = capsys.readouterr()
+        assert captured.out == "", case
+        assert captured.err.startswith(f"dialnexa-exporter: configuration error: {SETTING}: ")
+        assert captured.err.count("\n") == 1, (case, captured.err)
+        assert expected in captured.err, (case, captured.err)
+        for secret in secrets_shown:
+            assert secret not in captured.err, case
 
 
 def test_missing_file_is_an_error(tmp_path: Path) -> None:
