@@ -33,7 +33,7 @@ from exporter.config import (
 from exporter.demo.prometheus import DEFAULT_LISTEN_ADDRESS as PROMETHEUS_LISTEN_ADDRESS
 from exporter.demo.prometheus import optional_demo_prometheus, scaled_window_seconds
 from exporter.demo.simulator import Simulator, demo_campaigns, load_campaigns
-from exporter.logformat import formatter_for
+from exporter.logformat import formatter_for, printable
 from exporter.logs import RedactingFormatter, install_log_filters
 from exporter.web.connections import start_guarded_sites
 from exporter.web.listen import bind_listen_address, close_all
@@ -495,7 +495,8 @@ def _loop_choice(args: argparse.Namespace) -> loops.LoopChoice:
 
 
 def _fail(message: str) -> int:
-    print(f"{PROG}: {message}", file=sys.stderr)
+    # Escaped: a path or value may hold a newline or a terminal escape, the line stays one line.
+    print(f"{PROG}: {printable(message)}", file=sys.stderr)
     return 2
 
 

@@ -275,6 +275,35 @@ def test_configuration_errors_name_what_the_user_typed(
         assert "DIALNEXA_" not in err.split(": ")[2]
 
 
+@pytest.mark.parametrize(
+    ("argv", "env", "named"),
+    [
+        (["check"], {"DIALNEXA_WEB_CONFIG_FILE": "/nowhere/x\n\x1b[2Jweb.yml"}, "DIALNEXA_"),
+        (["--config.file", "/nowhere/\r\x1b]0;t\x07c.yml"], {}, "--config.file"),
+        (["--log.format", "js\nn\u202e"], {}, "--log.format"),
+        ([], {"DIALNEXA_CAMPAIGN_IDS": "a,b\x1b[31m,c"}, "DIALNEXA_CAMPAIGN_IDS"),
+    ],
+)
+def test_configuration_errors_quoting_control_characters_stay_one_printable_line(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    env: dict[str, str],
+    named: str,
+) -> None:
+    """A value or path with a newline, a terminal escape or a bidi override is written
+    escaped: the error is one line that cannot drive the terminal."""
+    monkeypatch.setenv("DIALNEXA_API_KEY", "k")
+    monkeypatch.setenv("DIALNEXA_CAMPAIGN_IDS", "cmp_a")
+    for name, text in env.items():
+        monkeypatch.setenv(name, text)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dialnexa-exporter: configuration error: {named}"), err
+    assert err.count("\n") == 1, err
+    assert err[:-1].isprintable(), err
+
+
 @pytest.mark.parametrize("command", ["demo", "simulator"])
 @pytest.mark.parametrize("argv", [["--log.format", "jsn"], ["--log.level", "loud"]])
 def test_demo_and_simulator_refuse_a_bad_log_setting(
