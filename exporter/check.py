@@ -16,8 +16,7 @@ from exporter.clock import SystemClock
 from exporter.config import Settings, campaign_count, campaigns_for_shard, env_name
 from exporter.logformat import printable
 from exporter.polling.outcome import error_reason
-from exporter.web.webconfig import read_web_config
-from exporter.web.webconfig_tls import build_ssl_context
+from exporter.web.webconfig import WebConfigWatcher
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +63,13 @@ def summary(settings: Settings) -> list[str]:
 
 
 def web_config_summary(path: Path | None) -> str:
-    """What the web config file at ``path`` sets up, read and its TLS files loaded as start-up
-    does (a ConfigError names what is wrong); empty without one. Never a user's password hash."""
+    """What the web config file at ``path`` sets up, loaded by what start-up loads it with
+    (a ConfigError names what is wrong); empty without one. Never a user's password hash."""
     if path is None:
         return ""
-    config, _ = read_web_config(path)
+    config = WebConfigWatcher(path).config  # parsed, and its certificate and key loaded
     parts = []
     if config.tls is not None:
-        build_ssl_context(config.tls, path)  # the certificate and key load, and match
         parts.append("TLS")
     if config.users:
         parts.append(
